@@ -1,0 +1,96 @@
+# kube2fa: two-factor authentication for applications on Kubernetes.
+
+IMG ?= ghcr.io/kube2fa/kube2fa:latest
+BIN := $(CURDIR)/bin
+K8S_BIN := $(BIN)/k8s
+export KUBEBUILDER_ASSETS ?= $(K8S_BIN)
+
+CONTROLLER_GEN_VERSION ?= v0.23.0
+KUSTOMIZE_VERSION ?= v5.8.3
+CONTROLLER_GEN := $(BIN)/controller-gen-$(CONTROLLER_GEN_VERSION)
+KUSTOMIZE := $(BIN)/kustomize-$(KUSTOMIZE_VERSION)
+
+GO_TEST_FLAGS ?= -count=1 -timeout 30m
+
+.PHONY: all
+all: build
+
+##@ General
+
+.PHONY: help
+help: ## Show this help.
+	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make \033[36m<target>\033[0m\n"} /^[a-zA-Z_-]+:.*?##/ { printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2 } /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)
+
+##@ Development
+
+.PHONY: manifests
+manifests: $(CONTROLLER_GEN) ## Generate the CRDs and RBAC under config/.
+	$(CONTROLLER_GEN) rbac:roleName=manager-role crd paths="./..." output:crd:artifacts:config=config/crd/bases
+
+.PHONY: generate
+generate: $(CONTROLLER_GEN) ## Generate the DeepCopy methods of the API types.
+	$(CONTROLLER_GEN) object:headerFile="hack/boilerplate.go.txt" paths="./..."
+
+.PHONY: fmt
+fmt: ## Run gofmt on the code.
+	gofmt -l -w $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './bin/*')
+
+.PHONY: vet
+vet: ## Run go vet.
+	go vet ./...
+
+.PHONY: control-plane
+control-plane: ## Build etcd, kube-apiserver and kube-controller-manager from source into bin/k8s (once).
+	hack/build-control-plane.sh $(K8S_BIN)
+
+.PHONY: test
+test: manifests generate fmt vet control-plane ## Run every test against the local control plane.
+	go test $(GO_TEST_FLAGS) ./...
+
+.PHONY: verify
+verify: manifests generate fmt vet ## Regenerate everything and fail if the tree changed.
+	@if [ -n "$$(git status --porcelain)" ]; then \
+		echo "verify: the tree is dirty after regenerating; commit the result:"; git status --porcelain; git --no-pager diff --stat; exit 1; fi
+
+##@ Build
+
+.PHONY: build
+build: manifests generate fmt vet ## Build the manager binary into bin/.
+	go build -o $(BIN)/manager ./cmd/manager
+
+.PHONY: run
+run: build control-plane ## Start the local control plane, install the CRDs, run the manager and apply the samples.
+	hack/run.sh
+
+.PHONY: docker-build
+docker-build: ## Build the container image (needs a Docker engine).
+	docker build -t $(IMG) .
+
+##@ Deployment
+
+.PHONY: install
+install: manifests $(KUSTOMIZE) ## Install the CRDs into the cluster of the current kubeconfig.
+	$(KUSTOMIZE) build config/crd | kubectl apply --server-side -f -
+
+.PHONY: uninstall
+uninstall: manifests $(KUSTOMIZE) ## Remove the CRDs (and every policy and enrollment) from the cluster.
+	$(KUSTOMIZE) build config/crd | kubectl delete --ignore-not-found -f -
+
+.PHONY: deploy
+deploy: manifests $(KUSTOMIZE) ## Deploy kube2fa with image IMG to the cluster of the current kubeconfig.
+	cd config/manager && $(KUSTOMIZE) edit set image manager=$(IMG)
+	$(KUSTOMIZE) build config/default | kubectl apply --server-side -f -
+
+.PHONY: undeploy
+undeploy: $(KUSTOMIZE) ## Remove kube2fa from the cluster.
+	$(KUSTOMIZE) build config/default | kubectl delete --ignore-not-found -f -
+
+##@ Tools
+
+$(CONTROLLER_GEN):
+	GOBIN=$(BIN) go install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_GEN_VERSION)
+	mv $(BIN)/controller-gen $@
+
+$(KUSTOMIZE):
+	GOBIN=$(BIN) go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
+	mv $(BIN)/kustomize $@

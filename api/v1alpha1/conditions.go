@@ -1,0 +1,58 @@
+package v1alpha1
+
+// Condition types.
+const (
+	// ConditionReady is the summary condition of both kinds. On a TwoFactorPolicy: the verifier ConfigMap
+	// holds the current spec. On a UserEnrollment: a key is provisioned and the verifier can use it.
+	ConditionReady = "Ready"
+	// ConditionEnrolled on a UserEnrollment is True once a first valid code confirmed the key.
+	ConditionEnrolled = "Enrolled"
+	// ConditionLocked on a UserEnrollment is True while wrong codes keep it locked.
+	ConditionLocked = "Locked"
+)
+
+// Condition reasons.
+const (
+	// ReasonReconciled: the policy's verifier ConfigMap is current.
+	ReasonReconciled = "Reconciled"
+	// ReasonKeyProvisioned: the enrollment's Secret holds its key.
+	ReasonKeyProvisioned = "KeyProvisioned"
+	// ReasonPolicyNotFound: the referenced TwoFactorPolicy does not exist.
+	ReasonPolicyNotFound = "PolicyNotFound"
+	// ReasonMethodNotAllowed: the enrollment's method is not among the policy's methods.
+	ReasonMethodNotAllowed = "MethodNotAllowed"
+	// ReasonPolicyDisabled: the policy is Disabled, so a new enrollment gets no key.
+	ReasonPolicyDisabled = "PolicyDisabled"
+	// ReasonDuplicateUser: an older enrollment exists for the same user under the same policy.
+	ReasonDuplicateUser = "DuplicateUser"
+	// ReasonSecretConflict: a Secret with the enrollment's Secret name exists and is not ours.
+	ReasonSecretConflict = "SecretConflict"
+
+	// ReasonConfirmed: a first valid code confirmed the enrollment.
+	ReasonConfirmed = "Confirmed"
+	// ReasonPendingConfirmation: the key exists; the user has not yet sent a first valid code.
+	ReasonPendingConfirmation = "PendingConfirmation"
+	// ReasonNoKey: no key has been provisioned yet.
+	ReasonNoKey = "NoKey"
+
+	// ReasonTooManyFailures: maxFailures consecutive wrong codes locked the enrollment.
+	ReasonTooManyFailures = "TooManyFailures"
+	// ReasonNotLocked: the enrollment accepts codes.
+	ReasonNotLocked = "NotLocked"
+)
+
+// Labels and annotations kube2fa reads or writes.
+const (
+	// LabelManagedBy marks the Secrets kube2fa owns; the manager's cache holds only these.
+	LabelManagedBy = "app.kubernetes.io/managed-by"
+	// ManagedByValue is the value of LabelManagedBy on kube2fa's objects.
+	ManagedByValue = "kube2fa"
+	// LabelPolicy names the policy of an enrollment Secret or verifier ConfigMap, for label selection.
+	LabelPolicy = "twofactor.kube2fa.io/policy"
+	// AnnotationUnlock on a UserEnrollment: any new value unlocks it and resets its failures.
+	AnnotationUnlock = "twofactor.kube2fa.io/unlock"
+	// AnnotationConfigHash on the verifier ConfigMap: sha256 of its content.
+	AnnotationConfigHash = "twofactor.kube2fa.io/config-hash"
+	// SecretTypeOTP is the type of enrollment Secrets.
+	SecretTypeOTP = "twofactor.kube2fa.io/otp"
+)

@@ -1,0 +1,117 @@
+package v1alpha1
+
+import "slices"
+
+// Defaults of a TwoFactorPolicy. They are resolved in code, never written into the object, so that what a
+// GitOps tool applied is exactly what it reads back.
+const (
+	DefaultAlgorithm       = AlgorithmSHA1
+	DefaultDigits          = 6
+	DefaultPeriodSeconds   = 30
+	DefaultSkewSteps       = 1
+	DefaultLookAhead       = 4
+	DefaultSecretBytes     = 20
+	DefaultMaxFailures     = 3
+	DefaultThrottleSeconds = 0
+)
+
+// ResolvedPolicy is a TwoFactorPolicy spec with every default filled in. It is the content of the verifier
+// ConfigMap, the contract between the manager and the verifier.
+// +kubebuilder:object:generate=false
+type ResolvedPolicy struct {
+	Mode        Mode            `json:"mode"`
+	Methods     []Method        `json:"methods"`
+	Issuer      string          `json:"issuer"`
+	TOTP        ResolvedTOTP    `json:"totp"`
+	HOTP        ResolvedHOTP    `json:"hotp"`
+	SecretBytes int32           `json:"secretBytes"`
+	Lockout     ResolvedLockout `json:"lockout"`
+}
+
+// ResolvedTOTP holds every TOTP parameter.
+// +kubebuilder:object:generate=false
+type ResolvedTOTP struct {
+	Algorithm     Algorithm `json:"algorithm"`
+	Digits        int32     `json:"digits"`
+	PeriodSeconds int32     `json:"periodSeconds"`
+	SkewSteps     int32     `json:"skewSteps"`
+}
+
+// ResolvedHOTP holds every HOTP parameter.
+// +kubebuilder:object:generate=false
+type ResolvedHOTP struct {
+	Algorithm Algorithm `json:"algorithm"`
+	Digits    int32     `json:"digits"`
+	LookAhead int32     `json:"lookAhead"`
+}
+
+// ResolvedLockout holds every lockout parameter.
+// +kubebuilder:object:generate=false
+type ResolvedLockout struct {
+	MaxFailures     int32 `json:"maxFailures"`
+	ThrottleSeconds int32 `json:"throttleSeconds"`
+}
+
+// Resolve returns the policy with every default filled in.
+func (p *TwoFactorPolicy) Resolve() ResolvedPolicy {
+	s := p.Spec
+	r := ResolvedPolicy{
+		Mode:        s.Mode,
+		Methods:     slices.Clone(s.Methods),
+		Issuer:      or(s.Issuer, p.Name),
+		SecretBytes: or(s.SecretBytes, DefaultSecretBytes),
+		TOTP: ResolvedTOTP{
+			Algorithm: DefaultAlgorithm, Digits: DefaultDigits,
+			PeriodSeconds: DefaultPeriodSeconds, SkewSteps: DefaultSkewSteps,
+		},
+		HOTP:    ResolvedHOTP{Algorithm: DefaultAlgorithm, Digits: DefaultDigits, LookAhead: DefaultLookAhead},
+		Lockout: ResolvedLockout{MaxFailures: DefaultMaxFailures, ThrottleSeconds: DefaultThrottleSeconds},
+	}
+	if r.Methods == nil {
+		r.Methods = []Method{}
+	}
+	if t := s.TOTP; t != nil {
+		r.TOTP.Algorithm = or(t.Algorithm, r.TOTP.Algorithm)
+		r.TOTP.Digits = or(t.Digits, r.TOTP.Digits)
+		r.TOTP.PeriodSeconds = or(t.PeriodSeconds, r.TOTP.PeriodSeconds)
+		r.TOTP.SkewSteps = deref(t.SkewSteps, r.TOTP.SkewSteps)
+	}
+	if h := s.HOTP; h != nil {
+		r.HOTP.Algorithm = or(h.Algorithm, r.HOTP.Algorithm)
+		r.HOTP.Digits = or(h.Digits, r.HOTP.Digits)
+		r.HOTP.LookAhead = deref(h.LookAhead, r.HOTP.LookAhead)
+	}
+	if l := s.Lockout; l != nil {
+		r.Lockout.MaxFailures = or(l.MaxFailures, r.Lockout.MaxFailures)
+		r.Lockout.ThrottleSeconds = deref(l.ThrottleSeconds, r.Lockout.ThrottleSeconds)
+	}
+	return r
+}
+
+// Allows reports whether users may enroll with method m: the policy is not Disabled and lists m.
+func (r *ResolvedPolicy) Allows(m Method) bool {
+	return r.Mode != ModeDisabled && slices.Contains(r.Methods, m)
+}
+
+// MethodFor returns the method an enrollment uses: its own, or the policy's first.
+func (r *ResolvedPolicy) MethodFor(e *UserEnrollment) Method {
+	if e.Spec.Method != "" || len(r.Methods) == 0 {
+		return e.Spec.Method
+	}
+	return r.Methods[0]
+}
+
+func or[T comparable](v, def T) T {
+	var zero T
+	if v == zero {
+		return def
+	}
+	return v
+}
+
+func deref[T any](p *T, def T) T {
+	if p == nil {
+		return def
+	}
+	return *p
+}

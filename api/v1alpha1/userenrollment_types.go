@@ -1,0 +1,140 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// PolicyReference names a TwoFactorPolicy in the same namespace.
+type PolicyReference struct {
+	// name is the name of the TwoFactorPolicy.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	Name string `json:"name"`
+}
+
+// UserEnrollmentSpec names a user and the policy under which they prove a second factor.
+// +kubebuilder:validation:XValidation:rule="has(self.method) == has(oldSelf.method) && (!has(self.method) || self.method == oldSelf.method)",message="method is immutable",fieldPath=".method"
+type UserEnrollmentSpec struct {
+	// policyRef names the TwoFactorPolicy (same namespace) this enrollment belongs to. Immutable.
+	// +required
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="policyRef is immutable"
+	PolicyRef PolicyReference `json:"policyRef"`
+
+	// user is the application's name for the user, as the application sends it to the verifier. Immutable.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=256
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="user is immutable"
+	User string `json:"user"`
+
+	// method is TOTP or HOTP. Defaults to the first method the policy allows. Immutable.
+	// +optional
+	Method Method `json:"method,omitempty"`
+}
+
+// UserEnrollmentStatus holds the enrollment's conditions and its verification state. The manager writes
+// the provisioning facts; the verifier writes the verification facts; both with optimistic concurrency.
+type UserEnrollmentStatus struct {
+	// conditions: Ready (a key is provisioned and the verifier can use it), Enrolled (confirmed with a
+	// first code), Locked (too many wrong codes).
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// observedGeneration is the generation of the spec this status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// secretName is the name of the Secret holding this enrollment's key.
+	// +optional
+	SecretName string `json:"secretName,omitempty"`
+
+	// secretUID is the UID of the Secret the verification state below belongs to. When the Secret is
+	// replaced (deleted by hand and re-created with a new key), the state is reset to pending.
+	// +optional
+	SecretUID string `json:"secretUID,omitempty"`
+
+	// method is the method in use: spec.method, or the policy's default when spec.method is empty.
+	// +optional
+	Method Method `json:"method,omitempty"`
+
+	// confirmedAt is when the first valid code confirmed the enrollment. Absent while pending.
+	// +optional
+	ConfirmedAt *metav1.Time `json:"confirmedAt,omitempty"`
+
+	// failedAttempts counts consecutive wrong codes since the last success or unlock.
+	// +optional
+	FailedAttempts int32 `json:"failedAttempts,omitempty"`
+
+	// lastFailureAt is when the last wrong code was received.
+	// +optional
+	LastFailureAt *metav1.Time `json:"lastFailureAt,omitempty"`
+
+	// lockedAt is when the enrollment was locked. Absent when not locked.
+	// +optional
+	LockedAt *metav1.Time `json:"lockedAt,omitempty"`
+
+	// lockedUntil is when the lock ends by itself. Absent while locked means only an administrator can
+	// unlock (annotation twofactor.kube2fa.io/unlock).
+	// +optional
+	LockedUntil *metav1.Time `json:"lockedUntil,omitempty"`
+
+	// lastSuccessAt is when a code was last accepted.
+	// +optional
+	LastSuccessAt *metav1.Time `json:"lastSuccessAt,omitempty"`
+
+	// lastUsedStep is the TOTP time step of the last accepted code; only later steps are accepted.
+	// +optional
+	LastUsedStep *int64 `json:"lastUsedStep,omitempty"`
+
+	// hotpCounter is the next HOTP counter value to accept.
+	// +optional
+	HOTPCounter *int64 `json:"hotpCounter,omitempty"`
+
+	// lastHandledUnlock is the value of the unlock annotation last acted on.
+	// +optional
+	LastHandledUnlock string `json:"lastHandledUnlock,omitempty"`
+}
+
+// UserEnrollment is one user's second factor under a TwoFactorPolicy. Deleting it removes the key: the
+// recovery path when a user loses their authenticator.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=ue,categories=kube2fa
+// +kubebuilder:selectablefield:JSONPath=`.spec.policyRef.name`
+// +kubebuilder:selectablefield:JSONPath=`.spec.user`
+// +kubebuilder:printcolumn:name="User",type=string,JSONPath=`.spec.user`
+// +kubebuilder:printcolumn:name="Policy",type=string,JSONPath=`.spec.policyRef.name`
+// +kubebuilder:printcolumn:name="Method",type=string,JSONPath=`.status.method`
+// +kubebuilder:printcolumn:name="Enrolled",type=string,JSONPath=`.status.conditions[?(@.type=="Enrolled")].status`
+// +kubebuilder:printcolumn:name="Locked",type=string,JSONPath=`.status.conditions[?(@.type=="Locked")].status`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`,priority=1
+// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,priority=1
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 249",message="enrollment name must be at most 249 characters: its Secret is named <name>-otp"
+type UserEnrollment struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec names the user and the policy.
+	// +required
+	Spec UserEnrollmentSpec `json:"spec"`
+
+	// status is the observed state.
+	// +optional
+	Status UserEnrollmentStatus `json:"status,omitempty"`
+}
+
+// UserEnrollmentList is a list of UserEnrollment.
+// +kubebuilder:object:root=true
+type UserEnrollmentList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []UserEnrollment `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&UserEnrollment{}, &UserEnrollmentList{})
+}
