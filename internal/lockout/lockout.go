@@ -1,0 +1,139 @@
+// Package lockout is the enrollment state machine shared by the manager and the verifier: how wrong codes
+// lock an enrollment, how a lock ends (throttle expiry or an administrator's unlock), and the conditions
+// every client reads, derived from the status facts alone. It is pure: time is passed in, nothing is read
+// or written outside the status it is given.
+package lockout
+
+import (
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kube2fa/kube2fa/api/v1alpha1"
+)
+
+// Settings are a policy's lockout parameters.
+type Settings struct {
+	// MaxFailures consecutive wrong codes lock the enrollment.
+	MaxFailures int32
+	// Throttle is how long a lock lasts; 0 means until an administrator unlocks.
+	Throttle time.Duration
+}
+
+// SettingsFor returns the lockout settings of a resolved policy.
+func SettingsFor(p v1alpha1.ResolvedPolicy) Settings {
+	return Settings{
+		MaxFailures: p.Lockout.MaxFailures,
+		Throttle:    time.Duration(p.Lockout.ThrottleSeconds) * time.Second,
+	}
+}
+
+// Outcome is what an attempt did.
+type Outcome int
+
+const (
+	// Accepted: the code was right; failures were reset.
+	Accepted Outcome = iota
+	// Rejected: the code was wrong and counted as a failure (which may have locked the enrollment).
+	Rejected
+	// RefusedLocked: the enrollment is locked; the code was not evaluated and nothing was counted.
+	RefusedLocked
+)
+
+// Result describes one attempt.
+type Result struct {
+	Outcome Outcome
+	// LockedNow is true when this attempt's failure locked the enrollment.
+	LockedNow bool
+	// RemainingAttempts is how many wrong codes are left before the lock (after a rejection).
+	RemainingAttempts int32
+	// RetryAfter is how long until the lock ends; 0 when only an administrator can unlock.
+	RetryAfter time.Duration
+}
+
+// Attempt applies one code attempt at now. An expired lock is cleared first; while locked, check is not
+// called, nothing is counted and the lock is not extended. Otherwise check decides whether the code is right
+// (and may record its own facts, such as the TOTP step, on success).
+func Attempt(st *v1alpha1.UserEnrollmentStatus, s Settings, now time.Time, check func() bool) Result {
+	Expire(st, now)
+	if IsLocked(st, now) {
+		return Result{Outcome: RefusedLocked, RetryAfter: RetryAfter(st, now)}
+	}
+	if check() {
+		st.FailedAttempts = 0
+		st.LastSuccessAt = stamp(now)
+		return Result{Outcome: Accepted}
+	}
+	st.FailedAttempts++
+	st.LastFailureAt = stamp(now)
+	res := Result{Outcome: Rejected, RemainingAttempts: max(s.MaxFailures-st.FailedAttempts, 0)}
+	if st.FailedAttempts >= s.MaxFailures {
+		st.LockedAt = stamp(now)
+		st.LockedUntil = nil
+		if s.Throttle > 0 {
+			st.LockedUntil = stamp(st.LockedAt.Add(s.Throttle))
+		}
+		res.LockedNow = true
+		res.RetryAfter = RetryAfter(st, now)
+	}
+	return res
+}
+
+// IsLocked reports whether st is locked at now. A lock whose throttle has ended is not locked.
+func IsLocked(st *v1alpha1.UserEnrollmentStatus, now time.Time) bool {
+	return st.LockedAt != nil && (st.LockedUntil == nil || now.Before(st.LockedUntil.Time))
+}
+
+// RetryAfter is how long until the lock ends, rounded up to whole seconds; 0 when not locked or when only an
+// administrator can unlock.
+func RetryAfter(st *v1alpha1.UserEnrollmentStatus, now time.Time) time.Duration {
+	if !IsLocked(st, now) || st.LockedUntil == nil {
+		return 0
+	}
+	d := st.LockedUntil.Sub(now)
+	return (d + time.Second - 1).Truncate(time.Second)
+}
+
+// Expire clears a lock whose throttle has ended, with its failures, and reports whether it did.
+func Expire(st *v1alpha1.UserEnrollmentStatus, now time.Time) bool {
+	if st.LockedAt == nil || IsLocked(st, now) {
+		return false
+	}
+	clear(st)
+	return true
+}
+
+// Unlock handles the administrator's unlock annotation: a value not handled before clears the lock and the
+// failures and is recorded. It reports whether the value was new.
+func Unlock(st *v1alpha1.UserEnrollmentStatus, annotation string) bool {
+	if annotation == "" || annotation == st.LastHandledUnlock {
+		return false
+	}
+	clear(st)
+	st.LastHandledUnlock = annotation
+	return true
+}
+
+// Reset returns st to a fresh pending enrollment for a new key: confirmation, counters, replay state and lock
+// all belong to the key they were recorded for.
+func Reset(st *v1alpha1.UserEnrollmentStatus) {
+	clear(st)
+	st.ConfirmedAt = nil
+	st.LastSuccessAt = nil
+	st.LastUsedStep = nil
+	st.HOTPCounter = nil
+}
+
+func clear(st *v1alpha1.UserEnrollmentStatus) {
+	st.FailedAttempts = 0
+	st.LastFailureAt = nil
+	st.LockedAt = nil
+	st.LockedUntil = nil
+}
+
+// stamp returns now at the precision the API server stores (seconds), so that what is decided in memory is
+// exactly what every replica reads back.
+func stamp(now time.Time) *metav1.Time {
+	t := metav1.NewTime(now.Truncate(time.Second))
+	return &t
+}

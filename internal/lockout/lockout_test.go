@@ -1,0 +1,199 @@
+package lockout
+
+import (
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kube2fa/kube2fa/api/v1alpha1"
+)
+
+var t0 = time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC)
+
+func wrong() bool { return false }
+func right() bool { return true }
+
+func TestLocksAtExactlyMaxFailures(t *testing.T) {
+	for _, max := range []int32{1, 3, 5} {
+		st := &v1alpha1.UserEnrollmentStatus{}
+		s := Settings{MaxFailures: max, Throttle: time.Minute}
+		for i := int32(1); i < max; i++ {
+			res := Attempt(st, s, t0, wrong)
+			if res.Outcome != Rejected || res.LockedNow || res.RemainingAttempts != max-i {
+				t.Fatalf("max %d, failure %d: got %+v", max, i, res)
+			}
+			if IsLocked(st, t0) {
+				t.Fatalf("max %d: locked after only %d failures", max, i)
+			}
+		}
+		res := Attempt(st, s, t0, wrong)
+		if !res.LockedNow || res.RemainingAttempts != 0 || !IsLocked(st, t0) || st.FailedAttempts != max {
+			t.Fatalf("max %d: failure %d did not lock: %+v, status %+v", max, max, res, st)
+		}
+		if res.RetryAfter != time.Minute {
+			t.Errorf("max %d: RetryAfter = %v, want 1m", max, res.RetryAfter)
+		}
+	}
+}
+
+func TestRightCodeWhileLockedIsRefusedAndNotCounted(t *testing.T) {
+	st := &v1alpha1.UserEnrollmentStatus{}
+	s := Settings{MaxFailures: 2, Throttle: time.Minute}
+	Attempt(st, s, t0, wrong)
+	Attempt(st, s, t0, wrong)
+	lockedUntil := st.LockedUntil.DeepCopy()
+	called := false
+	res := Attempt(st, s, t0.Add(30*time.Second), func() bool { called = true; return true })
+	if res.Outcome != RefusedLocked || called {
+		t.Fatalf("a code was evaluated while locked: %+v (check called: %v)", res, called)
+	}
+	if st.FailedAttempts != 2 || !st.LockedUntil.Equal(lockedUntil) {
+		t.Fatalf("a refused attempt changed the lock: failures %d, until %v", st.FailedAttempts, st.LockedUntil)
+	}
+	if res.RetryAfter != 30*time.Second {
+		t.Errorf("RetryAfter = %v, want 30s", res.RetryAfter)
+	}
+}
+
+func TestThrottleZeroStaysLockedUntilUnlock(t *testing.T) {
+	st := &v1alpha1.UserEnrollmentStatus{}
+	s := Settings{MaxFailures: 1}
+	if res := Attempt(st, s, t0, wrong); !res.LockedNow || res.RetryAfter != 0 {
+		t.Fatalf("got %+v, want a lock without retry time", res)
+	}
+	if st.LockedUntil != nil {
+		t.Fatalf("lockedUntil = %v, want none (admin must unlock)", st.LockedUntil)
+	}
+	years := t0.Add(24 * 365 * 10 * time.Hour)
+	if Expire(st, years) || !IsLocked(st, years) {
+		t.Fatal("a lock without throttle ended by itself")
+	}
+	if !Unlock(st, "ticket-42") || IsLocked(st, years) || st.FailedAttempts != 0 {
+		t.Fatalf("unlock did not clear the lock: %+v", st)
+	}
+	if Unlock(st, "ticket-42") {
+		t.Fatal("the same unlock value was handled twice")
+	}
+	if Unlock(st, "") {
+		t.Fatal("an empty unlock value was handled")
+	}
+}
+
+func TestThrottleExpiryUnlocksAndResetsFailures(t *testing.T) {
+	st := &v1alpha1.UserEnrollmentStatus{}
+	s := Settings{MaxFailures: 3, Throttle: 10 * time.Second}
+	for range 3 {
+		Attempt(st, s, t0, wrong)
+	}
+	if Expire(st, t0.Add(9*time.Second)) {
+		t.Fatal("expired a second early")
+	}
+	if !Expire(st, t0.Add(10*time.Second)) {
+		t.Fatal("did not expire at lockedUntil")
+	}
+	if st.LockedAt != nil || st.LockedUntil != nil || st.FailedAttempts != 0 {
+		t.Fatalf("expiry left state behind: %+v", st)
+	}
+	// Attempt expires by itself: a right code just after the throttle is accepted.
+	for range 3 {
+		Attempt(st, s, t0, wrong)
+	}
+	if res := Attempt(st, s, t0.Add(10*time.Second), right); res.Outcome != Accepted {
+		t.Fatalf("right code after expiry: %+v", res)
+	}
+}
+
+func TestSuccessResetsFailures(t *testing.T) {
+	st := &v1alpha1.UserEnrollmentStatus{}
+	s := Settings{MaxFailures: 3}
+	Attempt(st, s, t0, wrong)
+	Attempt(st, s, t0, wrong)
+	if res := Attempt(st, s, t0, right); res.Outcome != Accepted || st.FailedAttempts != 0 || st.LastSuccessAt == nil {
+		t.Fatalf("success did not reset: %+v %+v", res, st)
+	}
+	Attempt(st, s, t0, wrong)
+	if IsLocked(st, t0) {
+		t.Fatal("locked after 1 failure following a success")
+	}
+}
+
+func TestTimesAreStoredAtAPIServerPrecision(t *testing.T) {
+	st := &v1alpha1.UserEnrollmentStatus{}
+	now := t0.Add(1500 * time.Millisecond)
+	Attempt(st, Settings{MaxFailures: 1, Throttle: 5 * time.Second}, now, wrong)
+	if st.LockedAt.Nanosecond() != 0 || st.LockedUntil.Nanosecond() != 0 {
+		t.Fatalf("sub-second times would change on a round trip: %v %v", st.LockedAt, st.LockedUntil)
+	}
+}
+
+func TestResetForgetsEverythingOfTheOldKey(t *testing.T) {
+	step, counter := int64(7), int64(9)
+	now := metav1.NewTime(t0)
+	st := &v1alpha1.UserEnrollmentStatus{ConfirmedAt: &now, LastSuccessAt: &now, LastUsedStep: &step,
+		HOTPCounter: &counter, FailedAttempts: 2, LockedAt: &now, LastHandledUnlock: "x"}
+	Reset(st)
+	if st.ConfirmedAt != nil || st.LastSuccessAt != nil || st.LastUsedStep != nil || st.HOTPCounter != nil ||
+		st.FailedAttempts != 0 || st.LockedAt != nil {
+		t.Fatalf("reset kept state of the old key: %+v", st)
+	}
+	if st.LastHandledUnlock != "x" {
+		t.Error("reset forgot the handled unlock value: the same annotation would be handled again")
+	}
+}
+
+func TestConditionsFollowTheFacts(t *testing.T) {
+	now := metav1.NewTime(t0)
+	until := metav1.NewTime(t0.Add(time.Minute))
+	tests := []struct {
+		name             string
+		st               v1alpha1.UserEnrollmentStatus
+		at               time.Time
+		enrolled, locked metav1.ConditionStatus
+		enrolledReason   string
+	}{
+		{"no key yet", v1alpha1.UserEnrollmentStatus{}, t0,
+			metav1.ConditionFalse, metav1.ConditionFalse, v1alpha1.ReasonNoKey},
+		{"pending", v1alpha1.UserEnrollmentStatus{SecretUID: "u"}, t0,
+			metav1.ConditionFalse, metav1.ConditionFalse, v1alpha1.ReasonPendingConfirmation},
+		{"confirmed", v1alpha1.UserEnrollmentStatus{SecretUID: "u", ConfirmedAt: &now}, t0,
+			metav1.ConditionTrue, metav1.ConditionFalse, v1alpha1.ReasonConfirmed},
+		{"locked by admin", v1alpha1.UserEnrollmentStatus{SecretUID: "u", ConfirmedAt: &now, LockedAt: &now}, t0,
+			metav1.ConditionTrue, metav1.ConditionTrue, v1alpha1.ReasonConfirmed},
+		{"locked with throttle", v1alpha1.UserEnrollmentStatus{SecretUID: "u", LockedAt: &now, LockedUntil: &until}, t0,
+			metav1.ConditionFalse, metav1.ConditionTrue, v1alpha1.ReasonPendingConfirmation},
+		{"throttle over", v1alpha1.UserEnrollmentStatus{SecretUID: "u", LockedAt: &now, LockedUntil: &until}, until.Time,
+			metav1.ConditionFalse, metav1.ConditionFalse, v1alpha1.ReasonPendingConfirmation},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			SetConditions(&tt.st, 4, tt.at)
+			e := meta.FindStatusCondition(tt.st.Conditions, v1alpha1.ConditionEnrolled)
+			l := meta.FindStatusCondition(tt.st.Conditions, v1alpha1.ConditionLocked)
+			if e.Status != tt.enrolled || e.Reason != tt.enrolledReason || l.Status != tt.locked {
+				t.Fatalf("Enrolled %s/%s, Locked %s; want %s/%s, %s", e.Status, e.Reason, l.Status,
+					tt.enrolled, tt.enrolledReason, tt.locked)
+			}
+			if e.ObservedGeneration != 4 || l.ObservedGeneration != 4 {
+				t.Error("conditions do not carry the observed generation")
+			}
+		})
+	}
+}
+
+func TestCountUsesTheConditionsClientsSee(t *testing.T) {
+	mk := func(ready, enrolled, locked metav1.ConditionStatus) v1alpha1.UserEnrollment {
+		return v1alpha1.UserEnrollment{Status: v1alpha1.UserEnrollmentStatus{Conditions: []metav1.Condition{
+			{Type: v1alpha1.ConditionReady, Status: ready},
+			{Type: v1alpha1.ConditionEnrolled, Status: enrolled},
+			{Type: v1alpha1.ConditionLocked, Status: locked},
+		}}}
+	}
+	T, F := metav1.ConditionTrue, metav1.ConditionFalse
+	got := Count([]v1alpha1.UserEnrollment{mk(T, T, F), mk(T, T, T), mk(T, F, F), mk(F, F, F), {}})
+	want := v1alpha1.EnrollmentCounts{Total: 5, Confirmed: 2, Pending: 1, Locked: 1}
+	if got != want {
+		t.Fatalf("Count = %+v, want %+v", got, want)
+	}
+}
