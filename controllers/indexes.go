@@ -1,0 +1,56 @@
+// Package controllers holds kube2fa's reconcilers: thin orchestrators over the pure logic in internal/.
+package controllers
+
+import (
+	"context"
+
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/kube2fa/kube2fa/api/v1alpha1"
+)
+
+// Field indexes over UserEnrollments in the manager's cache.
+const (
+	// IndexPolicy holds an enrollment's policy name.
+	IndexPolicy = "spec.policyRef.name"
+	// IndexPolicyUser holds "<policy>/<user>", to find several enrollments of one user under one policy.
+	IndexPolicyUser = "spec.policyRef.name+spec.user"
+)
+
+// FieldIndexer is the part of a manager that registers field indexes.
+type FieldIndexer interface {
+	GetFieldIndexer() client.FieldIndexer
+}
+
+// SetupIndexes registers the field indexes the reconcilers query.
+func SetupIndexes(ctx context.Context, mgr FieldIndexer) error {
+	idx := mgr.GetFieldIndexer()
+	if err := idx.IndexField(ctx, &v1alpha1.UserEnrollment{}, IndexPolicy, func(o client.Object) []string {
+		return []string{o.(*v1alpha1.UserEnrollment).Spec.PolicyRef.Name}
+	}); err != nil {
+		return err
+	}
+	return idx.IndexField(ctx, &v1alpha1.UserEnrollment{}, IndexPolicyUser, func(o client.Object) []string {
+		return []string{policyUserKey(o.(*v1alpha1.UserEnrollment))}
+	})
+}
+
+func policyUserKey(e *v1alpha1.UserEnrollment) string {
+	return e.Spec.PolicyRef.Name + "/" + e.Spec.User
+}
+
+// enrollmentsOf lists the enrollments of a policy from the cache.
+func enrollmentsOf(ctx context.Context, c client.Reader, namespace, policy string) ([]v1alpha1.UserEnrollment, error) {
+	var list v1alpha1.UserEnrollmentList
+	err := c.List(ctx, &list, client.InNamespace(namespace), client.MatchingFields{IndexPolicy: policy})
+	return list.Items, err
+}
+
+func requestsFor(items []v1alpha1.UserEnrollment) []reconcile.Request {
+	reqs := make([]reconcile.Request, len(items))
+	for i := range items {
+		reqs[i] = reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&items[i])}
+	}
+	return reqs
+}

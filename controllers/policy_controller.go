@@ -1,0 +1,149 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/workqueue"
+	"k8s.io/klog/v2"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/kube2fa/kube2fa/api/v1alpha1"
+	"github.com/kube2fa/kube2fa/internal/lockout"
+	"github.com/kube2fa/kube2fa/internal/render"
+)
+
+// DefaultCountsDelay is how long enrollment changes are gathered before a policy's counts are rewritten.
+const DefaultCountsDelay = time.Second
+
+// PolicyReconciler renders each TwoFactorPolicy into its verifier ConfigMap and keeps its status counts.
+type PolicyReconciler struct {
+	client.Client
+	// CountsDelay coalesces enrollment changes: a burst of them rewrites the policy status once.
+	CountsDelay time.Duration
+	// MaxConcurrentReconciles bounds parallel reconciles (default 1).
+	MaxConcurrentReconciles int
+}
+
+// +kubebuilder:rbac:groups=twofactor.kube2fa.io,resources=twofactorpolicies,verbs=get;list;watch
+// +kubebuilder:rbac:groups=twofactor.kube2fa.io,resources=twofactorpolicies/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch;create;update;patch
+
+// Reconcile renders one policy's ConfigMap and status.
+func (r *PolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, err error) {
+	p := &v1alpha1.TwoFactorPolicy{}
+	if err := r.Get(ctx, req.NamespacedName, p); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !p.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, nil
+	}
+	before := p.Status.DeepCopy()
+	defer func() {
+		if equality.Semantic.DeepEqual(before, &p.Status) {
+			return
+		}
+		if uerr := r.Status().Update(ctx, p); uerr != nil && !apierrors.IsConflict(uerr) {
+			err = fmt.Errorf("updating twofactorpolicy status: %w", uerr)
+		}
+	}()
+
+	ready := metav1.Condition{Type: v1alpha1.ConditionReady, Status: metav1.ConditionTrue,
+		ObservedGeneration: p.Generation, Reason: v1alpha1.ReasonReconciled}
+	name, err := r.applyConfigMap(ctx, p)
+	if err != nil {
+		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, "ConfigMapFailed", "Writing the verifier ConfigMap failed"
+		meta.SetStatusCondition(&p.Status.Conditions, ready)
+		return ctrl.Result{}, err
+	}
+	ready.Message = "Verifier ConfigMap " + name + " is current"
+	meta.SetStatusCondition(&p.Status.Conditions, ready)
+	p.Status.VerifierConfigMap = name
+	p.Status.ObservedGeneration = p.Generation
+
+	items, err := enrollmentsOf(ctx, r, p.Namespace, p.Name)
+	if err != nil {
+		return ctrl.Result{}, fmt.Errorf("listing userenrollments: %w", err)
+	}
+	counts := lockout.Count(items)
+	p.Status.Enrollments = &counts
+	return ctrl.Result{}, nil
+}
+
+// applyConfigMap creates or updates the verifier ConfigMap when its content hash differs, and returns its name.
+func (r *PolicyReconciler) applyConfigMap(ctx context.Context, p *v1alpha1.TwoFactorPolicy) (string, error) {
+	want, err := render.VerifierConfigMap(p)
+	if err != nil {
+		return "", err
+	}
+	have := &corev1.ConfigMap{}
+	switch err := r.Get(ctx, client.ObjectKeyFromObject(want), have); {
+	case apierrors.IsNotFound(err):
+		if err := r.Create(ctx, want); err != nil {
+			return "", fmt.Errorf("creating configmap: %w", err)
+		}
+		logf.FromContext(ctx).Info("Created ConfigMap", "configmap", klog.KObj(want))
+		return want.Name, nil
+	case err != nil:
+		return "", fmt.Errorf("getting configmap: %w", err)
+	case !metav1.IsControlledBy(have, p):
+		return "", reconcile.TerminalError(fmt.Errorf("configmap %s exists and is not owned by this policy", want.Name))
+	}
+	if have.Annotations[v1alpha1.AnnotationConfigHash] == want.Annotations[v1alpha1.AnnotationConfigHash] &&
+		equality.Semantic.DeepEqual(have.Data, want.Data) && equality.Semantic.DeepEqual(have.Labels, want.Labels) {
+		return want.Name, nil
+	}
+	have.Labels, have.Annotations, have.Data = want.Labels, want.Annotations, want.Data
+	if err := r.Update(ctx, have); err != nil {
+		return "", fmt.Errorf("updating configmap: %w", err)
+	}
+	logf.FromContext(ctx).Info("Updated ConfigMap", "configmap", klog.KObj(have))
+	return want.Name, nil
+}
+
+// SetupWithManager registers the reconciler and its watches.
+func (r *PolicyReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("twofactorpolicy").
+		For(&v1alpha1.TwoFactorPolicy{}).
+		Owns(&corev1.ConfigMap{}).
+		Watches(&v1alpha1.UserEnrollment{}, r.countsHandler()).
+		WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrentReconciles}).
+		Complete(r)
+}
+
+// countsHandler enqueues an enrollment's policy after CountsDelay. The work queue keeps one entry per
+// policy, so every enrollment change within the delay is folded into a single recount and status write.
+func (r *PolicyReconciler) countsHandler() handler.EventHandler {
+	delay := r.CountsDelay
+	if delay == 0 {
+		delay = DefaultCountsDelay
+	}
+	type queue = workqueue.TypedRateLimitingInterface[reconcile.Request]
+	enqueue := func(o client.Object, q queue) {
+		e := o.(*v1alpha1.UserEnrollment)
+		q.AddAfter(reconcile.Request{NamespacedName: client.ObjectKey{Namespace: e.Namespace, Name: e.Spec.PolicyRef.Name}}, delay)
+	}
+	return handler.Funcs{
+		CreateFunc: func(_ context.Context, ev event.CreateEvent, q queue) { enqueue(ev.Object, q) },
+		UpdateFunc: func(_ context.Context, ev event.UpdateEvent, q queue) {
+			if !equality.Semantic.DeepEqual(ev.ObjectOld.(*v1alpha1.UserEnrollment).Status.Conditions,
+				ev.ObjectNew.(*v1alpha1.UserEnrollment).Status.Conditions) {
+				enqueue(ev.ObjectNew, q)
+			}
+		},
+		DeleteFunc: func(_ context.Context, ev event.DeleteEvent, q queue) { enqueue(ev.Object, q) },
+	}
+}

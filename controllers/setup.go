@@ -1,0 +1,60 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/kube2fa/kube2fa/api/v1alpha1"
+)
+
+// Options configure the manager's reconcilers.
+type Options struct {
+	// MaxConcurrentReconciles per controller.
+	MaxConcurrentReconciles int
+	// Clock drives lock expiry; the real clock when nil.
+	Clock clock.PassiveClock
+}
+
+// CacheOptions returns the manager's cache configuration: only the Secrets and ConfigMaps kube2fa manages
+// are cached (a cluster's Secrets can be many and large), and only namespace when it is not empty.
+func CacheOptions(namespace string) cache.Options {
+	ours := cache.ByObject{Label: labels.SelectorFromSet(labels.Set{v1alpha1.LabelManagedBy: v1alpha1.ManagedByValue})}
+	opts := cache.Options{ByObject: map[client.Object]cache.ByObject{&corev1.Secret{}: ours, &corev1.ConfigMap{}: ours}}
+	if namespace != "" {
+		opts.DefaultNamespaces = map[string]cache.Config{namespace: {}}
+	}
+	return opts
+}
+
+// Setup registers the field indexes and both reconcilers with mgr.
+func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
+	if opts.Clock == nil {
+		opts.Clock = clock.RealClock{}
+	}
+	if err := SetupIndexes(ctx, mgr); err != nil {
+		return fmt.Errorf("registering field indexes: %w", err)
+	}
+	if err := (&PolicyReconciler{
+		Client:                  mgr.GetClient(),
+		MaxConcurrentReconciles: opts.MaxConcurrentReconciles,
+	}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up twofactorpolicy controller: %w", err)
+	}
+	if err := (&EnrollmentReconciler{
+		Client:                  mgr.GetClient(),
+		APIReader:               mgr.GetAPIReader(),
+		Recorder:                mgr.GetEventRecorder("kube2fa-manager"),
+		Clock:                   opts.Clock,
+		MaxConcurrentReconciles: opts.MaxConcurrentReconciles,
+	}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up userenrollment controller: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,187 @@
+package otp
+
+import (
+	"bytes"
+	"image/png"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/kube2fa/kube2fa/api/v1alpha1"
+)
+
+func TestProvisioningURIRoundTrip(t *testing.T) {
+	secret := seed32
+	tests := []struct {
+		name    string
+		p       Params
+		issuer  string
+		account string
+		counter int64
+	}{
+		{"TOTP with defaults", totpParams(v1alpha1.AlgorithmSHA1, 6), "Acme", "alice", 0},
+		{"TOTP with SHA512, 8 digits and a 60 second period", Params{
+			Method: v1alpha1.MethodTOTP, Algorithm: v1alpha1.AlgorithmSHA512, Digits: 8, PeriodSeconds: 60,
+		}, "Acme", "alice@example.com", 0},
+		{"HOTP at counter 0", hotpParams(), "Acme", "bob", 0},
+		{"HOTP at counter 42 with SHA256", Params{
+			Method: v1alpha1.MethodHOTP, Algorithm: v1alpha1.AlgorithmSHA256, Digits: 8,
+		}, "Acme", "bob", 42},
+		{"account with spaces", totpParams(v1alpha1.AlgorithmSHA1, 6), "Acme Corp", "Alice Smith", 0},
+		{"account with @ and :", totpParams(v1alpha1.AlgorithmSHA1, 6), "Acme", "alice@example.com:admin", 0},
+		{"account with URI delimiters", hotpParams(), "Acme", "a/b?c#d&e=f%g+h", 7},
+		{"account with non-ASCII letters", totpParams(v1alpha1.AlgorithmSHA1, 6), "Äcme", "jürgen", 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			uri, err := ProvisioningURI(tt.p, tt.issuer, tt.account, secret, tt.counter)
+			if err != nil {
+				t.Fatal(err)
+			}
+			u, err := url.Parse(uri)
+			if err != nil {
+				t.Fatal(err)
+			}
+			q := u.Query()
+			check := func(what, got, want string) {
+				t.Helper()
+				if got != want {
+					t.Errorf("%s: got %q, want %q", what, got, want)
+				}
+			}
+			check("scheme", u.Scheme, "otpauth")
+			check("type", u.Host, strings.ToLower(string(tt.p.Method)))
+			check("label", strings.TrimPrefix(u.Path, "/"), tt.issuer+":"+tt.account)
+			check("issuer", q.Get("issuer"), tt.issuer)
+			check("digits", q.Get("digits"), map[int32]string{6: "6", 8: "8"}[tt.p.Digits])
+			check("algorithm", q.Get("algorithm"), string(tt.p.Algorithm))
+			if tt.p.Method == v1alpha1.MethodTOTP {
+				check("period", q.Get("period"), map[int32]string{30: "30", 60: "60"}[tt.p.PeriodSeconds])
+				check("counter", q.Get("counter"), "")
+			} else {
+				check("period", q.Get("period"), "")
+				check("counter", q.Get("counter"), map[int64]string{0: "0", 7: "7", 42: "42"}[tt.counter])
+			}
+			if got, err := DecodeSecret(q.Get("secret")); err != nil || !bytes.Equal(got, secret) {
+				t.Errorf("secret does not decode to the key: %v", err)
+			}
+		})
+	}
+}
+
+func TestProvisioningURIRejectsInvalidInput(t *testing.T) {
+	p := totpParams(v1alpha1.AlgorithmSHA1, 6)
+	tests := []struct {
+		name            string
+		p               Params
+		issuer, account string
+		secret          []byte
+		counter         int64
+	}{
+		{"invalid params", Params{Method: v1alpha1.MethodTOTP}, "Acme", "alice", seed20, 0},
+		{"empty issuer", p, "", "alice", seed20, 0},
+		{"issuer with a colon", p, "Ac:me", "alice", seed20, 0},
+		{"empty account", p, "Acme", "", seed20, 0},
+		{"no secret", p, "Acme", "alice", nil, 0},
+		{"short secret", p, "Acme", "alice", seed20[:15], 0},
+		{"negative HOTP counter", hotpParams(), "Acme", "alice", seed20, -1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if uri, err := ProvisioningURI(tt.p, tt.issuer, tt.account, tt.secret, tt.counter); err == nil {
+				t.Errorf("got %q, want an error", uri)
+			}
+		})
+	}
+}
+
+func TestQRPNGHasTheRequestedSize(t *testing.T) {
+	uri, err := ProvisioningURI(totpParams(v1alpha1.AlgorithmSHA1, 6), "Acme", "alice@example.com", seed20, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, size := range []int{128, 200, 256, 512} {
+		data, err := QRPNG(uri, size)
+		if err != nil {
+			t.Fatalf("size %d: %v", size, err)
+		}
+		img, err := png.Decode(bytes.NewReader(data))
+		if err != nil {
+			t.Fatalf("size %d: %v", size, err)
+		}
+		b := img.Bounds()
+		if b.Dx() != size || b.Dy() != size {
+			t.Errorf("size %d: got %dx%d", size, b.Dx(), b.Dy())
+		}
+		dark := 0
+		for y := b.Min.Y; y < b.Max.Y; y++ {
+			for x := b.Min.X; x < b.Max.X; x++ {
+				if r, _, _, _ := img.At(x, y).RGBA(); r < 0x8000 {
+					dark++
+				}
+			}
+		}
+		if dark == 0 || dark == size*size {
+			t.Errorf("size %d: %d of %d pixels dark, want a black-and-white code", size, dark, size*size)
+		}
+	}
+}
+
+func TestQRPNGRejectsInvalidInput(t *testing.T) {
+	uri, err := ProvisioningURI(totpParams(v1alpha1.AlgorithmSHA1, 6), "Acme", "alice", seed20, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name string
+		uri  string
+		size int
+	}{
+		{"zero size", uri, 0},
+		{"size smaller than the code", uri, 10},
+		{"unparsable URI", "otpauth://totp/%zz", 256},
+		{"URI too long for a QR code", uri + strings.Repeat("x", 5000), 256},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := QRPNG(tt.uri, tt.size); err == nil {
+				t.Error("no error")
+			}
+		})
+	}
+}
+
+// TestErrorsNeverContainTheSecret provokes every error path that sees key material and checks that no
+// message quotes the key, in base32 or raw.
+func TestErrorsNeverContainTheSecret(t *testing.T) {
+	secret := seed32
+	b32 := EncodeSecret(secret)
+	uri, err := ProvisioningURI(totpParams(v1alpha1.AlgorithmSHA1, 6), "Acme", "alice", secret, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	collect := func(_ any, err error) error { return err }
+	errs := map[string]error{
+		"URI with invalid params":     collect(ProvisioningURI(Params{}, "Acme", "alice", secret, 0)),
+		"URI with an invalid issuer":  collect(ProvisioningURI(hotpParams(), "A:B", "alice", secret, 0)),
+		"URI without account":         collect(ProvisioningURI(hotpParams(), "Acme", "", secret, 0)),
+		"URI with a negative counter": collect(ProvisioningURI(hotpParams(), "Acme", "alice", secret, -1)),
+		"QR too small":                collect(QRPNG(uri, 10)),
+		"QR of an unparsable URI":     collect(QRPNG(strings.Replace(uri, "Acme:", "Acme%zz:", 1), 256)),
+		"QR of a URI too long":        collect(QRPNG(uri+strings.Repeat("x", 5000), 256)),
+		"QR of size zero":             collect(QRPNG(uri, 0)),
+		"decoding a corrupt secret":   collect(DecodeSecret(b32 + "1")),
+		"decoding a truncated secret": collect(DecodeSecret(b32[:len(b32)-1])),
+		"code with a short secret":    collect(Code(secret[:15], v1alpha1.AlgorithmSHA1, 6, 0)),
+		"code with a bad algorithm":   collect(Code(secret, "MD5", 6, 0)),
+	}
+	for name, err := range errs {
+		if err == nil {
+			t.Errorf("%s: no error", name)
+			continue
+		}
+		msg := err.Error()
+		if strings.Contains(strings.ToUpper(msg), b32[:16]) || strings.Contains(msg, string(secret[:16])) {
+			t.Errorf("%s: error quotes the secret: %s", name, msg)
+		}
+	}
+}
