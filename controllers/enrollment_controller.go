@@ -8,8 +8,8 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/klog/v2"
@@ -22,8 +22,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
-	"sigs.k8s.io/controller-runtime/pkg/recorder"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
 	"github.com/kube2fa/kube2fa/api/v1alpha1"
 	"github.com/kube2fa/kube2fa/internal/lockout"
@@ -38,7 +38,7 @@ type EnrollmentReconciler struct {
 	// APIReader reads around the cache, to tell a foreign Secret (not cached) from cache lag.
 	APIReader client.Reader
 	Recorder  recorder.EventRecorder
-	Clock    clock.PassiveClock
+	Clock     clock.PassiveClock
 	// Rand is the source of keys; crypto/rand when nil.
 	Rand io.Reader
 	// MaxConcurrentReconciles bounds parallel reconciles (default 1).

@@ -1,0 +1,234 @@
+// Package testenv starts the local control plane every kube2fa test runs on: a real etcd and
+// kube-apiserver (through controller-runtime's envtest) built from source by hack/build-control-plane.sh,
+// with kube2fa's CRDs installed, and optionally a real kube-controller-manager for garbage collection.
+package testenv
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zapcore"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	k8sruntime "k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/kube2fa/kube2fa/api/v1alpha1"
+	"github.com/kube2fa/kube2fa/controllers"
+)
+
+// Scheme knows the built-in kinds and kube2fa's.
+var Scheme = k8sruntime.NewScheme()
+
+func init() {
+	utilruntime.Must(clientgoscheme.AddToScheme(Scheme))
+	utilruntime.Must(v1alpha1.AddToScheme(Scheme))
+}
+
+// Options choose what runs beside etcd and kube-apiserver.
+type Options struct {
+	// ControllerManager starts kube-controller-manager with the garbage collector and namespace controllers,
+	// so that owner references and namespace deletion behave as in a real cluster.
+	ControllerManager bool
+}
+
+// Env is a running local control plane.
+type Env struct {
+	// Config reaches the API server as a cluster admin.
+	Config *rest.Config
+	// Client talks to the API server directly (no cache), for assertions.
+	Client client.Client
+	// Kubeconfig is the path of a kubeconfig file for kubectl and for binaries under test.
+	Kubeconfig string
+
+	env *envtest.Environment
+	dir string
+	kcm *exec.Cmd
+}
+
+// RepoRoot returns the repository's top directory.
+func RepoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+}
+
+// BinDir returns where the control-plane binaries are: $KUBEBUILDER_ASSETS, else bin/k8s.
+func BinDir() string {
+	if d := os.Getenv("KUBEBUILDER_ASSETS"); d != "" {
+		return d
+	}
+	return filepath.Join(RepoRoot(), "bin", "k8s")
+}
+
+// Start starts etcd and kube-apiserver with the CRDs installed, and what opts asks for.
+func Start(opts Options) (*Env, error) {
+	logf.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.Level(zapLevel())))
+	bin := BinDir()
+	for _, b := range []string{"etcd", "kube-apiserver"} {
+		if _, err := os.Stat(filepath.Join(bin, b)); err != nil {
+			return nil, fmt.Errorf("control-plane binary %s not found in %s: run 'make control-plane' (or 'make test')", b, bin)
+		}
+	}
+	e := &Env{env: &envtest.Environment{
+		BinaryAssetsDirectory: bin,
+		CRDDirectoryPaths:     []string{filepath.Join(RepoRoot(), "config", "crd", "bases")},
+		ErrorIfCRDPathMissing: true,
+		Scheme:                Scheme,
+	}}
+	cfg, err := e.env.Start()
+	if err != nil {
+		return nil, fmt.Errorf("starting etcd and kube-apiserver: %w", err)
+	}
+	e.Config = cfg
+	if e.dir, err = os.MkdirTemp("", "kube2fa-testenv-"); err != nil {
+		return nil, errors.Join(err, e.Stop())
+	}
+	if e.Client, err = client.New(cfg, client.Options{Scheme: Scheme}); err != nil {
+		return nil, errors.Join(err, e.Stop())
+	}
+	admin, err := e.env.AddUser(envtest.User{Name: "kube2fa-admin", Groups: []string{"system:masters"}}, cfg)
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("adding admin user: %w", err), e.Stop())
+	}
+	kubeconfig, err := admin.KubeConfig()
+	if err != nil {
+		return nil, errors.Join(err, e.Stop())
+	}
+	e.Kubeconfig = filepath.Join(e.dir, "kubeconfig")
+	if err := os.WriteFile(e.Kubeconfig, kubeconfig, 0o600); err != nil {
+		return nil, errors.Join(err, e.Stop())
+	}
+	if opts.ControllerManager {
+		if err := e.startControllerManager(bin); err != nil {
+			return nil, errors.Join(err, e.Stop())
+		}
+	}
+	return e, nil
+}
+
+func (e *Env) startControllerManager(bin string) error {
+	e.kcm = exec.Command(filepath.Join(bin, "kube-controller-manager"),
+		"--kubeconfig="+e.Kubeconfig,
+		"--controllers=garbagecollector,namespace",
+		"--leader-elect=false",
+		"--secure-port=0",
+		"--v=1",
+	)
+	log, err := os.Create(filepath.Join(e.dir, "kube-controller-manager.log"))
+	if err != nil {
+		return err
+	}
+	e.kcm.Stdout, e.kcm.Stderr = log, log
+	if err := e.kcm.Start(); err != nil {
+		return fmt.Errorf("starting kube-controller-manager: %w", err)
+	}
+	return nil
+}
+
+// Stop stops everything Start started.
+func (e *Env) Stop() error {
+	var errs []error
+	if e.kcm != nil && e.kcm.Process != nil {
+		_ = e.kcm.Process.Kill()
+		_ = e.kcm.Wait()
+	}
+	if e.env != nil {
+		errs = append(errs, e.env.Stop())
+	}
+	if e.dir != "" {
+		errs = append(errs, os.RemoveAll(e.dir))
+	}
+	return errors.Join(errs...)
+}
+
+// Main runs a test package's tests against one control plane started for them, stored in *env.
+func Main(m *testing.M, opts Options, env **Env) {
+	e, err := Start(opts)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "testenv:", err)
+		os.Exit(1)
+	}
+	*env = e
+	code := m.Run()
+	if err := e.Stop(); err != nil {
+		fmt.Fprintln(os.Stderr, "testenv: stopping:", err)
+	}
+	os.Exit(code)
+}
+
+// Namespace creates a fresh namespace for one test.
+func (e *Env) Namespace(t testing.TB) string {
+	t.Helper()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "t-"}}
+	if err := e.Client.Create(context.Background(), ns); err != nil {
+		t.Fatalf("creating namespace: %v", err)
+	}
+	return ns.Name
+}
+
+// StartManager runs kube2fa's controllers in-process, exactly as cmd/manager wires them, until the test
+// ends or the returned stop function is called. stop waits until the manager has stopped.
+func (e *Env) StartManager(t testing.TB, opts controllers.Options) (stop func()) {
+	t.Helper()
+	mgr, err := ctrl.NewManager(e.Config, ctrl.Options{
+		Scheme:                 Scheme,
+		Cache:                  controllers.CacheOptions(""),
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		// Several managers may run one after another in one test process, with the same controller names.
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
+	})
+	if err != nil {
+		t.Fatalf("creating manager: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := controllers.Setup(ctx, mgr, opts); err != nil {
+		cancel()
+		t.Fatalf("setting up controllers: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	stopped := false
+	stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("manager stopped with an error: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Errorf("manager did not stop within 30s")
+		}
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+// zapLevel is errors only, unless KUBE2FA_TEST_VERBOSE is set.
+func zapLevel() zapcore.Level {
+	if os.Getenv("KUBE2FA_TEST_VERBOSE") != "" {
+		return zapcore.DebugLevel
+	}
+	return zapcore.ErrorLevel
+}
