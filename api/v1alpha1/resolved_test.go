@@ -58,4 +58,3 @@ func TestDisabledPolicyAllowsNoMethod(t *testing.T) {
 		t.Error("Allows does not follow the methods list")
 	}
 }
-
