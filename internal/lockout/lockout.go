@@ -118,15 +118,16 @@ func Unlock(st *v1alpha1.UserEnrollmentStatus, annotation string) bool {
 // all belong to the key they were recorded for.
 func Reset(st *v1alpha1.UserEnrollmentStatus) {
 	clear(st)
+	st.LastFailureAt = nil
 	st.ConfirmedAt = nil
 	st.LastSuccessAt = nil
 	st.LastUsedStep = nil
 	st.HOTPCounter = nil
 }
 
+// clear ends a lock and resets the failure count; lastFailureAt stays as history.
 func clear(st *v1alpha1.UserEnrollmentStatus) {
 	st.FailedAttempts = 0
-	st.LastFailureAt = nil
 	st.LockedAt = nil
 	st.LockedUntil = nil
 }

@@ -132,10 +132,10 @@ func TestResetForgetsEverythingOfTheOldKey(t *testing.T) {
 	step, counter := int64(7), int64(9)
 	now := metav1.NewTime(t0)
 	st := &v1alpha1.UserEnrollmentStatus{ConfirmedAt: &now, LastSuccessAt: &now, LastUsedStep: &step,
-		HOTPCounter: &counter, FailedAttempts: 2, LockedAt: &now, LastHandledUnlock: "x"}
+		HOTPCounter: &counter, FailedAttempts: 2, LockedAt: &now, LastFailureAt: &now, LastHandledUnlock: "x"}
 	Reset(st)
 	if st.ConfirmedAt != nil || st.LastSuccessAt != nil || st.LastUsedStep != nil || st.HOTPCounter != nil ||
-		st.FailedAttempts != 0 || st.LockedAt != nil {
+		st.FailedAttempts != 0 || st.LockedAt != nil || st.LastFailureAt != nil {
 		t.Fatalf("reset kept state of the old key: %+v", st)
 	}
 	if st.LastHandledUnlock != "x" {

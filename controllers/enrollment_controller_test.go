@@ -1,0 +1,341 @@
+package controllers_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"image/png"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/kube2fa/kube2fa/api/v1alpha1"
+	"github.com/kube2fa/kube2fa/internal/lockout"
+	"github.com/kube2fa/kube2fa/internal/otp"
+	"github.com/kube2fa/kube2fa/internal/render"
+)
+
+func TestEnrollmentGetsItsOwnImmutableKeySecret(t *testing.T) {
+	ns := env.Namespace(t)
+	startManager(t)
+	createPolicy(t, ns, "webapp", enforcedTOTP())
+	createEnrollment(t, ns, "alice", "webapp", "alice@example.com")
+
+	e := waitCondition(t, ns, "alice", v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonKeyProvisioned)
+	s := getSecret(t, ns, "alice-otp")
+
+	if !metav1.IsControlledBy(s, e) {
+		t.Errorf("secret is not controlled by the enrollment: %v", s.OwnerReferences)
+	}
+	wantLabels := map[string]string{v1alpha1.LabelManagedBy: v1alpha1.ManagedByValue, v1alpha1.LabelPolicy: "webapp"}
+	if !mapsEqual(s.Labels, wantLabels) {
+		t.Errorf("secret labels = %v, want only %v", s.Labels, wantLabels)
+	}
+	if s.Type != v1alpha1.SecretTypeOTP || !ptr.Deref(s.Immutable, false) {
+		t.Errorf("secret type %q immutable %v, want %q and immutable", s.Type, s.Immutable, v1alpha1.SecretTypeOTP)
+	}
+	params, key, err := render.ParseOTPSecret(s)
+	if err != nil {
+		t.Fatalf("secret does not parse: %v", err)
+	}
+	if len(key) != v1alpha1.DefaultSecretBytes {
+		t.Errorf("key is %d bytes, want %d", len(key), v1alpha1.DefaultSecretBytes)
+	}
+	if params != (otp.Params{Method: v1alpha1.MethodTOTP, Algorithm: v1alpha1.AlgorithmSHA1, Digits: 6, PeriodSeconds: 30}) {
+		t.Errorf("parameter snapshot = %+v", params)
+	}
+	u, err := url.Parse(string(s.Data[render.SecretKeyURI]))
+	if err != nil || u.Scheme != "otpauth" || u.Host != "totp" || u.Query().Get("issuer") != "webapp" ||
+		u.Query().Get("secret") != string(s.Data[render.SecretKeySecret]) || !strings.Contains(u.Path, "alice@example.com") {
+		t.Errorf("provisioning URI %v does not match the key and parameters (err %v)", u.Redacted(), err)
+	}
+	if img, err := png.Decode(bytes.NewReader(s.Data[render.SecretKeyQR])); err != nil || img.Bounds().Dx() != render.QRSize {
+		t.Errorf("QR code is not a %dpx PNG: %v", render.QRSize, err)
+	}
+
+	if e.Status.SecretName != "alice-otp" || e.Status.SecretUID != string(s.UID) || e.Status.Method != v1alpha1.MethodTOTP {
+		t.Errorf("status = name %q uid %q method %q", e.Status.SecretName, e.Status.SecretUID, e.Status.Method)
+	}
+	if c := meta.FindStatusCondition(e.Status.Conditions, v1alpha1.ConditionEnrolled); c == nil || c.Reason != v1alpha1.ReasonPendingConfirmation {
+		t.Errorf("Enrolled = %+v, want False/PendingConfirmation", c)
+	}
+	if !meta.IsStatusConditionFalse(e.Status.Conditions, v1alpha1.ConditionLocked) {
+		t.Errorf("Locked is not False: %+v", e.Status.Conditions)
+	}
+
+	// An immutable Secret cannot have its key changed, by us or anyone.
+	s.Data[render.SecretKeySecret] = []byte("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+	if err := env.Client.Update(ctx, s); err == nil {
+		t.Error("the API server accepted a change of the key")
+	}
+
+	// The key appears nowhere but in the Secret.
+	var events eventsv1.EventList
+	waitFor(t, "the KeyProvisioned event", func() (bool, error) {
+		err := env.Client.List(ctx, &events, client.InNamespace(ns))
+		for _, ev := range events.Items {
+			if ev.Reason == "KeyProvisioned" && ev.Regarding.Name == "alice" {
+				return true, err
+			}
+		}
+		return false, err
+	})
+	status, _ := json.Marshal(e.Status)
+	evs, _ := json.Marshal(events.Items)
+	secretB32 := string(getSecret(t, ns, "alice-otp").Data[render.SecretKeySecret])
+	for what, text := range map[string]string{"status": string(status), "events": string(evs)} {
+		if strings.Contains(text, secretB32) {
+			t.Errorf("key material found in %s", what)
+		}
+	}
+}
+
+func TestKeysNeverChangeAcrossManagerRestartsAndPolicyEdits(t *testing.T) {
+	ns := env.Namespace(t)
+	stop := startManager(t)
+	createPolicy(t, ns, "webapp", enforcedTOTP())
+	names := []string{"u0", "u1", "u2", "u3", "u4", "u5", "u6", "u7", "u8", "u9"}
+	for _, n := range names {
+		createEnrollment(t, ns, n, "webapp", n)
+	}
+	before := map[string]*corev1.Secret{}
+	for _, n := range names {
+		waitCondition(t, ns, n, v1alpha1.ConditionReady, metav1.ConditionTrue, "")
+		before[n] = getSecret(t, ns, render.SecretName(n))
+	}
+
+	stop()
+	// While the manager is down, the policy changes every parameter of new keys.
+	p := editPolicy(t, ns, "webapp", func(s *v1alpha1.TwoFactorPolicySpec) {
+		s.TOTP = &v1alpha1.TOTPSettings{Algorithm: v1alpha1.AlgorithmSHA256, Digits: 8, PeriodSeconds: 60}
+		s.SecretBytes = 32
+	})
+	startManager(t)
+	createEnrollment(t, ns, "newcomer", "webapp", "newcomer")
+	waitCondition(t, ns, "newcomer", v1alpha1.ConditionReady, metav1.ConditionTrue, "")
+	waitFor(t, "the policy to be observed", func() (bool, error) {
+		err := env.Client.Get(ctx, client.ObjectKeyFromObject(p), p)
+		return p.Status.ObservedGeneration == p.Generation, err
+	})
+
+	for _, n := range names {
+		after := getSecret(t, ns, render.SecretName(n))
+		if after.UID != before[n].UID || !bytes.Equal(after.Data[render.SecretKeySecret], before[n].Data[render.SecretKeySecret]) ||
+			string(after.Data[render.SecretKeyDigits]) != "6" {
+			t.Errorf("%s: key or parameters changed across a restart and a policy edit", n)
+		}
+		if e := getEnrollment(t, ns, n); e.Status.SecretUID != string(before[n].UID) {
+			t.Errorf("%s: status bound to another secret", n)
+		}
+	}
+	params, key, err := render.ParseOTPSecret(getSecret(t, ns, "newcomer-otp"))
+	if err != nil || len(key) != 32 || params.Algorithm != v1alpha1.AlgorithmSHA256 || params.Digits != 8 || params.PeriodSeconds != 60 {
+		t.Errorf("a new enrollment did not get the new parameters: %+v, %d-byte key, %v", params, len(key), err)
+	}
+}
+
+func TestThrottledLockEndsByItself(t *testing.T) {
+	ns := env.Namespace(t)
+	startManager(t)
+	spec := enforcedTOTP()
+	spec.Lockout = &v1alpha1.LockoutSettings{MaxFailures: 3, ThrottleSeconds: ptr.To[int32](2)}
+	createPolicy(t, ns, "webapp", spec)
+	createEnrollment(t, ns, "alice", "webapp", "alice")
+	waitCondition(t, ns, "alice", v1alpha1.ConditionReady, metav1.ConditionTrue, "")
+
+	recordAttempts(t, ns, "alice", lockout.Settings{MaxFailures: 3, Throttle: 2 * time.Second}, 3, false)
+	e := getEnrollment(t, ns, "alice")
+	if !meta.IsStatusConditionTrue(e.Status.Conditions, v1alpha1.ConditionLocked) || e.Status.LockedUntil == nil {
+		t.Fatalf("three wrong codes did not lock with a throttle: %+v", e.Status)
+	}
+	lockedUntil := e.Status.LockedUntil.Time
+	e = waitCondition(t, ns, "alice", v1alpha1.ConditionLocked, metav1.ConditionFalse, v1alpha1.ReasonNotLocked)
+	if e.Status.FailedAttempts != 0 || e.Status.LockedAt != nil || e.Status.LockedUntil != nil {
+		t.Errorf("the expired lock left state behind: %+v", e.Status)
+	}
+	if time.Now().Before(lockedUntil) {
+		t.Errorf("unlocked before the throttle ended")
+	}
+}
+
+func TestUnlockAnnotationClearsALockOnce(t *testing.T) {
+	ns := env.Namespace(t)
+	startManager(t)
+	createPolicy(t, ns, "webapp", enforcedTOTP()) // throttle 0: only an administrator unlocks
+	createEnrollment(t, ns, "alice", "webapp", "alice")
+	waitCondition(t, ns, "alice", v1alpha1.ConditionReady, metav1.ConditionTrue, "")
+	settings := lockout.Settings{MaxFailures: 3}
+
+	annotate := func(value string) {
+		t.Helper()
+		e := getEnrollment(t, ns, "alice")
+		patch := client.MergeFrom(e.DeepCopy())
+		metav1.SetMetaDataAnnotation(&e.ObjectMeta, v1alpha1.AnnotationUnlock, value)
+		if err := env.Client.Patch(ctx, e, patch); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	recordAttempts(t, ns, "alice", settings, 3, false)
+	if e := getEnrollment(t, ns, "alice"); e.Status.LockedUntil != nil || !lockout.IsLocked(&e.Status, time.Now().Add(24*time.Hour)) {
+		t.Fatalf("throttle 0 did not lock until an administrator unlocks: %+v", e.Status)
+	}
+	annotate("ticket-1")
+	e := waitCondition(t, ns, "alice", v1alpha1.ConditionLocked, metav1.ConditionFalse, "")
+	if e.Status.LastHandledUnlock != "ticket-1" || e.Status.FailedAttempts != 0 {
+		t.Errorf("unlock not recorded: %+v", e.Status)
+	}
+
+	// Locked again: the old annotation value does not unlock a second time, a new one does.
+	recordAttempts(t, ns, "alice", settings, 3, false)
+	createEnrollment(t, ns, "canary", "webapp", "canary") // a later event, to know the manager has caught up
+	waitCondition(t, ns, "canary", v1alpha1.ConditionReady, metav1.ConditionTrue, "")
+	if e := getEnrollment(t, ns, "alice"); !meta.IsStatusConditionTrue(e.Status.Conditions, v1alpha1.ConditionLocked) {
+		t.Fatalf("a handled unlock value unlocked again")
+	}
+	annotate("ticket-2")
+	waitCondition(t, ns, "alice", v1alpha1.ConditionLocked, metav1.ConditionFalse, "")
+
+	var events eventsv1.EventList
+	waitFor(t, "Unlocked events", func() (bool, error) {
+		err := env.Client.List(ctx, &events, client.InNamespace(ns))
+		n := 0
+		for _, ev := range events.Items {
+			if ev.Reason == "Unlocked" {
+				n++
+			}
+		}
+		return n == 2, err
+	})
+}
+
+func TestDeletingAnEnrollmentGarbageCollectsItsSecret(t *testing.T) {
+	ns := env.Namespace(t)
+	startManager(t)
+	createPolicy(t, ns, "webapp", enforcedTOTP())
+	e := createEnrollment(t, ns, "alice", "webapp", "alice")
+	waitCondition(t, ns, "alice", v1alpha1.ConditionReady, metav1.ConditionTrue, "")
+	getSecret(t, ns, "alice-otp")
+
+	if err := env.Client.Delete(ctx, e); err != nil {
+		t.Fatal(err)
+	}
+	// kube-controller-manager's garbage collector follows the owner reference, as in a real cluster.
+	waitFor(t, "the secret to be garbage-collected", func() (bool, error) {
+		return isNotFound(env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "alice-otp"}, &corev1.Secret{}))
+	})
+}
+
+func TestADeletedSecretMeansANewKeyAndPendingAgain(t *testing.T) {
+	ns := env.Namespace(t)
+	startManager(t)
+	createPolicy(t, ns, "webapp", enforcedTOTP())
+	createEnrollment(t, ns, "alice", "webapp", "alice")
+	waitCondition(t, ns, "alice", v1alpha1.ConditionReady, metav1.ConditionTrue, "")
+	recordAttempts(t, ns, "alice", lockout.Settings{MaxFailures: 3}, 1, true)
+	waitCondition(t, ns, "alice", v1alpha1.ConditionEnrolled, metav1.ConditionTrue, v1alpha1.ReasonConfirmed)
+	old := getSecret(t, ns, "alice-otp")
+
+	if err := env.Client.Delete(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	e := waitCondition(t, ns, "alice", v1alpha1.ConditionEnrolled, metav1.ConditionFalse, v1alpha1.ReasonPendingConfirmation)
+	fresh := getSecret(t, ns, "alice-otp")
+	if fresh.UID == old.UID || bytes.Equal(fresh.Data[render.SecretKeySecret], old.Data[render.SecretKeySecret]) {
+		t.Fatal("the secret was not replaced by a new key")
+	}
+	if e.Status.SecretUID != string(fresh.UID) || e.Status.ConfirmedAt != nil || e.Status.LastSuccessAt != nil {
+		t.Errorf("status still holds the old key's state: %+v", e.Status)
+	}
+}
+
+func TestEnrollmentReadinessFollowsThePolicy(t *testing.T) {
+	ns := env.Namespace(t)
+	startManager(t)
+
+	createEnrollment(t, ns, "early", "webapp", "early")
+	waitCondition(t, ns, "early", v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonPolicyNotFound)
+
+	createPolicy(t, ns, "webapp", enforcedTOTP())
+	waitCondition(t, ns, "early", v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonKeyProvisioned)
+
+	hotp := &v1alpha1.UserEnrollment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "hotp-user"},
+		Spec: v1alpha1.UserEnrollmentSpec{PolicyRef: v1alpha1.PolicyReference{Name: "webapp"}, User: "h", Method: v1alpha1.MethodHOTP}}
+	if err := env.Client.Create(ctx, hotp); err != nil {
+		t.Fatal(err)
+	}
+	waitCondition(t, ns, "hotp-user", v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonMethodNotAllowed)
+
+	// Disabled: the existing key is kept, a new enrollment gets none until the policy allows it again.
+	editPolicy(t, ns, "webapp", func(s *v1alpha1.TwoFactorPolicySpec) { s.Mode = v1alpha1.ModeDisabled })
+	createEnrollment(t, ns, "late", "webapp", "late")
+	waitCondition(t, ns, "late", v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonPolicyDisabled)
+	waitCondition(t, ns, "early", v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonKeyProvisioned)
+	getSecret(t, ns, "early-otp")
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "late-otp"}, &corev1.Secret{}); err == nil {
+		t.Fatal("a Disabled policy provisioned a key")
+	}
+
+	editPolicy(t, ns, "webapp", func(s *v1alpha1.TwoFactorPolicySpec) {
+		s.Mode = v1alpha1.ModeOptional
+		s.Methods = []v1alpha1.Method{v1alpha1.MethodTOTP, v1alpha1.MethodHOTP}
+	})
+	waitCondition(t, ns, "late", v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonKeyProvisioned)
+	waitCondition(t, ns, "hotp-user", v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonKeyProvisioned)
+	if params, _, err := render.ParseOTPSecret(getSecret(t, ns, "hotp-user-otp")); err != nil || params.Method != v1alpha1.MethodHOTP {
+		t.Errorf("HOTP enrollment got %+v (%v)", params, err)
+	}
+}
+
+func TestASecondEnrollmentOfTheSameUserWaitsForTheFirst(t *testing.T) {
+	ns := env.Namespace(t)
+	startManager(t)
+	createPolicy(t, ns, "webapp", enforcedTOTP())
+	first := createEnrollment(t, ns, "alice", "webapp", "alice")
+	waitCondition(t, ns, "alice", v1alpha1.ConditionReady, metav1.ConditionTrue, "")
+	createEnrollment(t, ns, "alice-again", "webapp", "alice")
+	waitCondition(t, ns, "alice-again", v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonDuplicateUser)
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "alice-again-otp"}, &corev1.Secret{}); err == nil {
+		t.Fatal("a duplicate enrollment got a key")
+	}
+
+	if err := env.Client.Delete(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	waitCondition(t, ns, "alice-again", v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonKeyProvisioned)
+}
+
+func TestAForeignSecretIsNeverTouched(t *testing.T) {
+	ns := env.Namespace(t)
+	startManager(t)
+	foreign := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "alice-otp"},
+		StringData: map[string]string{"password": "hunter2"}}
+	if err := env.Client.Create(ctx, foreign); err != nil {
+		t.Fatal(err)
+	}
+	createPolicy(t, ns, "webapp", enforcedTOTP())
+	createEnrollment(t, ns, "alice", "webapp", "alice")
+	waitCondition(t, ns, "alice", v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonSecretConflict)
+	if s := getSecret(t, ns, "alice-otp"); string(s.Data["password"]) != "hunter2" || len(s.OwnerReferences) != 0 {
+		t.Errorf("the foreign secret was changed: %v", s)
+	}
+}
+
+func mapsEqual(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,151 @@
+package controllers_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/util/retry"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/kube2fa/kube2fa/api/v1alpha1"
+	"github.com/kube2fa/kube2fa/controllers"
+	"github.com/kube2fa/kube2fa/internal/lockout"
+	"github.com/kube2fa/kube2fa/internal/testenv"
+)
+
+var env *testenv.Env
+
+func TestMain(m *testing.M) {
+	testenv.Main(m, testenv.Options{ControllerManager: true}, &env)
+}
+
+var ctx = context.Background()
+
+// waitFor polls cond until it holds, failing the test after a generous timeout. Assertions read through
+// env.Client, straight from the API server, never through the manager's cache.
+func waitFor(t *testing.T, what string, cond func() (bool, error)) {
+	t.Helper()
+	var last error
+	err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 60*time.Second, true, func(context.Context) (bool, error) {
+		ok, err := cond()
+		last = err
+		return ok && err == nil, nil
+	})
+	if err != nil {
+		t.Fatalf("waiting for %s: %v (last error: %v)", what, err, last)
+	}
+}
+
+func startManager(t *testing.T) (stop func()) {
+	return env.StartManager(t, controllers.Options{MaxConcurrentReconciles: 4})
+}
+
+func createPolicy(t *testing.T, ns, name string, spec v1alpha1.TwoFactorPolicySpec) *v1alpha1.TwoFactorPolicy {
+	t.Helper()
+	p := &v1alpha1.TwoFactorPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Spec: spec}
+	if err := env.Client.Create(ctx, p); err != nil {
+		t.Fatalf("creating policy: %v", err)
+	}
+	return p
+}
+
+func createEnrollment(t *testing.T, ns, name, policy, user string) *v1alpha1.UserEnrollment {
+	t.Helper()
+	e := &v1alpha1.UserEnrollment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: v1alpha1.UserEnrollmentSpec{PolicyRef: v1alpha1.PolicyReference{Name: policy}, User: user}}
+	if err := env.Client.Create(ctx, e); err != nil {
+		t.Fatalf("creating enrollment: %v", err)
+	}
+	return e
+}
+
+func enforcedTOTP() v1alpha1.TwoFactorPolicySpec {
+	return v1alpha1.TwoFactorPolicySpec{Mode: v1alpha1.ModeEnforced, Methods: []v1alpha1.Method{v1alpha1.MethodTOTP}}
+}
+
+func getEnrollment(t *testing.T, ns, name string) *v1alpha1.UserEnrollment {
+	t.Helper()
+	e := &v1alpha1.UserEnrollment{}
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, e); err != nil {
+		t.Fatalf("getting enrollment: %v", err)
+	}
+	return e
+}
+
+// waitCondition waits until the enrollment's condition has status and reason (any reason when empty), for
+// its current generation.
+func waitCondition(t *testing.T, ns, name, condType string, status metav1.ConditionStatus, reason string) *v1alpha1.UserEnrollment {
+	t.Helper()
+	var e v1alpha1.UserEnrollment
+	waitFor(t, fmt.Sprintf("%s %s=%s %s", name, condType, status, reason), func() (bool, error) {
+		if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &e); err != nil {
+			return false, err
+		}
+		c := meta.FindStatusCondition(e.Status.Conditions, condType)
+		return c != nil && c.Status == status && (reason == "" || c.Reason == reason) &&
+			c.ObservedGeneration == e.Generation && e.Status.ObservedGeneration == e.Generation, nil
+	})
+	return &e
+}
+
+func getSecret(t *testing.T, ns, name string) *corev1.Secret {
+	t.Helper()
+	s := &corev1.Secret{}
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, s); err != nil {
+		t.Fatalf("getting secret %s: %v", name, err)
+	}
+	return s
+}
+
+// recordAttempts plays the verifier: it applies n attempts to the enrollment's status through the shared
+// state machine and writes them the way the verifier does (one update with the resourceVersion read).
+func recordAttempts(t *testing.T, ns, name string, s lockout.Settings, n int, right bool) {
+	t.Helper()
+	for range n {
+		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			e := getEnrollment(t, ns, name)
+			now := time.Now()
+			lockout.Attempt(&e.Status, s, now, func() bool { return right })
+			if right && e.Status.ConfirmedAt == nil {
+				e.Status.ConfirmedAt = &metav1.Time{Time: now.Truncate(time.Second)}
+			}
+			lockout.SetConditions(&e.Status, e.Generation, now)
+			return env.Client.Status().Update(ctx, e)
+		})
+		if err != nil {
+			t.Fatalf("recording attempt: %v", err)
+		}
+	}
+}
+
+func isNotFound(err error) (bool, error) {
+	if apierrors.IsNotFound(err) {
+		return true, nil
+	}
+	return false, err
+}
+
+// editPolicy changes a policy's spec the way a person or a GitOps tool does: read, change, write, retried
+// when the manager's status write came in between.
+func editPolicy(t *testing.T, ns, name string, edit func(*v1alpha1.TwoFactorPolicySpec)) *v1alpha1.TwoFactorPolicy {
+	t.Helper()
+	p := &v1alpha1.TwoFactorPolicy{}
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, p); err != nil {
+			return err
+		}
+		edit(&p.Spec)
+		return env.Client.Update(ctx, p)
+	})
+	if err != nil {
+		t.Fatalf("editing policy: %v", err)
+	}
+	return p
+}
