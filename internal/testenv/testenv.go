@@ -54,7 +54,7 @@ type Env struct {
 	// Config reaches the API server as a cluster admin.
 	Config *rest.Config
 	// Client talks to the API server directly (no cache), for assertions.
-	Client client.Client
+	Client client.WithWatch
 	// Kubeconfig is the path of a kubeconfig file for kubectl and for binaries under test.
 	Kubeconfig string
 
@@ -100,7 +100,7 @@ func Start(opts Options) (*Env, error) {
 	if e.dir, err = os.MkdirTemp("", "kube2fa-testenv-"); err != nil {
 		return nil, errors.Join(err, e.Stop())
 	}
-	if e.Client, err = client.New(cfg, client.Options{Scheme: Scheme}); err != nil {
+	if e.Client, err = client.NewWithWatch(cfg, client.Options{Scheme: Scheme}); err != nil {
 		return nil, errors.Join(err, e.Stop())
 	}
 	admin, err := e.env.AddUser(envtest.User{Name: "kube2fa-admin", Groups: []string{"system:masters"}}, cfg)

@@ -1,0 +1,138 @@
+package controllers_test
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"sync/atomic"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/kube2fa/kube2fa/api/v1alpha1"
+	"github.com/kube2fa/kube2fa/internal/lockout"
+	"github.com/kube2fa/kube2fa/internal/render"
+)
+
+func TestPolicyIsRenderedIntoTheVerifierConfigMap(t *testing.T) {
+	ns := env.Namespace(t)
+	startManager(t)
+	createPolicy(t, ns, "webapp", enforcedTOTP())
+
+	p := &v1alpha1.TwoFactorPolicy{}
+	waitFor(t, "the policy to be Ready", func() (bool, error) {
+		err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "webapp"}, p)
+		return meta.IsStatusConditionTrue(p.Status.Conditions, v1alpha1.ConditionReady) && p.Status.ObservedGeneration == p.Generation, err
+	})
+	if p.Status.VerifierConfigMap != "webapp-verifier" {
+		t.Errorf("status.verifierConfigMap = %q", p.Status.VerifierConfigMap)
+	}
+	cm := &corev1.ConfigMap{}
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "webapp-verifier"}, cm); err != nil {
+		t.Fatal(err)
+	}
+	if !metav1.IsControlledBy(cm, p) {
+		t.Error("the ConfigMap is not owned by the policy")
+	}
+	assertConfigMapMatches(t, cm, p)
+
+	// A GitOps edit lands in the ConfigMap, with a new content hash.
+	oldHash := cm.Annotations[v1alpha1.AnnotationConfigHash]
+	editPolicy(t, ns, "webapp", func(s *v1alpha1.TwoFactorPolicySpec) {
+		s.Lockout = &v1alpha1.LockoutSettings{MaxFailures: 5}
+	})
+	waitFor(t, "the ConfigMap to follow the edit", func() (bool, error) {
+		err := env.Client.Get(ctx, client.ObjectKeyFromObject(cm), cm)
+		got, perr := render.ParseVerifierConfigMap(cm)
+		return err == nil && perr == nil && got.Lockout.MaxFailures == 5, err
+	})
+	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(p), p); err != nil {
+		t.Fatal(err)
+	}
+	assertConfigMapMatches(t, cm, p)
+	if cm.Annotations[v1alpha1.AnnotationConfigHash] == oldHash {
+		t.Error("the content hash did not change with the content")
+	}
+
+	// A hand edit of the ConfigMap is put back.
+	cm.Data[render.ConfigMapKeyPolicy] = `{"mode":"Disabled"}`
+	if err := env.Client.Update(ctx, cm); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the ConfigMap to be restored", func() (bool, error) {
+		err := env.Client.Get(ctx, client.ObjectKeyFromObject(cm), cm)
+		got, _ := render.ParseVerifierConfigMap(cm)
+		return got.Mode == v1alpha1.ModeEnforced, err
+	})
+}
+
+func assertConfigMapMatches(t *testing.T, cm *corev1.ConfigMap, p *v1alpha1.TwoFactorPolicy) {
+	t.Helper()
+	got, err := render.ParseVerifierConfigMap(cm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := p.Resolve()
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("ConfigMap holds %+v, want the resolved policy %+v", got, want)
+	}
+	sum := sha256.Sum256([]byte(cm.Data[render.ConfigMapKeyPolicy]))
+	if cm.Annotations[v1alpha1.AnnotationConfigHash] != hex.EncodeToString(sum[:]) {
+		t.Error("the content-hash annotation does not match the content")
+	}
+}
+
+func TestPolicyCountsEnrollmentsWithCoalescedStatusWrites(t *testing.T) {
+	ns := env.Namespace(t)
+	startManager(t)
+	createPolicy(t, ns, "webapp", enforcedTOTP())
+	waitFor(t, "the policy to be Ready", func() (bool, error) {
+		p := &v1alpha1.TwoFactorPolicy{}
+		err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "webapp"}, p)
+		return meta.IsStatusConditionTrue(p.Status.Conditions, v1alpha1.ConditionReady), err
+	})
+
+	// Count every write to the policy from here on.
+	var list v1alpha1.TwoFactorPolicyList
+	w, err := env.Client.Watch(ctx, &list, client.InNamespace(ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	var writes atomic.Int32
+	go func() {
+		for ev := range w.ResultChan() {
+			if ev.Type == watch.Modified {
+				writes.Add(1)
+			}
+		}
+	}()
+
+	const n = 40
+	for i := range n {
+		createEnrollment(t, ns, fmt.Sprintf("user-%02d", i), "webapp", fmt.Sprintf("user-%02d", i))
+	}
+	for i := range n {
+		waitCondition(t, ns, fmt.Sprintf("user-%02d", i), v1alpha1.ConditionReady, metav1.ConditionTrue, "")
+	}
+	recordAttempts(t, ns, "user-00", lockout.Settings{MaxFailures: 3}, 1, true)
+	recordAttempts(t, ns, "user-01", lockout.Settings{MaxFailures: 1}, 1, false)
+
+	want := v1alpha1.EnrollmentCounts{Total: n, Confirmed: 1, Pending: n - 1, Locked: 1}
+	p := &v1alpha1.TwoFactorPolicy{}
+	waitFor(t, fmt.Sprintf("counts %+v", want), func() (bool, error) {
+		err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "webapp"}, p)
+		return p.Status.Enrollments != nil && *p.Status.Enrollments == want, err
+	})
+	// Each enrollment changes at least twice (created, then provisioned); without coalescing that would be
+	// 2n policy writes.
+	if got := writes.Load(); got >= n {
+		t.Errorf("%d policy status writes for %d enrollments: counts are not coalesced", got, n)
+	} else {
+		t.Logf("%d policy status writes for %d enrollments", got, n)
+	}
+}
