@@ -3,7 +3,8 @@
 IMG ?= ghcr.io/kube2fa/kube2fa:latest
 BIN := $(CURDIR)/bin
 K8S_BIN := $(BIN)/k8s
-export KUBEBUILDER_ASSETS ?= $(K8S_BIN)
+# Control-plane binaries for the tests: $KUBEBUILDER_ASSETS when given, else built from source into bin/k8s.
+K8S_ASSETS := $(or $(KUBEBUILDER_ASSETS),$(K8S_BIN))
 
 CONTROLLER_GEN_VERSION ?= v0.23.0
 KUSTOMIZE_VERSION ?= v5.8.2
@@ -45,7 +46,7 @@ control-plane: ## Build etcd, kube-apiserver and kube-controller-manager from so
 
 .PHONY: test
 test: manifests generate fmt vet control-plane ## Run every test against the local control plane.
-	go test $(GO_TEST_FLAGS) ./...
+	KUBEBUILDER_ASSETS=$(K8S_ASSETS) go test $(GO_TEST_FLAGS) ./...
 
 .PHONY: verify
 verify: manifests generate fmt vet ## Regenerate everything and fail if the tree changed.
@@ -60,7 +61,7 @@ build: manifests generate fmt vet ## Build the manager binary into bin/.
 
 .PHONY: run
 run: build control-plane ## Start the local control plane, install the CRDs, run the manager and apply the samples.
-	hack/run.sh
+	KUBEBUILDER_ASSETS=$(K8S_ASSETS) hack/run.sh
 
 .PHONY: docker-build
 docker-build: ## Build the container image (needs a Docker engine).

@@ -14,7 +14,10 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 out=${1:-$root/bin/k8s}
 
 if [[ -n "${KUBEBUILDER_ASSETS:-}" ]]; then
-  echo "KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS is set: using the control plane found there"
+  for b in etcd kube-apiserver kube-controller-manager; do
+    [[ -x "$KUBEBUILDER_ASSETS/$b" ]] || { echo "KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS has no $b" >&2; exit 1; }
+  done
+  echo "Using the control plane in KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS"
   exit 0
 fi
 
