@@ -62,26 +62,38 @@ func (r *EnrollmentReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	}
 	before := e.Status.DeepCopy()
 	now := r.Clock.Now()
+	var notes []note // Events announced only once the status that records them is written
 	defer func() {
 		lockout.SetConditions(&e.Status, e.Generation, now)
 		e.Status.ObservedGeneration = e.Generation
-		if equality.Semantic.DeepEqual(before, &e.Status) {
-			return
+		if !equality.Semantic.DeepEqual(before, &e.Status) {
+			// Update carries the resourceVersion we read: the verifier shares this status, so a concurrent
+			// write makes ours fail rather than overwrite it. Its watch event brings us back.
+			if uerr := r.Status().Update(ctx, e); uerr != nil {
+				if !apierrors.IsConflict(uerr) {
+					err = fmt.Errorf("updating userenrollment status: %w", uerr)
+				}
+				return
+			}
 		}
-		// Update carries the resourceVersion we read: the verifier shares this status, so a concurrent
-		// write makes ours fail rather than overwrite it. Its watch event brings us back.
-		if uerr := r.Status().Update(ctx, e); uerr != nil && !apierrors.IsConflict(uerr) {
-			err = fmt.Errorf("updating userenrollment status: %w", uerr)
+		for _, n := range notes {
+			r.Recorder.Eventf(e, nil, corev1.EventTypeNormal, n.reason, "Unlock", "%s", n.message)
 		}
 	}()
 
 	ready, err := r.provision(ctx, e)
+	if ready.Type != "" {
+		meta.SetStatusCondition(&e.Status.Conditions, ready)
+	}
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	meta.SetStatusCondition(&e.Status.Conditions, ready)
-	return r.handleLock(e, now), nil
+	res, notes = r.handleLock(e, now)
+	return res, nil
 }
+
+// note is an Event to emit about an enrollment.
+type note struct{ reason, message string }
 
 // provision finds the enrollment's policy and makes sure its key Secret exists, returning the Ready
 // condition. A key is generated only when no Secret exists: a live key is never replaced.
@@ -194,18 +206,18 @@ func olderThan(a, b *v1alpha1.UserEnrollment) bool {
 
 // handleLock acts on the administrator's unlock annotation and on expired throttles, and schedules the
 // next pass for when the current lock ends.
-func (r *EnrollmentReconciler) handleLock(e *v1alpha1.UserEnrollment, now time.Time) ctrl.Result {
+func (r *EnrollmentReconciler) handleLock(e *v1alpha1.UserEnrollment, now time.Time) (ctrl.Result, []note) {
+	var notes []note
 	if lockout.Unlock(&e.Status, e.Annotations[v1alpha1.AnnotationUnlock]) {
-		r.Recorder.Eventf(e, nil, corev1.EventTypeNormal, "Unlocked", "Unlock",
-			"Unlocked by annotation %s; failures reset", v1alpha1.AnnotationUnlock)
+		notes = append(notes, note{"Unlocked", "Unlocked by annotation " + v1alpha1.AnnotationUnlock + "; failures reset"})
 	}
 	if lockout.Expire(&e.Status, now) {
-		r.Recorder.Eventf(e, nil, corev1.EventTypeNormal, "LockExpired", "Unlock", "Lock ended after its throttle time")
+		notes = append(notes, note{"LockExpired", "Lock ended after its throttle time; failures reset"})
 	}
 	if wait := lockout.RetryAfter(&e.Status, now); wait > 0 {
-		return ctrl.Result{RequeueAfter: wait}
+		return ctrl.Result{RequeueAfter: wait}, notes
 	}
-	return ctrl.Result{}
+	return ctrl.Result{}, notes
 }
 
 // SetupWithManager registers the reconciler and its watches.
