@@ -47,6 +47,9 @@ type Options struct {
 	// ControllerManager starts kube-controller-manager with the garbage collector and namespace controllers,
 	// so that owner references and namespace deletion behave as in a real cluster.
 	ControllerManager bool
+	// StopTimeout bounds how long each control-plane process may take to stop gracefully before it is
+	// killed (default 20s).
+	StopTimeout time.Duration
 }
 
 // Env is a running local control plane.
@@ -87,10 +90,11 @@ func Start(opts Options) (*Env, error) {
 		}
 	}
 	e := &Env{env: &envtest.Environment{
-		BinaryAssetsDirectory: bin,
-		CRDDirectoryPaths:     []string{filepath.Join(RepoRoot(), "config", "crd", "bases")},
-		ErrorIfCRDPathMissing: true,
-		Scheme:                Scheme,
+		BinaryAssetsDirectory:   bin,
+		CRDDirectoryPaths:       []string{filepath.Join(RepoRoot(), "config", "crd", "bases")},
+		ErrorIfCRDPathMissing:   true,
+		Scheme:                  Scheme,
+		ControlPlaneStopTimeout: opts.StopTimeout,
 	}}
 	cfg, err := e.env.Start()
 	if err != nil {
@@ -156,6 +160,12 @@ func (e *Env) Stop() error {
 		errs = append(errs, os.RemoveAll(e.dir))
 	}
 	return errors.Join(errs...)
+}
+
+// StopAPIServer stops kube-apiserver only (etcd keeps running), to test what clients do without it. A
+// server that does not stop within Options.StopTimeout is killed, and that is reported as an error.
+func (e *Env) StopAPIServer() error {
+	return e.env.ControlPlane.APIServer.Stop()
 }
 
 // Main runs a test package's tests against one control plane started for them, stored in *env.

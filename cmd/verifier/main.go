@@ -1,0 +1,162 @@
+// Command verifier runs beside an application (as a sidecar) and answers, for one TwoFactorPolicy, whether a
+// user's one-time code is right, enforcing lockout and replay protection across any number of replicas.
+// See the README for its HTTP API.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"github.com/kube2fa/kube2fa/api/v1alpha1"
+	"github.com/kube2fa/kube2fa/internal/verifier"
+)
+
+const serviceAccountNamespace = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+func main() {
+	var (
+		policy, namespace, listen, metricsListen, kubeconfig string
+		qps                                                  float64
+		burst                                                int
+	)
+	flag.StringVar(&policy, "policy", "", "Name of the TwoFactorPolicy to verify codes for (required).")
+	flag.StringVar(&namespace, "namespace", "", "Namespace of the policy (default: the pod's namespace, else the kubeconfig context's).")
+	flag.StringVar(&listen, "listen", "127.0.0.1:8089", "Address of the HTTP API: loopback by default, for the application beside it.")
+	flag.StringVar(&metricsListen, "metrics-listen", "", "Extra address serving only /healthz, /readyz and /metrics (e.g. :9090 for kubelet probes); empty: none.")
+	flag.StringVar(&kubeconfig, "kubeconfig", "", "Path of a kubeconfig (default: $KUBECONFIG, ~/.kube/config, or in-cluster).")
+	flag.Float64Var(&qps, "kube-api-qps", 100, "Client-side limit of API requests per second (each state-changing decision is one).")
+	flag.IntVar(&burst, "kube-api-burst", 200, "Client-side burst above --kube-api-qps.")
+	zapOpts := zap.Options{}
+	zapOpts.BindFlags(flag.CommandLine)
+	flag.Usage = func() {
+		fmt.Fprintf(flag.CommandLine.Output(), "Usage: verifier --policy NAME [flags]\n\n"+
+			"Checks one-time codes for the users of one TwoFactorPolicy; see the README for the HTTP API.\n\n")
+		flag.PrintDefaults()
+	}
+	flag.Parse()
+	log := zap.New(zap.UseFlagOptions(&zapOpts)).WithName("verifier")
+	klog.SetLogger(log)
+	if policy == "" {
+		fmt.Fprintln(os.Stderr, "verifier: --policy is required")
+		flag.Usage()
+		os.Exit(2)
+	}
+	if err := run(log, policy, namespace, listen, metricsListen, kubeconfig, float32(qps), burst); err != nil {
+		log.Error(err, "Verifier stopped")
+		os.Exit(1)
+	}
+}
+
+func run(log logr.Logger, policy, namespace, listen, metricsListen, kubeconfig string, qps float32, burst int) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	rules.ExplicitPath = kubeconfig
+	loader := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{})
+	cfg, err := loader.ClientConfig()
+	if err != nil {
+		return fmt.Errorf("loading kubeconfig: %w", err)
+	}
+	cfg.QPS, cfg.Burst = qps, burst
+	if namespace == "" {
+		if namespace, err = defaultNamespace(loader); err != nil {
+			return err
+		}
+	}
+
+	scheme := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(v1alpha1.AddToScheme(scheme))
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	// Bind first: a taken port is a clear error before anything else starts.
+	apiLn, err := net.Listen("tcp", listen)
+	if err != nil {
+		return fmt.Errorf("listening on --listen %s: %w", listen, err)
+	}
+	var metricsLn net.Listener
+	if metricsListen != "" {
+		if metricsLn, err = net.Listen("tcp", metricsListen); err != nil {
+			return fmt.Errorf("listening on --metrics-listen %s: %w", metricsListen, err)
+		}
+	}
+
+	log.Info("Starting watch caches", "policy", policy, "namespace", namespace)
+	running, err := verifier.Start(ctx, verifier.Config{Rest: cfg, Scheme: scheme, Namespace: namespace, Policy: policy})
+	if err != nil {
+		return err
+	}
+	h := &verifier.Handler{V: running.Verifier, Metrics: verifier.NewMetrics(reg), Log: log, Ready: running.Ready, Gatherer: reg}
+
+	servers := []*http.Server{newServer(h.Routes())}
+	lns := []net.Listener{apiLn}
+	if metricsLn != nil {
+		mux := http.NewServeMux()
+		h.Probes(mux)
+		servers, lns = append(servers, newServer(mux)), append(lns, metricsLn)
+	}
+	errc := make(chan error, len(servers))
+	for i, s := range servers {
+		go func() { errc <- s.Serve(lns[i]) }()
+	}
+	log.Info("Serving", "listen", apiLn.Addr().String(), "metricsListen", metricsListen)
+
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		return fmt.Errorf("serving: %w", err)
+	}
+	shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, s := range servers {
+		if err := s.Shutdown(shutdown); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+	}
+	log.Info("Stopped")
+	return nil
+}
+
+// newServer hardens an HTTP server: every phase of a request is bounded.
+func newServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      30 * time.Second, // self-enrollment waits for the manager's Secret
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+	}
+}
+
+func defaultNamespace(loader clientcmd.ClientConfig) (string, error) {
+	if b, err := os.ReadFile(serviceAccountNamespace); err == nil {
+		return strings.TrimSpace(string(b)), nil
+	}
+	ns, _, err := loader.Namespace()
+	if err != nil {
+		return "", fmt.Errorf("finding the namespace (set --namespace): %w", err)
+	}
+	return ns, nil
+}

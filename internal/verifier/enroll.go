@@ -1,0 +1,154 @@
+package verifier
+
+import (
+	"cmp"
+	"context"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/kube2fa/kube2fa/api/v1alpha1"
+	"github.com/kube2fa/kube2fa/internal/lockout"
+	"github.com/kube2fa/kube2fa/internal/render"
+)
+
+// State is an enrollment's state as the HTTP API reports it.
+type State string
+
+const (
+	StateNone      State = "None"
+	StatePending   State = "Pending"
+	StateConfirmed State = "Confirmed"
+	StateLocked    State = "Locked"
+)
+
+// Enrollment describes a user's enrollment. Provisioning material is filled in only while pending.
+type Enrollment struct {
+	User       string          `json:"user"`
+	Method     v1alpha1.Method `json:"method,omitempty"`
+	State      State           `json:"state"`
+	OTPAuthURI string          `json:"otpauthURI,omitempty"`
+	QRPNG      []byte          `json:"qrPNG,omitempty"`
+}
+
+// Get reports a user's enrollment: GET /v1/enrollments/{user}.
+func (v *Verifier) Get(ctx context.Context, user string) (Enrollment, error) {
+	e, err := v.enrollment(ctx, user)
+	if err != nil || e == nil {
+		return Enrollment{User: user, State: StateNone}, err
+	}
+	out := Enrollment{User: user, Method: e.Status.Method, State: state(e, v.Clock.Now())}
+	if out.State == StatePending && e.Status.SecretUID != "" {
+		if err := v.material(ctx, e, &out); err != nil {
+			return out, err
+		}
+	}
+	return out, nil
+}
+
+func state(e *v1alpha1.UserEnrollment, now time.Time) State {
+	switch {
+	case lockout.IsLocked(&e.Status, now):
+		return StateLocked
+	case e.Status.ConfirmedAt != nil:
+		return StateConfirmed
+	default:
+		return StatePending
+	}
+}
+
+// Enroll starts self-enrollment: POST /v1/enrollments. It creates the user's UserEnrollment, waits for the
+// manager to provision its key, and returns the provisioning material. created is false when a pending
+// enrollment already existed.
+func (v *Verifier) Enroll(ctx context.Context, user string, method v1alpha1.Method) (out Enrollment, created bool, err error) {
+	p, err := v.resolvedPolicy(ctx)
+	if err != nil {
+		return out, false, err
+	}
+	if p.Mode == v1alpha1.ModeDisabled {
+		return out, false, refuse(403, "two-factor authentication is disabled by policy %s", v.Policy)
+	}
+	if method == "" && len(p.Methods) > 0 {
+		method = p.Methods[0]
+	}
+	if !p.Allows(method) {
+		return out, false, refuse(403, "policy %s does not allow method %s", v.Policy, method)
+	}
+	e, err := v.enrollment(ctx, user)
+	if err != nil {
+		return out, false, err
+	}
+	if e == nil {
+		if e, err = v.create(ctx, user, method); err != nil {
+			return out, false, err
+		}
+		created = true
+	}
+	switch {
+	case e.Status.ConfirmedAt != nil:
+		return out, false, refuse(409, "the user is already enrolled")
+	case e.Spec.Method != "" && e.Spec.Method != method:
+		return out, false, refuse(409, "a pending %s enrollment exists for this user", e.Spec.Method)
+	}
+	if e, err = v.awaitKey(ctx, e); err != nil {
+		return out, created, err
+	}
+	out = Enrollment{User: user, Method: e.Status.Method, State: StatePending}
+	return out, created, v.material(ctx, e, &out)
+}
+
+// create creates the user's enrollment, or finds the one another replica created at the same moment.
+func (v *Verifier) create(ctx context.Context, user string, method v1alpha1.Method) (*v1alpha1.UserEnrollment, error) {
+	e := &v1alpha1.UserEnrollment{
+		ObjectMeta: metav1.ObjectMeta{Namespace: v.Namespace, Name: EnrollmentName(user)},
+		Spec:       v1alpha1.UserEnrollmentSpec{PolicyRef: v1alpha1.PolicyReference{Name: v.Policy}, User: user, Method: method},
+	}
+	err := v.Client.Create(ctx, e)
+	if apierrors.IsAlreadyExists(err) {
+		existing := &v1alpha1.UserEnrollment{}
+		if err := v.Client.Get(ctx, client.ObjectKeyFromObject(e), existing); err != nil {
+			return nil, unavailable("reading the existing enrollment failed: %v", apiReason(err))
+		}
+		if existing.Spec.User != user || existing.Spec.PolicyRef.Name != v.Policy {
+			return nil, refuse(409, "UserEnrollment %s exists for another user or policy", e.Name)
+		}
+		return existing, nil
+	}
+	if err != nil {
+		return nil, unavailable("creating the enrollment failed: %v", apiReason(err))
+	}
+	return e, nil
+}
+
+// awaitKey waits until the cache shows e provisioned by the manager, bounded by ProvisionTimeout.
+func (v *Verifier) awaitKey(ctx context.Context, e *v1alpha1.UserEnrollment) (*v1alpha1.UserEnrollment, error) {
+	cur := &v1alpha1.UserEnrollment{}
+	err := wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, cmp.Or(v.ProvisionTimeout, 10*time.Second), true,
+		func(ctx context.Context) (bool, error) {
+			if err := v.Cache.Get(ctx, client.ObjectKeyFromObject(e), cur); err != nil {
+				return false, nil
+			}
+			s := &corev1.Secret{}
+			err := v.Cache.Get(ctx, client.ObjectKey{Namespace: e.Namespace, Name: render.SecretName(e.Name)}, s)
+			return cur.Status.SecretUID != "" && err == nil && string(s.UID) == cur.Status.SecretUID, nil
+		})
+	if err != nil {
+		return nil, unavailable("the enrollment's key was not provisioned in time (%s); retry", readyReason(cur))
+	}
+	return cur, nil
+}
+
+// material fills in the provisioning URI and QR code of a pending enrollment.
+func (v *Verifier) material(ctx context.Context, e *v1alpha1.UserEnrollment, out *Enrollment) error {
+	s := &corev1.Secret{}
+	if err := v.Cache.Get(ctx, client.ObjectKey{Namespace: e.Namespace, Name: render.SecretName(e.Name)}, s); err != nil {
+		return unavailable("the enrollment's key is not available: %v", apiReason(err))
+	}
+	out.OTPAuthURI = string(s.Data[render.SecretKeyURI])
+	out.QRPNG = s.Data[render.SecretKeyQR]
+	return nil
+}

@@ -1,0 +1,230 @@
+package verifier
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/kube2fa/kube2fa/api/v1alpha1"
+)
+
+// MaxBodyBytes is the largest request body accepted.
+const MaxBodyBytes = 4 << 10
+
+// Metrics are the verifier's Prometheus metrics. No label ever holds a user name.
+type Metrics struct {
+	Verifications *prometheus.CounterVec
+	Lockouts      prometheus.Counter
+	Duration      *prometheus.HistogramVec
+}
+
+// NewMetrics creates the metrics and registers them with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Verifications: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kube2fa_verifications_total", Help: "Code checks by result (verify and confirm).",
+		}, []string{"result"}),
+		Lockouts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kube2fa_lockouts_total", Help: "Enrollments locked by wrong codes.",
+		}),
+		Duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "kube2fa_verifier_request_duration_seconds", Help: "HTTP request latency by route and status code.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"route", "code"}),
+	}
+	reg.MustRegister(m.Verifications, m.Lockouts, m.Duration)
+	return m
+}
+
+// Handler serves the verifier's HTTP API.
+type Handler struct {
+	V       *Verifier
+	Metrics *Metrics
+	Log     logr.Logger
+	// Ready reports whether the policy is loaded and the caches synced.
+	Ready func() error
+	// Gatherer serves /metrics.
+	Gatherer prometheus.Gatherer
+}
+
+// Routes returns the API, probes and metrics. Methods other than the listed ones get 405.
+func (h *Handler) Routes() *http.ServeMux {
+	mux := http.NewServeMux()
+	h.handle(mux, "POST /v1/verify", h.verify)
+	h.handle(mux, "POST /v1/enrollments", h.enroll)
+	h.handle(mux, "GET /v1/enrollments/{user}", h.get)
+	h.handle(mux, "POST /v1/enrollments/{user}/confirm", h.confirm)
+	h.Probes(mux)
+	return mux
+}
+
+// Probes adds /healthz, /readyz and /metrics to mux.
+func (h *Handler) Probes(mux *http.ServeMux) {
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, 200, map[string]string{"status": "ok"}) })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := h.Ready(); err != nil {
+			writeJSON(w, 503, errorBody{err.Error()})
+			return
+		}
+		writeJSON(w, 200, map[string]string{"status": "ok"})
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(h.Gatherer, promhttp.HandlerOpts{}))
+}
+
+type apiFunc func(w http.ResponseWriter, r *http.Request) int
+
+func (h *Handler) handle(mux *http.ServeMux, pattern string, f apiFunc) {
+	mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
+		code := f(w, r)
+		h.Metrics.Duration.WithLabelValues(pattern, strconv.Itoa(code)).Observe(time.Since(start).Seconds())
+	})
+}
+
+type errorBody struct {
+	Error string `json:"error"`
+}
+
+type codeRequest struct {
+	User string `json:"user"`
+	Code string `json:"code"`
+}
+
+type decisionBody struct {
+	Result            Result `json:"result"`
+	RemainingAttempts *int32 `json:"remainingAttempts,omitempty"`
+	RetryAfterSeconds *int64 `json:"retryAfterSeconds,omitempty"`
+}
+
+func (h *Handler) verify(w http.ResponseWriter, r *http.Request) int {
+	var req codeRequest
+	if code := decode(w, r, &req); code != 0 {
+		return code
+	}
+	if req.User == "" {
+		return writeJSON(w, 400, errorBody{"user is required"})
+	}
+	d, err := h.V.Verify(r.Context(), req.User, req.Code)
+	return h.decision(w, d, err)
+}
+
+func (h *Handler) confirm(w http.ResponseWriter, r *http.Request) int {
+	var req codeRequest
+	if code := decode(w, r, &req); code != 0 {
+		return code
+	}
+	if req.User != "" && req.User != r.PathValue("user") {
+		return writeJSON(w, 400, errorBody{"user in the body differs from the path"})
+	}
+	d, err := h.V.Confirm(r.Context(), r.PathValue("user"), req.Code)
+	return h.decision(w, d, err)
+}
+
+// decision writes a code check's answer: the status codes of the API contract.
+func (h *Handler) decision(w http.ResponseWriter, d Decision, err error) int {
+	if err != nil {
+		return h.fail(w, err)
+	}
+	h.Metrics.Verifications.WithLabelValues(string(d.Result)).Inc()
+	if d.LockedNow {
+		h.Metrics.Lockouts.Inc()
+	}
+	body := decisionBody{Result: d.Result}
+	status := 200
+	switch d.Result {
+	case Rejected:
+		status, body.RemainingAttempts = 401, &d.RemainingAttempts
+	case EnrollmentRequired:
+		status = 403
+	case Locked:
+		status = 429
+		if d.RetryAfter > 0 {
+			secs := int64(d.RetryAfter / time.Second)
+			body.RetryAfterSeconds = &secs
+			w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
+		}
+	}
+	return writeJSON(w, status, body)
+}
+
+type enrollRequest struct {
+	User   string          `json:"user"`
+	Method v1alpha1.Method `json:"method"`
+}
+
+func (h *Handler) enroll(w http.ResponseWriter, r *http.Request) int {
+	var req enrollRequest
+	if code := decode(w, r, &req); code != 0 {
+		return code
+	}
+	if req.User == "" {
+		return writeJSON(w, 400, errorBody{"user is required"})
+	}
+	switch req.Method {
+	case "", v1alpha1.MethodTOTP, v1alpha1.MethodHOTP:
+	default:
+		return writeJSON(w, 400, errorBody{fmt.Sprintf("method must be TOTP or HOTP, not %q", req.Method)})
+	}
+	out, created, err := h.V.Enroll(r.Context(), req.User, req.Method)
+	if err != nil {
+		return h.fail(w, err)
+	}
+	if created {
+		return writeJSON(w, 201, out)
+	}
+	return writeJSON(w, 200, out)
+}
+
+func (h *Handler) get(w http.ResponseWriter, r *http.Request) int {
+	out, err := h.V.Get(r.Context(), r.PathValue("user"))
+	if err != nil {
+		return h.fail(w, err)
+	}
+	return writeJSON(w, 200, out)
+}
+
+// fail answers a refused request; anything unexpected is 503: the verifier fails closed.
+func (h *Handler) fail(w http.ResponseWriter, err error) int {
+	var e *Error
+	if !errors.As(err, &e) {
+		e = &Error{Status: 503, Msg: "internal error"}
+	}
+	if e.Status >= 500 {
+		h.Log.Error(err, "Refused a request: state could not be read or recorded")
+		h.Metrics.Verifications.WithLabelValues("unavailable").Inc()
+	}
+	return writeJSON(w, e.Status, errorBody{e.Msg})
+}
+
+// decode reads a JSON body strictly; it answers 400 itself and returns its status when the body is bad.
+func decode(w http.ResponseWriter, r *http.Request, into any) int {
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(into); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return writeJSON(w, 400, errorBody{fmt.Sprintf("request body is larger than %d bytes", MaxBodyBytes)})
+		}
+		return writeJSON(w, 400, errorBody{"request body is not valid JSON: " + err.Error()})
+	}
+	if dec.More() {
+		return writeJSON(w, 400, errorBody{"request body holds more than one JSON value"})
+	}
+	return 0
+}
+
+func writeJSON(w http.ResponseWriter, status int, body any) int {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(body)
+	return status
+}

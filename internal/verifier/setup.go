@@ -1,0 +1,105 @@
+package verifier
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/utils/clock"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/kube2fa/kube2fa/api/v1alpha1"
+	"github.com/kube2fa/kube2fa/internal/render"
+)
+
+// Config is what a verifier needs to run.
+type Config struct {
+	Rest      *rest.Config
+	Scheme    *runtime.Scheme
+	Namespace string
+	Policy    string
+}
+
+// Running is a started verifier: its decision engine over synced watch caches.
+type Running struct {
+	*Verifier
+	cache  cache.Cache
+	synced bool
+}
+
+// Start starts the watch caches of one policy's objects (its ConfigMap, its enrollments by field
+// selector, their Secrets by label: nothing else in the namespace) and waits until they are synced.
+// Everything stops when ctx ends.
+func Start(ctx context.Context, cfg Config) (*Running, error) {
+	ours := labels.SelectorFromSet(labels.Set{v1alpha1.LabelManagedBy: v1alpha1.ManagedByValue, v1alpha1.LabelPolicy: cfg.Policy})
+	c, err := cache.New(cfg.Rest, cache.Options{
+		Scheme:                      cfg.Scheme,
+		DefaultNamespaces:           map[string]cache.Config{cfg.Namespace: {}},
+		ReaderFailOnMissingInformer: true,
+		ByObject: map[client.Object]cache.ByObject{
+			&corev1.ConfigMap{}:        {Field: fields.OneTermEqualSelector("metadata.name", render.ConfigMapName(cfg.Policy)), Label: ours},
+			&v1alpha1.UserEnrollment{}: {Field: fields.OneTermEqualSelector("spec.policyRef.name", cfg.Policy)},
+			&corev1.Secret{}:           {Label: ours},
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating cache: %w", err)
+	}
+	if err := c.IndexField(ctx, &v1alpha1.UserEnrollment{}, IndexUser, func(o client.Object) []string {
+		return []string{o.(*v1alpha1.UserEnrollment).Spec.User}
+	}); err != nil {
+		return nil, fmt.Errorf("indexing enrollments: %w", err)
+	}
+	for _, o := range []client.Object{&corev1.ConfigMap{}, &v1alpha1.UserEnrollment{}, &corev1.Secret{}} {
+		if _, err := c.GetInformer(ctx, o); err != nil {
+			return nil, fmt.Errorf("watching %T: %w", o, err)
+		}
+	}
+	cl, err := client.New(cfg.Rest, client.Options{Scheme: cfg.Scheme})
+	if err != nil {
+		return nil, fmt.Errorf("creating client: %w", err)
+	}
+	cs, err := kubernetes.NewForConfig(cfg.Rest)
+	if err != nil {
+		return nil, fmt.Errorf("creating clientset: %w", err)
+	}
+	broadcaster := events.NewBroadcaster(&events.EventSinkImpl{Interface: cs.EventsV1()})
+	if err := broadcaster.StartRecordingToSinkWithContext(ctx); err != nil {
+		return nil, fmt.Errorf("starting events: %w", err)
+	}
+	recorder := broadcaster.NewRecorder(cfg.Scheme, "kube2fa-verifier")
+
+	go func() { _ = c.Start(ctx) }()
+	r := &Running{cache: c, Verifier: &Verifier{
+		Namespace: cfg.Namespace,
+		Policy:    cfg.Policy,
+		Cache:     c,
+		Client:    cl,
+		Clock:     clock.RealClock{},
+		Events: func(e *v1alpha1.UserEnrollment, reason, msg string) {
+			recorder.Eventf(e, nil, corev1.EventTypeNormal, reason, "Verify", "%s", msg)
+		},
+	}}
+	if !c.WaitForCacheSync(ctx) {
+		return nil, errors.New("watch caches did not sync")
+	}
+	r.synced = true
+	return r, nil
+}
+
+// Ready reports whether the caches are synced and the policy's ConfigMap is loaded.
+func (r *Running) Ready() error {
+	if !r.synced {
+		return errors.New("watch caches are not synced")
+	}
+	_, err := r.resolvedPolicy(context.Background())
+	return err
+}

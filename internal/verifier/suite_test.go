@@ -1,0 +1,194 @@
+package verifier_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/util/retry"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/kube2fa/kube2fa/api/v1alpha1"
+	"github.com/kube2fa/kube2fa/controllers"
+	"github.com/kube2fa/kube2fa/internal/otp"
+	"github.com/kube2fa/kube2fa/internal/render"
+	"github.com/kube2fa/kube2fa/internal/testenv"
+	"github.com/kube2fa/kube2fa/internal/verifier"
+)
+
+var env *testenv.Env
+
+func TestMain(m *testing.M) { testenv.Main(m, testenv.Options{}, &env) }
+
+var ctx = context.Background()
+
+// replica is one verifier instance with its own watch caches, served over HTTP as in production.
+type replica struct {
+	*verifier.Running
+	url string
+	reg *prometheus.Registry
+}
+
+func startVerifier(t *testing.T, e *testenv.Env, ns, policy string) *replica {
+	t.Helper()
+	c, cancel := context.WithCancel(ctx)
+	t.Cleanup(cancel)
+	running, err := verifier.Start(c, verifier.Config{Rest: e.Config, Scheme: testenv.Scheme, Namespace: ns, Policy: policy})
+	if err != nil {
+		t.Fatalf("starting verifier: %v", err)
+	}
+	reg := prometheus.NewRegistry()
+	h := &verifier.Handler{V: running.Verifier, Metrics: verifier.NewMetrics(reg), Log: logr.Discard(), Ready: running.Ready, Gatherer: reg}
+	srv := httptest.NewServer(h.Routes())
+	t.Cleanup(srv.Close)
+	return &replica{Running: running, url: srv.URL, reg: reg}
+}
+
+// setup starts the manager and n verifier replicas for a new policy in a fresh namespace.
+func setup(t *testing.T, spec v1alpha1.TwoFactorPolicySpec, n int) (string, []*replica) {
+	t.Helper()
+	ns := env.Namespace(t)
+	env.StartManager(t, controllers.Options{MaxConcurrentReconciles: 4})
+	p := &v1alpha1.TwoFactorPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "webapp"}, Spec: spec}
+	if err := env.Client.Create(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	var rs []*replica
+	for range n {
+		r := startVerifier(t, env, ns, "webapp")
+		waitFor(t, "the verifier to load the policy", func() bool { return r.Ready() == nil })
+		rs = append(rs, r)
+	}
+	return ns, rs
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	if err := wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, 30*time.Second, true,
+		func(context.Context) (bool, error) { return cond(), nil }); err != nil {
+		t.Fatalf("waiting for %s: %v", what, err)
+	}
+}
+
+func spec(mode v1alpha1.Mode, methods ...v1alpha1.Method) v1alpha1.TwoFactorPolicySpec {
+	return v1alpha1.TwoFactorPolicySpec{Mode: mode, Methods: methods}
+}
+
+type response struct {
+	Status int
+	Header http.Header
+	Body   map[string]any
+}
+
+func (r response) result() string { s, _ := r.Body["result"].(string); return s }
+
+func call(t *testing.T, method, url, body string) response {
+	t.Helper()
+	req, err := http.NewRequest(method, url, bytes.NewBufferString(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer res.Body.Close()
+	raw, _ := io.ReadAll(res.Body)
+	out := response{Status: res.StatusCode, Header: res.Header}
+	_ = json.Unmarshal(raw, &out.Body)
+	return out
+}
+
+func (r *replica) verify(t *testing.T, user, code string) response {
+	return call(t, "POST", r.url+"/v1/verify", fmt.Sprintf(`{"user":%q,"code":%q}`, user, code))
+}
+
+func (r *replica) confirm(t *testing.T, user, code string) response {
+	return call(t, "POST", r.url+"/v1/enrollments/"+url.PathEscape(user)+"/confirm", fmt.Sprintf(`{"code":%q}`, code))
+}
+
+func (r *replica) enroll(t *testing.T, user, method string) response {
+	return call(t, "POST", r.url+"/v1/enrollments", fmt.Sprintf(`{"user":%q,"method":%q}`, user, method))
+}
+
+// key reads an enrollment's key and parameters the way an authenticator app gets them.
+func key(t *testing.T, ns, enrollment string) (otp.Params, []byte) {
+	t.Helper()
+	s := &corev1.Secret{}
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: render.SecretName(enrollment)}, s); err != nil {
+		t.Fatal(err)
+	}
+	p, k, err := render.ParseOTPSecret(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, k
+}
+
+// totp is the code an authenticator app shows at time at.
+func totp(t *testing.T, p otp.Params, k []byte, at time.Time) string {
+	t.Helper()
+	c, err := otp.Code(k, p.Algorithm, p.Digits, uint64(at.Unix())/uint64(p.PeriodSeconds))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func hotp(t *testing.T, p otp.Params, k []byte, counter uint64) string {
+	t.Helper()
+	c, err := otp.Code(k, p.Algorithm, p.Digits, counter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func enrollment(t *testing.T, ns, name string) *v1alpha1.UserEnrollment {
+	t.Helper()
+	e := &v1alpha1.UserEnrollment{}
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, e); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func editPolicy(t *testing.T, ns string, edit func(*v1alpha1.TwoFactorPolicySpec)) {
+	t.Helper()
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		p := &v1alpha1.TwoFactorPolicy{}
+		if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "webapp"}, p); err != nil {
+			return err
+		}
+		edit(&p.Spec)
+		return env.Client.Update(ctx, p)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// enrolled self-enrolls user through r and confirms with the current code; it returns the key.
+func enrolled(t *testing.T, r *replica, ns, user string) (otp.Params, []byte) {
+	t.Helper()
+	if res := r.enroll(t, user, ""); res.Status != 201 {
+		t.Fatalf("enroll %s: %d %v", user, res.Status, res.Body)
+	}
+	p, k := key(t, ns, verifier.EnrollmentName(user))
+	if res := r.confirm(t, user, totp(t, p, k, time.Now())); res.Status != 200 {
+		t.Fatalf("confirm %s: %d %v", user, res.Status, res.Body)
+	}
+	return p, k
+}

@@ -1,0 +1,294 @@
+// Package verifier checks one-time codes for the users of one TwoFactorPolicy and records every decision
+// in the API server. It keeps no state of its own: it reads the policy's verifier ConfigMap, the
+// enrollments and their Secrets from watch caches, decides with the shared state machine in
+// internal/lockout, and records the decision with one status update guarded by the resourceVersion it
+// read. Any number of replicas therefore agree: a code is accepted at most once, and at most maxFailures
+// wrong codes are evaluated before the lock.
+package verifier
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/kube2fa/kube2fa/api/v1alpha1"
+	"github.com/kube2fa/kube2fa/internal/lockout"
+	"github.com/kube2fa/kube2fa/internal/otp"
+	"github.com/kube2fa/kube2fa/internal/render"
+)
+
+// IndexUser is the cache index of enrollments by spec.user.
+const IndexUser = "spec.user"
+
+// Result is the answer to a code or an enrollment request.
+type Result string
+
+const (
+	Accepted           Result = "accepted"
+	NotRequired        Result = "not_required"
+	Rejected           Result = "rejected"
+	EnrollmentRequired Result = "enrollment_required"
+	Locked             Result = "locked"
+	Confirmed          Result = "confirmed"
+)
+
+// Decision is the outcome of a code check.
+type Decision struct {
+	Result Result
+	// RemainingAttempts after a rejection.
+	RemainingAttempts int32
+	// RetryAfter while locked; 0 when only an administrator can unlock.
+	RetryAfter time.Duration
+	// LockedNow is true when this decision locked the enrollment.
+	LockedNow bool
+}
+
+// Error is a request the verifier refuses; Status is the HTTP status that says why.
+type Error struct {
+	Status int
+	Msg    string
+}
+
+func (e *Error) Error() string { return e.Msg }
+
+func refuse(status int, format string, args ...any) error {
+	return &Error{Status: status, Msg: fmt.Sprintf(format, args...)}
+}
+
+// unavailable is the fail-closed answer: state could not be read or recorded.
+func unavailable(format string, args ...any) error { return refuse(503, format, args...) }
+
+// Verifier answers for one policy in one namespace.
+type Verifier struct {
+	Namespace string
+	Policy    string
+	// Cache is the watch cache holding the policy's ConfigMap, enrollments (indexed by IndexUser) and Secrets.
+	Cache client.Reader
+	// Client writes to the API server.
+	Client client.Client
+	Clock  clock.PassiveClock
+	// Events announces confirmations and lockouts; optional.
+	Events func(e *v1alpha1.UserEnrollment, reason, message string)
+	// MaxRetries bounds re-decisions after write conflicts (default 10).
+	MaxRetries int
+	// ProvisionTimeout bounds how long self-enrollment waits for the manager's Secret (default 10s).
+	ProvisionTimeout time.Duration
+}
+
+// Verify checks a code for user: POST /v1/verify.
+func (v *Verifier) Verify(ctx context.Context, user, code string) (Decision, error) {
+	return v.decide(ctx, user, code, false)
+}
+
+// Confirm checks the first code of a pending enrollment: POST /v1/enrollments/{user}/confirm.
+func (v *Verifier) Confirm(ctx context.Context, user, code string) (Decision, error) {
+	return v.decide(ctx, user, code, true)
+}
+
+// decide reads, decides and records, retrying on a write conflict with the state the conflict revealed.
+func (v *Verifier) decide(ctx context.Context, user, code string, confirm bool) (Decision, error) {
+	policy, err := v.resolvedPolicy(ctx)
+	if err != nil {
+		return Decision{}, err
+	}
+	for range cmp.Or(v.MaxRetries, 10) {
+		e, err := v.enrollment(ctx, user)
+		if err != nil {
+			return Decision{}, err
+		}
+		if d, done, err := v.precheck(policy, e, confirm); done || err != nil {
+			return d, err
+		}
+		params, key, err := v.key(ctx, e)
+		if err != nil {
+			return Decision{}, err
+		}
+		now := v.Clock.Now()
+		updated := e.DeepCopy()
+		st := &updated.Status
+		res := lockout.Attempt(st, lockout.SettingsFor(policy), now, func() bool {
+			return check(st, params, key, code, now, policy)
+		})
+		if res.Outcome == lockout.RefusedLocked {
+			return Decision{Result: Locked, RetryAfter: res.RetryAfter}, nil // nothing changed, nothing written
+		}
+		if res.Outcome == lockout.Accepted && confirm {
+			st.ConfirmedAt = &metav1.Time{Time: now.Truncate(time.Second)}
+		}
+		lockout.SetConditions(st, updated.Generation, now)
+		if err := v.Client.Status().Update(ctx, updated); err != nil {
+			if apierrors.IsConflict(err) {
+				// Another replica (or the manager) wrote first: decide again on what it wrote.
+				if err := v.awaitNewer(ctx, e, 5*time.Second); err != nil {
+					return Decision{}, unavailable("the enrollment's state did not catch up after a conflict")
+				}
+				continue
+			}
+			return Decision{}, unavailable("recording the decision failed: %v", apiReason(err))
+		}
+		// Read-your-writes: the user's next request to this replica must see this decision. The write is
+		// durable already, so a slow watch only delays the answer, never changes it.
+		_ = v.awaitNewer(ctx, e, time.Second)
+		return v.announce(updated, res, confirm), nil
+	}
+	return Decision{}, unavailable("too many concurrent attempts for this user; retry")
+}
+
+// precheck answers what needs no code check, by the semantics table of DESIGN.md.
+func (v *Verifier) precheck(p v1alpha1.ResolvedPolicy, e *v1alpha1.UserEnrollment, confirm bool) (Decision, bool, error) {
+	if p.Mode == v1alpha1.ModeDisabled {
+		if confirm {
+			return Decision{}, true, refuse(403, "two-factor authentication is disabled by policy %s", v.Policy)
+		}
+		return Decision{Result: NotRequired}, true, nil
+	}
+	confirmed := e != nil && e.Status.ConfirmedAt != nil
+	switch {
+	case confirm && e == nil:
+		return Decision{}, true, refuse(404, "no enrollment for this user")
+	case confirm && confirmed:
+		return Decision{}, true, refuse(409, "the enrollment is already confirmed")
+	case confirm && e.Status.SecretUID == "":
+		return Decision{}, true, refuse(409, "the enrollment has no key yet (%s)", readyReason(e))
+	case confirm:
+		return Decision{}, false, nil
+	case confirmed:
+		return Decision{}, false, nil
+	case p.Mode == v1alpha1.ModeEnforced:
+		return Decision{Result: EnrollmentRequired}, true, nil
+	default:
+		return Decision{Result: NotRequired}, true, nil
+	}
+}
+
+// check evaluates a code against the enrollment's own snapshot of parameters and records what makes a
+// replay impossible: the TOTP step, or the next HOTP counter.
+func check(st *v1alpha1.UserEnrollmentStatus, params otp.Params, key []byte, code string, now time.Time,
+	p v1alpha1.ResolvedPolicy) bool {
+	switch params.Method {
+	case v1alpha1.MethodTOTP:
+		step, ok := otp.CheckTOTP(key, params, code, now, p.TOTP.SkewSteps, st.LastUsedStep)
+		if ok {
+			st.LastUsedStep = &step
+		}
+		return ok
+	case v1alpha1.MethodHOTP:
+		next, ok := otp.CheckHOTP(key, params, code, ptr.Deref(st.HOTPCounter, 0), p.HOTP.LookAhead)
+		if ok {
+			st.HOTPCounter = &next
+		}
+		return ok
+	}
+	return false
+}
+
+func (v *Verifier) announce(e *v1alpha1.UserEnrollment, res lockout.Result, confirm bool) Decision {
+	switch res.Outcome {
+	case lockout.Accepted:
+		if confirm {
+			v.event(e, "Enrolled", "Enrollment confirmed with a first valid code")
+			return Decision{Result: Confirmed}
+		}
+		return Decision{Result: Accepted}
+	default:
+		if res.LockedNow {
+			v.event(e, "LockedOut", fmt.Sprintf("Locked after %d wrong codes", e.Status.FailedAttempts))
+		}
+		return Decision{Result: Rejected, RemainingAttempts: res.RemainingAttempts, RetryAfter: res.RetryAfter, LockedNow: res.LockedNow}
+	}
+}
+
+func (v *Verifier) event(e *v1alpha1.UserEnrollment, reason, msg string) {
+	if v.Events != nil {
+		v.Events(e, reason, msg)
+	}
+}
+
+// awaitNewer waits up to timeout until the cache holds another version of e than the one given.
+func (v *Verifier) awaitNewer(ctx context.Context, e *v1alpha1.UserEnrollment, timeout time.Duration) error {
+	return wait.PollUntilContextTimeout(ctx, 2*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
+		cur := &v1alpha1.UserEnrollment{}
+		err := v.Cache.Get(ctx, client.ObjectKeyFromObject(e), cur)
+		if apierrors.IsNotFound(err) {
+			return true, nil
+		}
+		return err == nil && cur.ResourceVersion != e.ResourceVersion, nil
+	})
+}
+
+// resolvedPolicy reads the policy the manager rendered into the verifier ConfigMap.
+func (v *Verifier) resolvedPolicy(ctx context.Context) (v1alpha1.ResolvedPolicy, error) {
+	cm := &corev1.ConfigMap{}
+	if err := v.Cache.Get(ctx, client.ObjectKey{Namespace: v.Namespace, Name: render.ConfigMapName(v.Policy)}, cm); err != nil {
+		return v1alpha1.ResolvedPolicy{}, unavailable("policy %s is not loaded: %v", v.Policy, apiReason(err))
+	}
+	p, err := render.ParseVerifierConfigMap(cm)
+	if err != nil {
+		return p, unavailable("policy %s cannot be read: %v", v.Policy, err)
+	}
+	return p, nil
+}
+
+// enrollment returns the user's enrollment under the policy (the oldest, as the manager decides for
+// duplicates), or nil.
+func (v *Verifier) enrollment(ctx context.Context, user string) (*v1alpha1.UserEnrollment, error) {
+	var list v1alpha1.UserEnrollmentList
+	if err := v.Cache.List(ctx, &list, client.InNamespace(v.Namespace), client.MatchingFields{IndexUser: user}); err != nil {
+		return nil, unavailable("reading enrollments failed: %v", apiReason(err))
+	}
+	var found *v1alpha1.UserEnrollment
+	for i := range list.Items {
+		e := &list.Items[i]
+		if e.Spec.PolicyRef.Name != v.Policy || !e.DeletionTimestamp.IsZero() {
+			continue
+		}
+		if found == nil || e.CreationTimestamp.Before(&found.CreationTimestamp) ||
+			(e.CreationTimestamp.Equal(&found.CreationTimestamp) && e.Name < found.Name) {
+			found = e
+		}
+	}
+	return found, nil
+}
+
+// key returns the key and parameters of e's Secret, which must be the Secret its state belongs to.
+func (v *Verifier) key(ctx context.Context, e *v1alpha1.UserEnrollment) (otp.Params, []byte, error) {
+	s := &corev1.Secret{}
+	if err := v.Cache.Get(ctx, client.ObjectKey{Namespace: e.Namespace, Name: render.SecretName(e.Name)}, s); err != nil {
+		return otp.Params{}, nil, unavailable("the enrollment's key is not available: %v", apiReason(err))
+	}
+	if string(s.UID) != e.Status.SecretUID || !metav1.IsControlledBy(s, e) {
+		return otp.Params{}, nil, unavailable("the enrollment's key is being replaced; retry")
+	}
+	params, key, err := render.ParseOTPSecret(s)
+	if err != nil {
+		return otp.Params{}, nil, unavailable("the enrollment's key cannot be read: %v", err)
+	}
+	return params, key, nil
+}
+
+func readyReason(e *v1alpha1.UserEnrollment) string {
+	if c := meta.FindStatusCondition(e.Status.Conditions, v1alpha1.ConditionReady); c != nil {
+		return c.Reason
+	}
+	return "not reconciled yet"
+}
+
+// apiReason shortens an API error to its reason, never echoing object content.
+func apiReason(err error) string {
+	var status apierrors.APIStatus
+	if errors.As(err, &status) {
+		return string(status.Status().Reason)
+	}
+	return err.Error()
+}

@@ -1,0 +1,334 @@
+package verifier_test
+
+import (
+	"encoding/base64"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/kube2fa/kube2fa/api/v1alpha1"
+	"github.com/kube2fa/kube2fa/internal/otp"
+	"github.com/kube2fa/kube2fa/internal/verifier"
+)
+
+func TestSelfEnrollConfirmAndVerifyAcrossReplicas(t *testing.T) {
+	ns, rs := setup(t, spec(v1alpha1.ModeEnforced, v1alpha1.MethodTOTP), 2)
+	a, b := rs[0], rs[1]
+
+	if res := a.verify(t, "alice", "123456"); res.Status != 403 || res.result() != "enrollment_required" {
+		t.Fatalf("verify before enrolling: %d %v", res.Status, res.Body)
+	}
+	if res := call(t, "GET", a.url+"/v1/enrollments/alice", ""); res.Body["state"] != "None" {
+		t.Fatalf("state before enrolling: %v", res.Body)
+	}
+
+	res := a.enroll(t, "alice", "")
+	if res.Status != 201 || res.Body["state"] != "Pending" || res.Body["method"] != "TOTP" {
+		t.Fatalf("enroll: %d %v", res.Status, res.Body)
+	}
+	uri, _ := res.Body["otpauthURI"].(string)
+	qr, err := base64.StdEncoding.DecodeString(fmt.Sprint(res.Body["qrPNG"]))
+	if !strings.HasPrefix(uri, "otpauth://totp/webapp:alice?") || err != nil || !strings.HasPrefix(string(qr), "\x89PNG") {
+		t.Fatalf("provisioning material: uri %q, qr %d bytes (%v)", uri, len(qr), err)
+	}
+	if again := b.enroll(t, "alice", ""); again.Status != 200 || again.Body["otpauthURI"] != uri {
+		t.Fatalf("enroll while pending: %d, same material %v", again.Status, again.Body["otpauthURI"] == uri)
+	}
+	if got := call(t, "GET", b.url+"/v1/enrollments/alice", ""); got.Body["state"] != "Pending" || got.Body["otpauthURI"] != uri {
+		t.Fatalf("GET while pending: %v", got.Body)
+	}
+	if res := a.verify(t, "alice", "123456"); res.result() != "enrollment_required" {
+		t.Fatalf("a pending enrollment was asked for a code: %v", res.Body)
+	}
+
+	p, k := key(t, ns, "alice")
+	now := time.Now()
+	if res := b.confirm(t, "alice", "000000"); res.Status != 401 || res.Body["remainingAttempts"] != 2.0 {
+		t.Fatalf("wrong confirming code: %d %v", res.Status, res.Body)
+	}
+	code := totp(t, p, k, now)
+	if res := b.confirm(t, "alice", code[:3]+" "+code[3:]); res.Status != 200 || res.result() != "confirmed" {
+		t.Fatalf("confirm: %d %v", res.Status, res.Body)
+	}
+	e := enrollment(t, ns, "alice")
+	if !meta.IsStatusConditionTrue(e.Status.Conditions, v1alpha1.ConditionEnrolled) || e.Status.FailedAttempts != 0 {
+		t.Fatalf("after confirming: %+v", e.Status)
+	}
+	got := call(t, "GET", a.url+"/v1/enrollments/alice", "")
+	waitFor(t, "replica A to see the confirmation", func() bool {
+		got = call(t, "GET", a.url+"/v1/enrollments/alice", "")
+		return got.Body["state"] == "Confirmed"
+	})
+	if _, leaked := got.Body["otpauthURI"]; leaked {
+		t.Fatal("provisioning material served after confirmation")
+	}
+	if res := a.enroll(t, "alice", ""); res.Status != 409 {
+		t.Fatalf("enroll when confirmed: %d", res.Status)
+	}
+
+	// The confirming code was used: replaying it fails on either replica; the next step's code works once.
+	if res := a.verify(t, "alice", code); res.Status != 401 {
+		t.Fatalf("replay of the confirming code: %d %v", res.Status, res.Body)
+	}
+	next := totp(t, p, k, now.Add(time.Duration(p.PeriodSeconds)*time.Second))
+	if res := a.verify(t, "alice", next); res.Status != 200 || res.result() != "accepted" {
+		t.Fatalf("verify: %d %v", res.Status, res.Body)
+	}
+	waitFor(t, "replica B to see the acceptance", func() bool {
+		return enrollmentInCache(t, b, ns, "alice").Status.LastUsedStep != nil &&
+			*enrollmentInCache(t, b, ns, "alice").Status.LastUsedStep == now.Unix()/30+1
+	})
+	if res := b.verify(t, "alice", next); res.Status != 401 || res.result() != "rejected" {
+		t.Fatalf("replay on the other replica: %d %v", res.Status, res.Body)
+	}
+}
+
+func enrollmentInCache(t *testing.T, r *replica, ns, name string) *v1alpha1.UserEnrollment {
+	t.Helper()
+	e := &v1alpha1.UserEnrollment{}
+	if err := r.Cache.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, e); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func TestLockoutWithoutThrottleNeedsTheAdministrator(t *testing.T) {
+	ns, rs := setup(t, spec(v1alpha1.ModeEnforced, v1alpha1.MethodTOTP), 1)
+	r := rs[0]
+	p, k := enrolled(t, r, ns, "alice")
+
+	for i, want := range []float64{2, 1, 0} {
+		res := r.verify(t, "alice", "00000"+fmt.Sprint(i))
+		if res.Status != 401 || res.Body["remainingAttempts"] != want {
+			t.Fatalf("wrong code %d: %d %v", i+1, res.Status, res.Body)
+		}
+	}
+	res := r.verify(t, "alice", totp(t, p, k, time.Now().Add(30*time.Second)))
+	if res.Status != 429 || res.result() != "locked" || res.Header.Get("Retry-After") != "" || res.Body["retryAfterSeconds"] != nil {
+		t.Fatalf("right code while locked until an admin unlocks: %d %v %v", res.Status, res.Header, res.Body)
+	}
+	e := enrollment(t, ns, "alice")
+	if e.Status.FailedAttempts != 3 || !meta.IsStatusConditionTrue(e.Status.Conditions, v1alpha1.ConditionLocked) {
+		t.Fatalf("lock state: %+v", e.Status)
+	}
+
+	patch := client.MergeFrom(e.DeepCopy())
+	metav1.SetMetaDataAnnotation(&e.ObjectMeta, v1alpha1.AnnotationUnlock, "ticket-7")
+	if err := env.Client.Patch(ctx, e, patch); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the manager to unlock", func() bool {
+		return meta.IsStatusConditionFalse(enrollmentInCache(t, r, ns, "alice").Status.Conditions, v1alpha1.ConditionLocked)
+	})
+	if res := r.verify(t, "alice", totp(t, p, k, time.Now().Add(30*time.Second))); res.Status != 200 {
+		t.Fatalf("right code after unlock: %d %v", res.Status, res.Body)
+	}
+}
+
+func TestThrottledLockRefusesThenExpires(t *testing.T) {
+	s := spec(v1alpha1.ModeEnforced, v1alpha1.MethodTOTP)
+	s.Lockout = &v1alpha1.LockoutSettings{MaxFailures: 2, ThrottleSeconds: ptr.To[int32](3)}
+	ns, rs := setup(t, s, 1)
+	r := rs[0]
+	p, k := enrolled(t, r, ns, "alice")
+
+	r.verify(t, "alice", "111111")
+	if res := r.verify(t, "alice", "222222"); res.Status != 401 || res.Body["remainingAttempts"] != 0.0 {
+		t.Fatalf("locking failure: %d %v", res.Status, res.Body)
+	}
+	res := r.verify(t, "alice", totp(t, p, k, time.Now().Add(30*time.Second)))
+	if res.Status != 429 || res.Header.Get("Retry-After") == "" || res.Body["retryAfterSeconds"] == nil {
+		t.Fatalf("right code while throttled: %d %v %v", res.Status, res.Header, res.Body)
+	}
+	before := enrollment(t, ns, "alice").Status
+	if before.FailedAttempts != 2 {
+		t.Fatalf("a refused attempt was counted: %d failures", before.FailedAttempts)
+	}
+	// Refusals never extend the lock.
+	r.verify(t, "alice", "333333")
+	if after := enrollment(t, ns, "alice").Status; !after.LockedUntil.Equal(before.LockedUntil) || after.FailedAttempts != 2 {
+		t.Fatalf("a refused attempt changed the lock: %v → %v", before.LockedUntil, after.LockedUntil)
+	}
+	waitFor(t, "the throttle to end", func() bool {
+		return r.verify(t, "alice", totp(t, p, k, time.Now().Add(30*time.Second))).Status != 429
+	})
+	e := enrollment(t, ns, "alice")
+	if e.Status.FailedAttempts != 0 || e.Status.LockedAt != nil {
+		t.Fatalf("after expiry: %+v", e.Status)
+	}
+}
+
+func TestConcurrentWrongCodesNeverExceedMaxFailures(t *testing.T) {
+	ns, rs := setup(t, spec(v1alpha1.ModeEnforced, v1alpha1.MethodTOTP), 2)
+	enrolled(t, rs[0], ns, "alice")
+	waitFor(t, "both replicas to see the confirmation", func() bool {
+		return enrollmentInCache(t, rs[1], ns, "alice").Status.ConfirmedAt != nil
+	})
+
+	statuses := hammer(50, func(i int) int { return rs[i%2].verify(t, "alice", fmt.Sprintf("%06d", i)).Status })
+	e := enrollment(t, ns, "alice")
+	if e.Status.FailedAttempts != v1alpha1.DefaultMaxFailures || !meta.IsStatusConditionTrue(e.Status.Conditions, v1alpha1.ConditionLocked) {
+		t.Fatalf("after 50 concurrent wrong codes: %d failures, conditions %+v", e.Status.FailedAttempts, e.Status.Conditions)
+	}
+	if statuses[401] != v1alpha1.DefaultMaxFailures || statuses[200] != 0 {
+		t.Fatalf("answers %v: want exactly %d evaluated (401), the rest refused", statuses, v1alpha1.DefaultMaxFailures)
+	}
+	t.Logf("answers: %v", statuses)
+}
+
+func TestAValidCodeSubmittedConcurrentlyIsAcceptedOnce(t *testing.T) {
+	ns, rs := setup(t, spec(v1alpha1.ModeEnforced, v1alpha1.MethodTOTP), 2)
+	p, k := enrolled(t, rs[0], ns, "alice")
+	waitFor(t, "both replicas to see the confirmation", func() bool {
+		return enrollmentInCache(t, rs[1], ns, "alice").Status.ConfirmedAt != nil
+	})
+	code := totp(t, p, k, time.Now().Add(30*time.Second))
+	statuses := hammer(20, func(i int) int { return rs[i%2].verify(t, "alice", code).Status })
+	if statuses[200] != 1 {
+		t.Fatalf("answers %v: want exactly one acceptance", statuses)
+	}
+	t.Logf("answers: %v", statuses)
+}
+
+// hammer runs n calls at once and counts their HTTP statuses.
+func hammer(n int, f func(i int) int) map[int]int {
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	counts := map[int]int{}
+	start := make(chan struct{})
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			s := f(i)
+			mu.Lock()
+			counts[s]++
+			mu.Unlock()
+		})
+	}
+	close(start)
+	wg.Wait()
+	return counts
+}
+
+func TestPolicyEditsApplyWithoutRestart(t *testing.T) {
+	ns, rs := setup(t, spec(v1alpha1.ModeOptional, v1alpha1.MethodTOTP), 1)
+	r := rs[0]
+	if res := r.verify(t, "bob", "123456"); res.result() != "not_required" {
+		t.Fatalf("Optional, not enrolled: %v", res.Body)
+	}
+	p, k := enrolled(t, r, ns, "alice")
+	if res := r.verify(t, "alice", "000000"); res.Status != 401 {
+		t.Fatalf("Optional, enrolled, wrong code: %d", res.Status)
+	}
+
+	start := time.Now()
+	editPolicy(t, ns, func(s *v1alpha1.TwoFactorPolicySpec) {
+		s.Mode = v1alpha1.ModeEnforced
+		s.TOTP = &v1alpha1.TOTPSettings{Digits: 8}
+	})
+	waitFor(t, "Enforced to apply", func() bool { return r.verify(t, "bob", "123456").result() == "enrollment_required" })
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("the policy edit took %v to apply", d)
+	}
+	// alice keeps her 6-digit authenticator; a newcomer gets 8 digits.
+	if res := r.verify(t, "alice", totp(t, p, k, time.Now().Add(30*time.Second))); res.Status != 200 {
+		t.Fatalf("a confirmed enrollment broke when digits changed: %d %v", res.Status, res.Body)
+	}
+	if res := r.enroll(t, "carol", ""); res.Status != 201 || !strings.Contains(fmt.Sprint(res.Body["otpauthURI"]), "digits=8") {
+		t.Fatalf("a new enrollment did not get 8 digits: %v", res.Body)
+	}
+
+	editPolicy(t, ns, func(s *v1alpha1.TwoFactorPolicySpec) { s.Mode = v1alpha1.ModeDisabled })
+	waitFor(t, "Disabled to apply", func() bool { return r.verify(t, "alice", "000000").result() == "not_required" })
+	if res := r.enroll(t, "dave", ""); res.Status != 403 {
+		t.Fatalf("self-enrollment while Disabled: %d %v", res.Status, res.Body)
+	}
+	if e := enrollment(t, ns, "alice"); e.Status.FailedAttempts != 1 {
+		t.Errorf("Disabled must not count codes: %d failures", e.Status.FailedAttempts)
+	}
+}
+
+func TestHOTPLookAheadAndCounterAdvance(t *testing.T) {
+	ns, rs := setup(t, spec(v1alpha1.ModeEnforced, v1alpha1.MethodTOTP, v1alpha1.MethodHOTP), 1)
+	r := rs[0]
+	if res := r.enroll(t, "alice", "HOTP"); res.Status != 201 || !strings.Contains(fmt.Sprint(res.Body["otpauthURI"]), "counter=0") {
+		t.Fatalf("HOTP enroll: %d %v", res.Status, res.Body)
+	}
+	p, k := key(t, ns, "alice")
+	if res := r.confirm(t, "alice", hotp(t, p, k, 0)); res.Status != 200 {
+		t.Fatalf("confirm with counter 0: %v", res.Body)
+	}
+	if res := r.verify(t, "alice", hotp(t, p, k, 5)); res.Status != 200 { // look-ahead 4 from counter 1
+		t.Fatalf("code at the edge of the look-ahead: %d %v", res.Status, res.Body)
+	}
+	if c := enrollment(t, ns, "alice").Status.HOTPCounter; c == nil || *c != 6 {
+		t.Fatalf("counter after accepting 5 = %v, want 6", c)
+	}
+	if res := r.verify(t, "alice", hotp(t, p, k, 3)); res.Status != 401 {
+		t.Fatalf("a code behind the counter was accepted: %d", res.Status)
+	}
+}
+
+func TestBadRequestsAreRefusedAndNotCounted(t *testing.T) {
+	ns, rs := setup(t, spec(v1alpha1.ModeEnforced, v1alpha1.MethodTOTP), 1)
+	r := rs[0]
+	enrolled(t, r, ns, "alice")
+	for name, body := range map[string]string{
+		"not JSON":      `user=alice&code=1`,
+		"no user":       `{"code":"123456"}`,
+		"unknown field": `{"user":"alice","code":"123456","remember":true}`,
+		"two values":    `{"user":"alice","code":"1"}{"user":"alice","code":"2"}`,
+		"over 4 KiB":    `{"user":"alice","code":"` + strings.Repeat("1", verifier.MaxBodyBytes) + `"}`,
+	} {
+		if res := call(t, "POST", r.url+"/v1/verify", body); res.Status != 400 || res.Body["error"] == nil {
+			t.Errorf("%s: %d %v, want 400 with a reason", name, res.Status, res.Body)
+		}
+	}
+	if res := r.enroll(t, "bob", "SMS"); res.Status != 400 {
+		t.Errorf("unknown method: %d", res.Status)
+	}
+	if res := call(t, "GET", r.url+"/v1/verify", ""); res.Status != http.StatusMethodNotAllowed {
+		t.Errorf("GET /v1/verify: %d", res.Status)
+	}
+	if e := enrollment(t, ns, "alice"); e.Status.FailedAttempts != 0 {
+		t.Fatalf("bad requests were counted as failures: %d", e.Status.FailedAttempts)
+	}
+	// A malformed code is a wrong code.
+	if res := r.verify(t, "alice", "12ab56"); res.Status != 401 {
+		t.Errorf("malformed code: %d", res.Status)
+	}
+}
+
+func TestMetricsCountDecisionsWithoutUserNamesOrKeys(t *testing.T) {
+	ns, rs := setup(t, spec(v1alpha1.ModeEnforced, v1alpha1.MethodTOTP), 1)
+	r := rs[0]
+	enrolled(t, r, ns, "alice-in-metrics")
+	r.verify(t, "alice-in-metrics", "000000")
+
+	res, err := http.Get(r.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(res.Body)
+	text := string(body)
+	for _, want := range []string{`kube2fa_verifications_total{result="confirmed"} 1`, `kube2fa_verifications_total{result="rejected"} 1`,
+		"kube2fa_lockouts_total 0", "kube2fa_verifier_request_duration_seconds_bucket"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+	_, k := key(t, ns, verifier.EnrollmentName("alice-in-metrics"))
+	if strings.Contains(text, "alice-in-metrics") || strings.Contains(text, otp.EncodeSecret(k)) {
+		t.Error("metrics name a user or hold key material")
+	}
+}
