@@ -162,6 +162,16 @@ func (e *Env) Stop() error {
 	return errors.Join(errs...)
 }
 
+// UserConfig returns a client configuration for a new user with no permissions at all, to prove that the
+// permissions a test grants (a Role from config/rbac, say) are enough.
+func (e *Env) UserConfig(name string) (*rest.Config, error) {
+	u, err := e.env.AddUser(envtest.User{Name: name}, e.Config)
+	if err != nil {
+		return nil, fmt.Errorf("adding user %s: %w", name, err)
+	}
+	return u.Config(), nil
+}
+
 // StopAPIServer stops kube-apiserver only (etcd keeps running), to test what clients do without it. A
 // server that does not stop within Options.StopTimeout is killed, and that is reported as an error.
 func (e *Env) StopAPIServer() error {

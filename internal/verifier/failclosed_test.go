@@ -46,7 +46,7 @@ func TestFailsClosedWhenTheAPIServerIsGone(t *testing.T) {
 		t.Fatalf("confirm: %d %v", res.Status, res.Body)
 	}
 
-	stopManager() // only the verifier matters from here on
+	stopManager()           // only the verifier matters from here on
 	_ = own.StopAPIServer() // killed if slow to stop gracefully; what matters is that it is gone:
 	if err := own.Client.Get(ctx, client.ObjectKeyFromObject(p), &v1alpha1.TwoFactorPolicy{}); err == nil {
 		t.Fatal("the API server still answers")

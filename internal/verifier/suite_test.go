@@ -9,16 +9,22 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
 
 	"github.com/kube2fa/kube2fa/api/v1alpha1"
 	"github.com/kube2fa/kube2fa/controllers"
@@ -41,11 +47,14 @@ type replica struct {
 	reg *prometheus.Registry
 }
 
+// startVerifier starts a replica as a user that holds nothing but the verifier Role of config/rbac, bound
+// in ns: every test thereby proves that Role is enough.
 func startVerifier(t *testing.T, e *testenv.Env, ns, policy string) *replica {
 	t.Helper()
+	cfg := verifierUser(t, e, ns)
 	c, cancel := context.WithCancel(ctx)
 	t.Cleanup(cancel)
-	running, err := verifier.Start(c, verifier.Config{Rest: e.Config, Scheme: testenv.Scheme, Namespace: ns, Policy: policy})
+	running, err := verifier.Start(c, verifier.Config{Rest: cfg, Scheme: testenv.Scheme, Namespace: ns, Policy: policy})
 	if err != nil {
 		t.Fatalf("starting verifier: %v", err)
 	}
@@ -54,6 +63,35 @@ func startVerifier(t *testing.T, e *testenv.Env, ns, policy string) *replica {
 	srv := httptest.NewServer(h.Routes())
 	t.Cleanup(srv.Close)
 	return &replica{Running: running, url: srv.URL, reg: reg}
+}
+
+func verifierUser(t *testing.T, e *testenv.Env, ns string) *rest.Config {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "config", "rbac", "verifier", "role.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	role := &rbacv1.Role{}
+	if err := yaml.Unmarshal(raw, role); err != nil {
+		t.Fatal(err)
+	}
+	role.Namespace = ns
+	user := "verifier-" + ns
+	binding := &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: user},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: user}},
+	}
+	for _, o := range []client.Object{role, binding} {
+		if err := e.Client.Create(ctx, o); err != nil && !apierrors.IsAlreadyExists(err) {
+			t.Fatal(err)
+		}
+	}
+	cfg, err := e.UserConfig(user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
 }
 
 // setup starts the manager and n verifier replicas for a new policy in a fresh namespace.
