@@ -56,11 +56,12 @@ verify: manifests generate fmt vet ## Regenerate everything and fail if the tree
 ##@ Build
 
 .PHONY: build
-build: manifests generate fmt vet ## Build the manager binary into bin/.
+build: manifests generate fmt vet ## Build the manager and verifier binaries into bin/.
 	go build -o $(BIN)/manager ./cmd/manager
+	go build -o $(BIN)/verifier ./cmd/verifier
 
 .PHONY: run
-run: build control-plane ## Start the local control plane, install the CRDs, run the manager and apply the samples.
+run: build control-plane ## Start the local control plane, install the CRDs, run the manager and a verifier, apply the samples.
 	KUBEBUILDER_ASSETS=$(K8S_ASSETS) hack/run.sh
 
 .PHONY: docker-build
