@@ -1,12 +1,7 @@
 #!/usr/bin/env bash
-# make run: the local control plane, kube2fa's manager and the samples, in the foreground until Ctrl-C.
-# With USE_EXISTING_CLUSTER=true, runs the manager against the current kubeconfig instead.
+# make run: the local control plane (or, with USE_EXISTING_CLUSTER=true, the current kubeconfig's cluster),
+# kube2fa's manager and a verifier, and the samples, in the foreground until Ctrl-C.
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
-cd "$root"
-if [[ "${USE_EXISTING_CLUSTER:-}" == "true" ]]; then
-  make install
-  exec bin/manager
-fi
+cd "$(dirname "$0")/.."
 go build -o bin/devcluster ./cmd/devcluster
 exec bin/devcluster "$@"

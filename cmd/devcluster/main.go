@@ -1,113 +1,94 @@
 // Command devcluster is what `make run` starts: the local control plane (etcd, kube-apiserver and
-// kube-controller-manager built from source by hack/), kube2fa's CRDs, the manager binary, the samples,
-// and a verifier binary for the sample policy.
-// It runs in the foreground until Ctrl-C, then stops everything it started.
+// kube-controller-manager built from source by hack/) with kube2fa's CRDs, the manager binary, the samples,
+// and a verifier binary for the sample policy. With USE_EXISTING_CLUSTER=true it uses the cluster of the
+// current kubeconfig instead. It runs in the foreground until Ctrl-C, then stops everything it started.
 package main
 
 import (
-	"bufio"
 	"context"
 	"flag"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"syscall"
-	"time"
 
+	"github.com/kube2fa/kube2fa/internal/devcluster"
 	"github.com/kube2fa/kube2fa/internal/testenv"
 )
 
+type options struct {
+	stateDir, manager, verifier, listen, samples, namespace string
+	existing                                                bool
+}
+
 func main() {
 	root := testenv.RepoRoot()
-	stateDir := flag.String("state-dir", filepath.Join(root, ".run"), "Directory for the kubeconfig and logs.")
-	manager := flag.String("manager", filepath.Join(root, "bin", "manager"), "Path of the manager binary.")
-	verifierBin := flag.String("verifier", filepath.Join(root, "bin", "verifier"), "Path of the verifier binary.")
-	listen := flag.String("verifier-listen", "127.0.0.1:8089", "Address of the verifier's HTTP API.")
-	samples := flag.String("samples", filepath.Join(root, "config", "samples"), "Kustomization applied once the manager runs.")
-	namespace := flag.String("namespace", "default", "Namespace the samples are applied to.")
+	var o options
+	flag.StringVar(&o.stateDir, "state-dir", filepath.Join(root, ".run"), "Directory for the local cluster's kubeconfig.")
+	flag.StringVar(&o.manager, "manager", filepath.Join(root, "bin", "manager"), "Path of the manager binary.")
+	flag.StringVar(&o.verifier, "verifier", filepath.Join(root, "bin", "verifier"), "Path of the verifier binary.")
+	flag.StringVar(&o.listen, "verifier-listen", "127.0.0.1:8089", "Address of the verifier's HTTP API.")
+	flag.StringVar(&o.samples, "samples", filepath.Join(root, "config", "samples"), "Kustomization applied once the manager runs.")
+	flag.StringVar(&o.namespace, "namespace", "default", "Namespace the samples are applied to.")
+	flag.BoolVar(&o.existing, "use-existing-cluster", os.Getenv("USE_EXISTING_CLUSTER") == "true",
+		"Use the cluster of the current kubeconfig instead of starting a local one (env USE_EXISTING_CLUSTER=true).")
 	flag.Parse()
-	if err := run(*stateDir, *manager, *verifierBin, *listen, *samples, *namespace); err != nil {
+	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "devcluster:", err)
 		os.Exit(1)
 	}
 }
 
-func run(stateDir, manager, verifierBin, listen, samples, namespace string) error {
+func run(o options) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	for _, b := range []string{manager, verifierBin} {
+	for _, b := range []string{o.manager, o.verifier} {
 		if _, err := os.Stat(b); err != nil {
 			return fmt.Errorf("binary %s not found: run 'make build'", b)
 		}
 	}
-	if ln, err := net.Listen("tcp", listen); err != nil {
-		return fmt.Errorf("the verifier's address %s is taken (set --verifier-listen): %w", listen, err)
-	} else {
-		ln.Close()
-	}
-	if err := os.MkdirAll(stateDir, 0o755); err != nil {
-		return err
-	}
 
-	fmt.Println("Starting etcd, kube-apiserver and kube-controller-manager ...")
-	env, err := testenv.Start(testenv.Options{ControllerManager: true})
+	var c *devcluster.Cluster
+	var err error
+	if o.existing {
+		fmt.Println("Installing the CRDs into the cluster of the current kubeconfig ...")
+		c, err = devcluster.Existing(os.Getenv("KUBECONFIG"), os.Stdout)
+	} else {
+		fmt.Println("Starting etcd, kube-apiserver and kube-controller-manager ...")
+		c, err = devcluster.StartLocal(o.stateDir, os.Stdout)
+	}
 	if err != nil {
 		return err
 	}
 	defer func() {
-		fmt.Println("Stopping the local control plane ...")
-		if err := env.Stop(); err != nil {
-			fmt.Fprintln(os.Stderr, "devcluster: stopping control plane:", err)
+		fmt.Println("Stopping ...")
+		if err := c.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "devcluster:", err)
 		}
 	}()
-	kubeconfig := filepath.Join(stateDir, "kubeconfig")
-	data, err := os.ReadFile(env.Kubeconfig)
+
+	mgr, err := c.Start("manager", o.manager, "--metrics-bind-address=0", "--health-probe-bind-address=0")
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(kubeconfig, data, 0o600); err != nil {
-		return err
+	if out, err := c.Kubectl(ctx, "apply", "-n", o.namespace, "-k", o.samples); err != nil {
+		return fmt.Errorf("applying the samples: %w", err)
+	} else {
+		fmt.Print(out)
 	}
-
-	exited := make(chan error, 2)
-	start := func(name string, args ...string) error {
-		cmd := exec.CommandContext(ctx, args[0], args[1:]...)
-		cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
-		if err := startPrefixed(cmd, name); err != nil {
-			return fmt.Errorf("starting %s: %w", name, err)
-		}
-		go func() { exited <- fmt.Errorf("%s exited: %w", name, cmd.Wait()) }()
-		return nil
-	}
-	if err := start("manager", manager, "--kubeconfig="+kubeconfig,
-		"--metrics-bind-address=0", "--health-probe-bind-address=0"); err != nil {
-		return err
-	}
-
-	kubectl := func(args ...string) error {
-		cmd := exec.CommandContext(ctx, "kubectl", append([]string{"--kubeconfig=" + kubeconfig}, args...)...)
-		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-		return cmd.Run()
-	}
-	if err := kubectl("apply", "-n", namespace, "-k", samples); err != nil {
-		return fmt.Errorf("applying samples: %w", err)
-	}
-	if err := kubectl("wait", "-n", namespace, "--for=condition=Ready", "--timeout=60s", "tfp", "--all"); err != nil {
+	if _, err := c.Kubectl(ctx, "wait", "-n", o.namespace, "--for=condition=Ready", "--timeout=60s", "tfp/webapp"); err != nil {
 		return fmt.Errorf("waiting for the sample policy: %w", err)
 	}
-	if err := start("verifier", verifierBin, "--kubeconfig="+kubeconfig, "--namespace="+namespace,
-		"--policy=webapp", "--listen="+listen); err != nil {
-		return err
-	}
-	if err := waitReady(ctx, "http://"+listen+"/readyz", exited); err != nil {
+	ver, err := c.StartVerifier("verifier", o.verifier, "webapp", o.namespace, o.listen)
+	if err != nil {
 		return err
 	}
 
+	kubeconfig := c.Kubeconfig
+	if kubeconfig == "" {
+		kubeconfig = "(your current kubeconfig)"
+	}
 	fmt.Printf(`
 kube2fa is ready. The verifier for policy webapp listens on http://%[2]s
 
@@ -120,50 +101,14 @@ kube2fa is ready. The verifier for policy webapp listens on http://%[2]s
   kubectl delete userenrollment bob                      # recovery: his key goes with it
 
 Press Ctrl-C to stop.
-`, kubeconfig, listen)
+`, kubeconfig, o.listen)
 
 	select {
 	case <-ctx.Done():
-		// SIGTERM went to both; wait for them to stop cleanly.
-		<-exited
-		<-exited
 		return nil
-	case err := <-exited:
-		return err
+	case <-mgr.Done():
+		return fmt.Errorf("the manager exited: %v", mgr.Err())
+	case <-ver.Done():
+		return fmt.Errorf("the verifier exited: %v", ver.Err())
 	}
-}
-
-// waitReady polls a readiness URL until it answers 200, a process exits, or a minute passes.
-func waitReady(ctx context.Context, url string, exited <-chan error) error {
-	deadline := time.After(time.Minute)
-	for {
-		if res, err := http.Get(url); err == nil {
-			res.Body.Close()
-			if res.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		select {
-		case err := <-exited:
-			return err
-		case <-deadline:
-			return fmt.Errorf("%s did not become ready within a minute", url)
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
-
-// startPrefixed starts cmd with each line of its output prefixed by its name, so logs interleave readably.
-func startPrefixed(cmd *exec.Cmd, name string) error {
-	r, w := io.Pipe()
-	cmd.Stdout, cmd.Stderr = w, w
-	go func() {
-		s := bufio.NewScanner(r)
-		for s.Scan() {
-			fmt.Printf("[%s] %s\n", name, s.Text())
-		}
-	}()
-	return cmd.Start()
 }
