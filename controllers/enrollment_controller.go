@@ -47,6 +47,7 @@ type EnrollmentReconciler struct {
 
 // +kubebuilder:rbac:groups=twofactor.kube2fa.io,resources=userenrollments,verbs=get;list;watch
 // +kubebuilder:rbac:groups=twofactor.kube2fa.io,resources=userenrollments/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=twofactor.kube2fa.io,resources=userenrollments/finalizers,verbs=update
 // +kubebuilder:rbac:groups=twofactor.kube2fa.io,resources=twofactorpolicies,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch

@@ -39,6 +39,7 @@ type PolicyReconciler struct {
 
 // +kubebuilder:rbac:groups=twofactor.kube2fa.io,resources=twofactorpolicies,verbs=get;list;watch
 // +kubebuilder:rbac:groups=twofactor.kube2fa.io,resources=twofactorpolicies/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=twofactor.kube2fa.io,resources=twofactorpolicies/finalizers,verbs=update
 // +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch;create;update;patch
 
 // Reconcile renders one policy's ConfigMap and status.

@@ -1,0 +1,184 @@
+package e2e_test
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// Flows 1-5 and 8 of the README's admin guide, one after the other, as a platform team and its users do them.
+func TestEnforcedPolicyFromApplyToRecovery(t *testing.T) {
+	ns := namespace(t)
+	// 1. A platform team applies an Enforced TOTP policy and waits for it.
+	apply(t, ns, policy("Enforced", "  totp: {skewSteps: 3}\n"))
+	kubectl(t, "wait", "-n", ns, "--for=condition=Ready", "--timeout=60s", "tfp/webapp")
+	if cm := kubectl(t, "get", "cm", "webapp-verifier", "-n", ns, "-o", "jsonpath={.data.policy\\.json}"); !strings.Contains(cm, `"mode":"Enforced"`) {
+		t.Fatalf("verifier ConfigMap: %s", cm)
+	}
+	vs := startVerifiers(t, ns, "webapp", 2)
+	a, b := vs[0], vs[1]
+	if res := a.verify(t, "alice", "123456"); res.Status != 403 || res.result() != "enrollment_required" {
+		t.Fatalf("before enrolling: %v", res)
+	}
+
+	// 2. alice enrolls through replica A and confirms through replica B.
+	phone := alicesPhone(t, a, b)
+	if out := kubectl(t, "get", "ue", "alice", "-n", ns); !strings.Contains(out, "alice   webapp   TOTP     True       False") {
+		t.Fatalf("kubectl get ue alice does not show her enrolled:\n%s", out)
+	}
+
+	// 3. A code is accepted once; the same code on the other replica is a replay.
+	if res := a.verify(t, "alice", phone.code(1)); res.Status != 200 || res.result() != "accepted" {
+		t.Fatalf("verify: %v", res)
+	}
+	if res := b.verify(t, "alice", phone.code(1)); res.Status != 401 {
+		t.Fatalf("replay on replica B: %v", res)
+	}
+
+	// 4. Wrong codes lock her out (the replay was the first); an administrator unlocks her.
+	a.verify(t, "alice", "000000")
+	b.verify(t, "alice", "000001")
+	kubectl(t, "wait", "-n", ns, "--for=condition=Locked", "--timeout=30s", "ue/alice")
+	if res := a.verify(t, "alice", phone.code(2)); res.Status != 429 || res.Header.Get("Retry-After") != "" {
+		t.Fatalf("right code while locked until an administrator unlocks: %v", res)
+	}
+	kubectl(t, "annotate", "-n", ns, "ue", "alice", "twofactor.kube2fa.io/unlock=ticket-1")
+	kubectl(t, "wait", "-n", ns, "--for=condition=Locked=false", "--timeout=30s", "ue/alice")
+	eventually(t, "replica B to accept alice after the unlock", func() bool { return b.verify(t, "alice", phone.code(2)).Status == 200 })
+
+	// 5. Recovery: deleting the enrollment takes her key with it (the real garbage collector).
+	kubectl(t, "delete", "userenrollment", "alice", "-n", ns)
+	eventually(t, "alice's Secret to be garbage-collected", func() bool {
+		_, err := cluster.Kubectl(ctx, "get", "secret", "alice-otp", "-n", ns)
+		return err != nil && strings.Contains(err.Error(), "NotFound")
+	})
+	eventually(t, "verify to ask alice to enroll again", func() bool {
+		return a.verify(t, "alice", phone.code(3)).result() == "enrollment_required"
+	})
+	// A GitOps edit makes 2FA optional, then disables it.
+	apply(t, ns, policy("Optional", "  totp: {skewSteps: 3}\n"), "--server-side", "--force-conflicts")
+	eventually(t, "Optional to apply", func() bool { return b.verify(t, "alice", "123456").result() == "not_required" })
+	apply(t, ns, policy("Disabled", "  totp: {skewSteps: 3}\n"), "--server-side", "--force-conflicts")
+	eventually(t, "Disabled to refuse self-enrollment", func() bool {
+		return a.post(t, "/v1/enrollments", map[string]string{"user": "carol"}).Status == 403
+	})
+	if res := a.verify(t, "alice", "123456"); res.result() != "not_required" {
+		t.Fatalf("Disabled: %v", res)
+	}
+
+	// 8. Her key never appeared outside its Secret.
+	assertNoKeyMaterial(t, ns, []authenticator{phone}, a, b)
+}
+
+func alicesPhone(t *testing.T, a, b verifier) authenticator {
+	t.Helper()
+	phone := a.enroll(t, "alice")
+	if res := b.confirm(t, "alice", phone.code(0)); res.Status != 200 || res.result() != "confirmed" {
+		t.Fatalf("confirming through replica B: %v", res)
+	}
+	return phone
+}
+
+func TestAThrottledLockEndsByItself(t *testing.T) {
+	ns := namespace(t)
+	apply(t, ns, policy("Enforced", "  totp: {skewSteps: 2}\n  lockout: {maxFailures: 3, throttleSeconds: 3}\n"))
+	kubectl(t, "wait", "-n", ns, "--for=condition=Ready", "--timeout=60s", "tfp/webapp")
+	vs := startVerifiers(t, ns, "webapp", 2)
+	phone := alicesPhone(t, vs[0], vs[1])
+	for i := range 3 {
+		vs[i%2].verify(t, "alice", fmt.Sprintf("00000%d", i))
+	}
+	kubectl(t, "wait", "-n", ns, "--for=condition=Locked", "--timeout=30s", "ue/alice")
+	res := vs[0].verify(t, "alice", phone.code(1))
+	if res.Status != 429 || res.Header.Get("Retry-After") == "" {
+		t.Fatalf("right code during the throttle: %v %v", res, res.Header)
+	}
+	kubectl(t, "wait", "-n", ns, "--for=condition=Locked=false", "--timeout=30s", "ue/alice")
+	eventually(t, "a right code after the throttle", func() bool { return vs[1].verify(t, "alice", phone.code(1)).Status == 200 })
+	if events := kubectl(t, "get", "events", "-n", ns); !strings.Contains(events, "LockedOut") || !strings.Contains(events, "LockExpired") {
+		t.Errorf("the lock and its end are not in the Events:\n%s", events)
+	}
+	assertNoKeyMaterial(t, ns, []authenticator{phone}, vs...)
+}
+
+// 6. A GitOps change of code parameters never breaks an authenticator already set up.
+func TestParameterEditsApplyToNewEnrollmentsOnly(t *testing.T) {
+	ns := namespace(t)
+	apply(t, ns, policy("Enforced", ""))
+	kubectl(t, "wait", "-n", ns, "--for=condition=Ready", "--timeout=60s", "tfp/webapp")
+	vs := startVerifiers(t, ns, "webapp", 2)
+	alice := alicesPhone(t, vs[0], vs[1])
+
+	apply(t, ns, policy("Enforced", "  totp: {algorithm: SHA256, digits: 8}\n"))
+	eventually(t, "the ConfigMap to carry the edit", func() bool {
+		out, _ := cluster.Kubectl(ctx, "get", "cm", "webapp-verifier", "-n", ns, "-o", "jsonpath={.data.policy\\.json}")
+		return strings.Contains(out, `"algorithm":"SHA256","digits":8`)
+	})
+	if res := vs[1].verify(t, "alice", alice.code(1)); res.Status != 200 || len(alice.code(1)) != 6 {
+		t.Fatalf("alice's 6-digit SHA1 authenticator after the edit: %v", res)
+	}
+	bob := vs[0].enroll(t, "bob")
+	if len(bob.code(0)) != 8 {
+		t.Fatalf("bob's authenticator shows %d digits, want 8", len(bob.code(0)))
+	}
+	if res := vs[1].confirm(t, "bob", bob.code(0)); res.Status != 200 {
+		t.Fatalf("bob confirming with an 8-digit SHA256 code: %v", res)
+	}
+	assertNoKeyMaterial(t, ns, []authenticator{alice, bob}, vs...)
+}
+
+// 7. A manager crash in the middle of a burst of enrollments loses nothing and changes no key.
+func TestManagerCrashDuringABurstOfEnrollments(t *testing.T) {
+	ns := namespace(t)
+	apply(t, ns, policy("Enforced", ""))
+	kubectl(t, "wait", "-n", ns, "--for=condition=Ready", "--timeout=60s", "tfp/webapp")
+	const n = 200
+	var manifest strings.Builder
+	for i := range n {
+		fmt.Fprintf(&manifest, "---\napiVersion: twofactor.kube2fa.io/v1alpha1\nkind: UserEnrollment\n"+
+			"metadata: {name: user-%03d}\nspec: {policyRef: {name: webapp}, user: user-%03d}\n", i, i)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := cluster.KubectlIn(ctx, manifest.String(), "apply", "-n", ns, "-f", "-"); done <- err }()
+
+	eventually(t, "some keys to be provisioned", func() bool { return len(secrets(t, ns)) >= 20 })
+	manager.Kill()
+	before := secrets(t, ns)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	var err error
+	if manager, err = startManager(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("killed the manager with %d of %d keys provisioned", len(before), n)
+	kubectl(t, "wait", "-n", ns, "--for=condition=Ready", "--timeout=120s", "ue", "--all")
+
+	after := secrets(t, ns)
+	if len(after) != n {
+		t.Fatalf("%d Secrets for %d enrollments", len(after), n)
+	}
+	for name, s := range before {
+		if a := after[name]; a.UID != s.UID || string(a.Data["secret"]) != string(s.Data["secret"]) {
+			t.Errorf("%s: the key changed across the crash", name)
+		}
+	}
+}
+
+func secrets(t *testing.T, ns string) map[string]corev1.Secret {
+	t.Helper()
+	var list corev1.SecretList
+	if err := cluster.Env.Client.List(ctx, &list, client.InNamespace(ns),
+		client.MatchingLabels{"app.kubernetes.io/managed-by": "kube2fa"}); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]corev1.Secret{}
+	for _, s := range list.Items {
+		out[s.Name] = s
+	}
+	return out
+}
+

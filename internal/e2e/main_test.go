@@ -1,0 +1,272 @@
+// Package e2e_test runs kube2fa as users run it: the built manager and verifier binaries as separate
+// processes against the local control plane (with the real garbage collector), driven over HTTP and with
+// the real kubectl binary.
+package e2e_test
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha1"
+	"crypto/sha256"
+	"crypto/sha512"
+	"encoding/base32"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"hash"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+
+	"github.com/kube2fa/kube2fa/internal/devcluster"
+	"github.com/kube2fa/kube2fa/internal/testenv"
+)
+
+var (
+	cluster             *devcluster.Cluster
+	managerBin, verBin  string
+	manager             *devcluster.Process
+	ctx                 = context.Background()
+	errKubectlIsMissing = "kubectl is not on PATH: the end-to-end tests drive kube2fa with it"
+)
+
+func TestMain(m *testing.M) {
+	if _, err := exec.LookPath("kubectl"); err != nil {
+		fmt.Println("e2e: skipped:", errKubectlIsMissing)
+		os.Exit(0)
+	}
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "kube2fa-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	managerBin, verBin = filepath.Join(dir, "manager"), filepath.Join(dir, "verifier")
+	for bin, pkg := range map[string]string{managerBin: "./cmd/manager", verBin: "./cmd/verifier"} {
+		cmd := exec.Command("go", "build", "-o", bin, pkg)
+		cmd.Dir = testenv.RepoRoot()
+		if out, err := cmd.CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "e2e: building %s: %v\n%s", pkg, err, out)
+			return 1
+		}
+	}
+	if cluster, err = devcluster.StartLocal("", nil); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
+	}
+	defer cluster.Stop()
+	if manager, err = startManager(); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
+	}
+	return m.Run()
+}
+
+// startManager runs the manager binary, verbosely (so that the logs tests scan say as much as they can),
+// and waits for its readiness probe.
+func startManager() (*devcluster.Process, error) {
+	probe := freeAddr()
+	p, err := cluster.Start("manager", managerBin, "--zap-log-level=debug", "--metrics-bind-address=0",
+		"--health-probe-bind-address="+probe)
+	if err != nil {
+		return nil, err
+	}
+	return p, p.WaitHTTP(ctx, "http://"+probe+"/readyz", time.Minute)
+}
+
+func freeAddr() string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// verifier is one verifier process and the URL of its API.
+type verifier struct {
+	*devcluster.Process
+	url string
+}
+
+func startVerifiers(t *testing.T, ns, policy string, n int) []verifier {
+	t.Helper()
+	var vs []verifier
+	for i := range n {
+		addr := freeAddr()
+		p, err := cluster.StartVerifier(fmt.Sprintf("verifier-%c", 'a'+i), verBin, policy, ns, addr, "--zap-log-level=debug")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = p.Stop() })
+		vs = append(vs, verifier{p, "http://" + addr})
+	}
+	return vs
+}
+
+func kubectl(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := cluster.Kubectl(ctx, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func apply(t *testing.T, ns, manifest string, extra ...string) {
+	t.Helper()
+	if _, err := cluster.KubectlIn(ctx, manifest, append([]string{"apply", "-n", ns, "-f", "-"}, extra...)...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func namespace(t *testing.T) string {
+	t.Helper()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "e2e-"}}
+	if err := cluster.Env.Client.Create(ctx, ns); err != nil {
+		t.Fatal(err)
+	}
+	return ns.Name
+}
+
+func policy(mode, extra string) string {
+	return "apiVersion: twofactor.kube2fa.io/v1alpha1\nkind: TwoFactorPolicy\nmetadata:\n  name: webapp\nspec:\n" +
+		"  mode: " + mode + "\n  methods: [TOTP]\n" + extra
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	if err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, time.Minute, true,
+		func(context.Context) (bool, error) { return cond(), nil }); err != nil {
+		t.Fatalf("waiting for %s: %v", what, err)
+	}
+}
+
+type reply struct {
+	Status int
+	Header http.Header
+	Body   map[string]any
+}
+
+func (r reply) String() string { return fmt.Sprintf("%d %v", r.Status, r.Body) }
+func (r reply) result() string  { s, _ := r.Body["result"].(string); return s }
+
+func (v verifier) post(t *testing.T, path string, body any) reply {
+	t.Helper()
+	raw, _ := json.Marshal(body)
+	res, err := http.Post(v.url+path, "application/json", strings.NewReader(string(raw)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	data, _ := io.ReadAll(res.Body)
+	out := reply{Status: res.StatusCode, Header: res.Header}
+	_ = json.Unmarshal(data, &out.Body)
+	return out
+}
+
+func (v verifier) verify(t *testing.T, user, code string) reply {
+	return v.post(t, "/v1/verify", map[string]string{"user": user, "code": code})
+}
+
+func (v verifier) confirm(t *testing.T, user, code string) reply {
+	return v.post(t, "/v1/enrollments/"+url.PathEscape(user)+"/confirm", map[string]string{"code": code})
+}
+
+// authenticator is what a user's phone holds after scanning the QR code: this test's own RFC 6238 / 4226
+// implementation, fed only by the otpauth:// URI.
+type authenticator struct {
+	secret  []byte
+	b32     string
+	newHash func() hash.Hash
+	digits  int
+	period  int64
+}
+
+func scan(t *testing.T, uri string) authenticator {
+	t.Helper()
+	u, err := url.Parse(uri)
+	if err != nil || u.Scheme != "otpauth" || u.Host != "totp" {
+		t.Fatalf("not a TOTP otpauth URI: %v", err)
+	}
+	q := u.Query()
+	a := authenticator{b32: q.Get("secret"), digits: 6, period: 30, newHash: sha1.New}
+	if a.secret, err = base32.StdEncoding.WithPadding(base32.NoPadding).DecodeString(a.b32); err != nil {
+		t.Fatalf("secret is not base32: %v", err)
+	}
+	if d := q.Get("digits"); d != "" {
+		a.digits, _ = strconv.Atoi(d)
+	}
+	if p := q.Get("period"); p != "" {
+		a.period, _ = strconv.ParseInt(p, 10, 64)
+	}
+	switch q.Get("algorithm") {
+	case "SHA256":
+		a.newHash = sha256.New
+	case "SHA512":
+		a.newHash = sha512.New
+	}
+	return a
+}
+
+// code is the code shown at now plus steps periods.
+func (a authenticator) code(steps int64) string {
+	counter := time.Now().Unix()/a.period + steps
+	mac := hmac.New(a.newHash, a.secret)
+	_ = binary.Write(mac, binary.BigEndian, uint64(counter))
+	sum := mac.Sum(nil)
+	off := sum[len(sum)-1] & 0x0f
+	bin := binary.BigEndian.Uint32(sum[off:off+4]) & 0x7fffffff
+	mod := uint32(1)
+	for range a.digits {
+		mod *= 10
+	}
+	return fmt.Sprintf("%0*d", a.digits, bin%mod)
+}
+
+// enroll self-enrolls user through v and returns the authenticator set up from the answer.
+func (v verifier) enroll(t *testing.T, user string) authenticator {
+	t.Helper()
+	res := v.post(t, "/v1/enrollments", map[string]string{"user": user})
+	if res.Status != 201 || res.Body["state"] != "Pending" {
+		t.Fatalf("self-enrolling %s: %v", user, res)
+	}
+	return scan(t, res.Body["otpauthURI"].(string))
+}
+
+// assertNoKeyMaterial scans everything an operator or attacker might read besides the Secrets: the
+// manager's and verifiers' logs, the Events and every object's status in ns.
+func assertNoKeyMaterial(t *testing.T, ns string, keys []authenticator, vs ...verifier) {
+	t.Helper()
+	places := map[string]string{
+		"manager logs": manager.Logs(),
+		"events":       kubectl(t, "get", "events", "-n", ns, "-o", "json"),
+		"objects":      kubectl(t, "get", "tfp,ue,cm", "-n", ns, "-o", "json"),
+	}
+	for _, v := range vs {
+		places[v.Name+" logs"] = v.Logs()
+	}
+	for _, k := range keys {
+		for where, text := range places {
+			if strings.Contains(text, k.b32) || strings.Contains(strings.ToLower(text), strings.ToLower(k.b32)) {
+				t.Errorf("key material found in %s", where)
+			}
+		}
+	}
+}

@@ -1,0 +1,789 @@
+package manifests_test
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/kube2fa/kube2fa/internal/testenv"
+)
+
+var env *testenv.Env
+
+func TestMain(m *testing.M) {
+	testenv.Main(m, testenv.Options{}, &env)
+}
+
+const (
+	defaultDir = "config/default"
+	samplesDir = "config/samples"
+	appDir     = "config/samples/app"
+
+	// systemNamespace is where config/default installs the manager.
+	systemNamespace = "kube2fa-system"
+	// samplePolicy is the TwoFactorPolicy of config/samples, which the sample app's verifier serves.
+	samplePolicy = "webapp"
+
+	psaEnforce        = "pod-security.kubernetes.io/enforce"
+	psaEnforceVersion = "pod-security.kubernetes.io/enforce-version"
+)
+
+// ---------------------------------------------------------------------------------------------------------
+// Against the real API server.
+
+func TestDefaultManifestsAreAcceptedByARealAPIServer(t *testing.T) {
+	r := render(t, defaultDir)
+	createNamespaceFromRendering(t, r)
+	serverDryRunApply(t, r, "")
+}
+
+func TestDefaultManifestsPutEveryNamespacedObjectInARestrictedKube2faSystemNamespace(t *testing.T) {
+	r := render(t, defaultDir)
+	ns := r.only(t, "Namespace")
+	if ns.GetName() != systemNamespace {
+		t.Errorf("%s renders Namespace %q, want %q", r.dir, ns.GetName(), systemNamespace)
+	}
+	if got := ns.GetLabels()[psaEnforce]; got != "restricted" {
+		t.Errorf("%s renders Namespace %s with label %s=%q, want \"restricted\"", r.dir, ns.GetName(), psaEnforce, got)
+	}
+	for _, o := range r.objs {
+		namespaced, err := env.Client.IsObjectNamespaced(o)
+		if err != nil {
+			t.Fatalf("the API server does not know %s %s: %v", o.GetKind(), o.GetName(), err)
+		}
+		switch {
+		case namespaced && o.GetNamespace() != systemNamespace:
+			t.Errorf("%s renders %s %s in namespace %q, want %q", r.dir, o.GetKind(), o.GetName(), o.GetNamespace(), systemNamespace)
+		case !namespaced && o.GetNamespace() != "":
+			t.Errorf("%s renders cluster-scoped %s %s with namespace %q", r.dir, o.GetKind(), o.GetName(), o.GetNamespace())
+		}
+	}
+}
+
+func TestSamplesAreAcceptedByARealAPIServerInARestrictedNamespace(t *testing.T) {
+	ns := restrictedNamespace(t)
+	// The samples say "apply with -n <namespace>": a namespace written into them would defeat that.
+	for _, r := range []rendering{render(t, samplesDir), render(t, appDir)} {
+		for _, o := range r.objs {
+			if o.GetNamespace() != "" {
+				t.Errorf("%s renders %s %s in namespace %q: the samples must take the namespace they are applied to",
+					r.dir, o.GetKind(), o.GetName(), o.GetNamespace())
+			}
+		}
+		serverDryRunApply(t, r, ns)
+	}
+}
+
+func TestWorkloadsMeetPodSecurityRestricted(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		dir       string
+		namespace func(*testing.T, rendering) string
+	}{
+		// The manager's pod is checked in the very Namespace config/default renders, labels and all.
+		{"manager", defaultDir, createNamespaceFromRendering},
+		{"sample app with its verifier sidecar", appDir, func(t *testing.T, _ rendering) string { return restrictedNamespace(t) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := render(t, tc.dir)
+			d := r.deployment(t)
+			for _, p := range restrictedProblems(d.Spec.Template.Spec) {
+				t.Errorf("Deployment %s in %s: %s", d.Name, r.dir, p)
+			}
+
+			ns := tc.namespace(t, r)
+			requirePodSecurityEnforced(t, ns)
+			// Pod Security admission only warns about a Deployment's pod template, but it refuses a Pod.
+			pod := &corev1.Pod{
+				ObjectMeta: metav1.ObjectMeta{
+					GenerateName: d.Name + "-",
+					Namespace:    ns,
+					Labels:       d.Spec.Template.Labels,
+					Annotations:  d.Spec.Template.Annotations,
+				},
+				Spec: *d.Spec.Template.Spec.DeepCopy(),
+			}
+			if err := env.Client.Create(t.Context(), pod, client.DryRunAll); err != nil {
+				t.Fatalf("the API server refuses a Pod made from Deployment %s's template in namespace %s (enforce=restricted): %v",
+					d.Name, ns, err)
+			}
+		})
+	}
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// What the rendered objects say.
+
+func TestWorkloadsHaveResourceRequestsLimitsAndProbes(t *testing.T) {
+	manager := render(t, defaultDir).deployment(t)
+	app := render(t, appDir).deployment(t)
+	for _, d := range []*appsv1.Deployment{manager, app} {
+		spec := d.Spec.Template.Spec
+		for _, c := range slices.Concat(spec.InitContainers, spec.Containers) {
+			for _, p := range resourceProblems(c) {
+				t.Errorf("Deployment %s, container %s: %s", d.Name, c.Name, p)
+			}
+		}
+	}
+	// The manager and the verifier are kube2fa's own processes: the kubelet must be able to tell when they
+	// are stuck or not ready. (The sample app's own container stands for the user's application.)
+	for _, c := range []struct {
+		d    *appsv1.Deployment
+		name string
+	}{{manager, "manager"}, {app, "verifier"}} {
+		ctr := container(t, c.d, c.name)
+		for kind, p := range map[string]*corev1.Probe{"liveness": ctr.LivenessProbe, "readiness": ctr.ReadinessProbe} {
+			if p == nil || p.HTTPGet == nil || p.HTTPGet.Path == "" {
+				t.Errorf("Deployment %s, container %s: no HTTP %s probe", c.d.Name, c.name, kind)
+				continue
+			}
+			if _, ok := probePort(ctr, p); !ok {
+				t.Errorf("Deployment %s, container %s: %s probe port %s is not a port of the container", c.d.Name, c.name, kind, p.HTTPGet.Port.String())
+			}
+		}
+	}
+}
+
+func TestManagerRunsWithLeaderElectionAndIsProbedOnItsHealthPort(t *testing.T) {
+	d := render(t, defaultDir).deployment(t)
+	c := container(t, d, "manager")
+	if v, ok := flagValue(c.Args, "leader-elect"); !ok {
+		t.Errorf("the manager runs without --leader-elect (args %q): two replicas would both reconcile", c.Args)
+	} else if b, err := strconv.ParseBool(orDefault(v, "true")); err != nil || !b {
+		t.Errorf("the manager runs with --leader-elect=%s, want true", v)
+	}
+	addr, ok := flagValue(c.Args, "health-probe-bind-address")
+	if !ok {
+		t.Fatalf("the manager has no --health-probe-bind-address (args %q): its probes would hit its default", c.Args)
+	}
+	health := addressPort(t, addr)
+	for kind, p := range map[string]*corev1.Probe{"liveness": c.LivenessProbe, "readiness": c.ReadinessProbe} {
+		if port, ok := probePort(c, p); !ok || port != health {
+			t.Errorf("the manager's %s probe targets port %d, want %d (--health-probe-bind-address=%s)", kind, port, health, addr)
+		}
+	}
+}
+
+func TestVerifierSidecarListensOnLoopbackAndIsProbedOnItsMetricsPort(t *testing.T) {
+	d := render(t, appDir).deployment(t)
+	c := container(t, d, "verifier")
+	if !slices.ContainsFunc(d.Spec.Template.Spec.InitContainers, func(ic corev1.Container) bool { return ic.Name == "verifier" }) ||
+		c.RestartPolicy == nil || *c.RestartPolicy != corev1.ContainerRestartPolicyAlways {
+		t.Errorf("the verifier is not a native sidecar (an init container with restartPolicy Always)")
+	}
+	// The image's entrypoint is /manager: a sidecar without its own command would run the manager.
+	if !slices.Equal(c.Command, []string{"/verifier"}) {
+		t.Errorf("the verifier sidecar runs %q, want [/verifier]", c.Command)
+	}
+
+	policy, _ := flagValue(c.Args, "policy")
+	if policy != samplePolicy {
+		t.Errorf("the verifier sidecar serves --policy=%q, want %q", policy, samplePolicy)
+	}
+	if p := render(t, samplesDir).only(t, "TwoFactorPolicy"); p.GetName() != policy {
+		t.Errorf("the verifier sidecar serves policy %q but config/samples defines TwoFactorPolicy %q", policy, p.GetName())
+	}
+
+	listen, ok := flagValue(c.Args, "listen")
+	if !ok {
+		t.Fatalf("the verifier sidecar has no --listen (args %q)", c.Args)
+	}
+	host, _, err := net.SplitHostPort(listen)
+	if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
+		t.Errorf("the verifier sidecar listens on --listen=%s, want a loopback address such as 127.0.0.1:8089: "+
+			"its API answers \"is this code right?\" to anyone who can reach it", listen)
+	}
+	listenPort := addressPort(t, listen)
+
+	metricsAddr, ok := flagValue(c.Args, "metrics-listen")
+	if !ok || metricsAddr == "" {
+		t.Fatalf("the verifier sidecar has no --metrics-listen (args %q): the kubelet cannot reach a loopback-only API for probes", c.Args)
+	}
+	metrics := addressPort(t, metricsAddr)
+	if metrics == listenPort {
+		t.Errorf("the verifier's --metrics-listen port %d is its --listen port", metrics)
+	}
+	if !slices.ContainsFunc(c.Ports, func(p corev1.ContainerPort) bool { return p.ContainerPort == metrics }) {
+		t.Errorf("the verifier sidecar does not declare its --metrics-listen port %d among its ports %v", metrics, c.Ports)
+	}
+	for kind, p := range map[string]*corev1.Probe{"liveness": c.LivenessProbe, "readiness": c.ReadinessProbe} {
+		if port, ok := probePort(c, p); !ok || port != metrics {
+			t.Errorf("the verifier's %s probe targets port %d, want its --metrics-listen port %d", kind, port, metrics)
+		}
+	}
+}
+
+func TestManagerClusterRoleNeverRewritesOrDeletesSecretsNorUsesWildcards(t *testing.T) {
+	r := render(t, defaultDir)
+	d := r.deployment(t)
+	sa := d.Spec.Template.Spec.ServiceAccountName
+	if sa == "" || sa == "default" {
+		t.Fatalf("the manager runs as ServiceAccount %q, want its own", sa)
+	}
+	if !slices.ContainsFunc(r.objs, func(o *unstructured.Unstructured) bool {
+		return o.GetKind() == "ServiceAccount" && o.GetName() == sa && o.GetNamespace() == d.Namespace
+	}) {
+		t.Errorf("%s renders no ServiceAccount %s/%s for the manager", r.dir, d.Namespace, sa)
+	}
+
+	// The ClusterRole the manager actually gets, followed through its ClusterRoleBinding.
+	var bound []string
+	for _, b := range typed[rbacv1.ClusterRoleBinding](t, r, "ClusterRoleBinding") {
+		if bindsServiceAccount(b.Subjects, sa, d.Namespace, "") {
+			bound = append(bound, b.RoleRef.Name)
+		}
+	}
+	if len(bound) != 1 {
+		t.Fatalf("ClusterRoleBindings of %s give the manager's ServiceAccount %d ClusterRoles %q, want exactly 1", r.dir, len(bound), bound)
+	}
+	roles := typed[rbacv1.ClusterRole](t, r, "ClusterRole")
+	i := slices.IndexFunc(roles, func(cr *rbacv1.ClusterRole) bool { return cr.Name == bound[0] })
+	if i < 0 {
+		t.Fatalf("the manager is bound to ClusterRole %s, which %s does not render", bound[0], r.dir)
+	}
+	for _, rule := range roles[i].Rules {
+		if coversSecrets(rule) {
+			if bad := intersect(rule.Verbs, "update", "patch", "delete", "deletecollection"); len(bad) > 0 {
+				t.Errorf("ClusterRole %s lets the manager %v Secrets cluster-wide: an OTP Secret is written once, at creation", roles[i].Name, bad)
+			}
+		}
+	}
+
+	// Leader election needs its Lease, in the manager's own namespace only.
+	var leases bool
+	for _, b := range typed[rbacv1.RoleBinding](t, r, "RoleBinding") {
+		if b.Namespace != d.Namespace || !bindsServiceAccount(b.Subjects, sa, d.Namespace, b.Namespace) || b.RoleRef.Kind != "Role" {
+			continue
+		}
+		for _, role := range typed[rbacv1.Role](t, r, "Role") {
+			if role.Name == b.RoleRef.Name && role.Namespace == b.Namespace {
+				for _, rule := range role.Rules {
+					if slices.Contains(rule.APIGroups, "coordination.k8s.io") && slices.Contains(rule.Resources, "leases") &&
+						len(intersect(rule.Verbs, "get", "create", "update")) == 3 {
+						leases = true
+					}
+				}
+			}
+		}
+	}
+	if !leases {
+		t.Errorf("no Role bound to the manager's ServiceAccount in %s lets it get, create and update its leader-election Lease", d.Namespace)
+	}
+
+	for _, p := range wildcardProblems(t, r) {
+		t.Error(p)
+	}
+}
+
+func TestVerifierRoleIsNamespacedAndNeverWritesSecrets(t *testing.T) {
+	r := render(t, appDir)
+	for _, o := range r.objs {
+		if o.GetKind() == "ClusterRole" || o.GetKind() == "ClusterRoleBinding" {
+			t.Errorf("%s renders %s %s: the verifier must get nothing cluster-wide", r.dir, o.GetKind(), o.GetName())
+		}
+	}
+	d := r.deployment(t)
+	sa := d.Spec.Template.Spec.ServiceAccountName
+	if sa == "" || sa == "default" {
+		t.Fatalf("the sample app runs as ServiceAccount %q, want its own", sa)
+	}
+	if !slices.ContainsFunc(r.objs, func(o *unstructured.Unstructured) bool { return o.GetKind() == "ServiceAccount" && o.GetName() == sa }) {
+		t.Errorf("%s renders no ServiceAccount %s for the sample app", r.dir, sa)
+	}
+
+	roles := typed[rbacv1.Role](t, r, "Role")
+	var bound int
+	for _, b := range typed[rbacv1.RoleBinding](t, r, "RoleBinding") {
+		if !bindsServiceAccount(b.Subjects, sa, "", "") {
+			continue
+		}
+		bound++
+		if b.RoleRef.Kind != "Role" {
+			t.Errorf("RoleBinding %s gives the verifier %s %s, want a namespaced Role", b.Name, b.RoleRef.Kind, b.RoleRef.Name)
+			continue
+		}
+		i := slices.IndexFunc(roles, func(role *rbacv1.Role) bool { return role.Name == b.RoleRef.Name })
+		if i < 0 {
+			t.Errorf("RoleBinding %s names Role %s, which %s does not render", b.Name, b.RoleRef.Name, r.dir)
+			continue
+		}
+		for _, rule := range roles[i].Rules {
+			if !coversSecrets(rule) {
+				continue
+			}
+			for _, v := range rule.Verbs {
+				if !slices.Contains([]string{"get", "list", "watch"}, v) {
+					t.Errorf("Role %s lets the verifier %s Secrets; it must only read them", roles[i].Name, v)
+				}
+			}
+		}
+	}
+	if bound == 0 {
+		t.Errorf("no RoleBinding in %s gives ServiceAccount %s (the verifier sidecar's) a Role", r.dir, sa)
+	}
+	for _, p := range wildcardProblems(t, r) {
+		t.Error(p)
+	}
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Rendering.
+
+// rendering is the output of one kustomization.
+type rendering struct {
+	dir  string
+	yaml []byte
+	objs []*unstructured.Unstructured
+}
+
+var (
+	renderMu    sync.Mutex
+	renderCache = map[string][]byte{}
+)
+
+// render builds dir (relative to the repository) with the real kustomize, once per test binary.
+func render(t *testing.T, dir string) rendering {
+	t.Helper()
+	renderMu.Lock()
+	defer renderMu.Unlock()
+	out, ok := renderCache[dir]
+	if !ok {
+		cmd := kustomizeCommand(t, dir)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		var err error
+		if out, err = cmd.Output(); err != nil {
+			t.Fatalf("%s: %v\n%s", strings.Join(cmd.Args, " "), err, stderr.String())
+		}
+		renderCache[dir] = out
+	}
+	return rendering{dir: dir, yaml: out, objs: parse(t, dir, out)}
+}
+
+// kustomizeCommand runs the kustomize pinned by the Makefile, else kubectl's built-in kustomize.
+func kustomizeCommand(t *testing.T, dir string) *exec.Cmd {
+	t.Helper()
+	root := testenv.RepoRoot()
+	makefile, err := os.ReadFile(filepath.Join(root, "Makefile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^KUSTOMIZE_VERSION\s*\?=\s*(\S+)`).FindSubmatch(makefile)
+	if m == nil {
+		t.Fatal("the Makefile no longer pins KUSTOMIZE_VERSION")
+	}
+	pinned := filepath.Join(root, "bin", "kustomize-"+string(m[1]))
+	path := filepath.Join(root, dir)
+	if _, err := os.Stat(pinned); err == nil {
+		return exec.CommandContext(t.Context(), pinned, "build", path)
+	}
+	kubectl, err := exec.LookPath("kubectl")
+	if err != nil {
+		t.Skipf("cannot render %s: neither %s (make installs it for 'make deploy') nor kubectl (for 'kubectl kustomize') is available", dir, pinned)
+	}
+	t.Logf("%s is absent: rendering %s with 'kubectl kustomize'", pinned, dir)
+	return exec.CommandContext(t.Context(), kubectl, "kustomize", path)
+}
+
+// parse splits a multi-document YAML stream into objects.
+func parse(t *testing.T, dir string, data []byte) []*unstructured.Unstructured {
+	t.Helper()
+	var objs []*unstructured.Unstructured
+	rd := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
+	for {
+		doc, err := rd.Read()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("reading the rendering of %s: %v", dir, err)
+		}
+		j, err := utilyaml.ToJSON(doc)
+		if err != nil {
+			t.Fatalf("the rendering of %s is not valid YAML: %v\n%s", dir, err, doc)
+		}
+		if s := string(bytes.TrimSpace(j)); s == "null" || s == "" {
+			continue
+		}
+		o := &unstructured.Unstructured{}
+		if err := o.UnmarshalJSON(j); err != nil {
+			t.Fatalf("the rendering of %s holds something that is not a Kubernetes object: %v\n%s", dir, err, doc)
+		}
+		if o.GetName() == "" {
+			t.Fatalf("the rendering of %s holds a %s without a name", dir, o.GetKind())
+		}
+		objs = append(objs, o)
+	}
+	if len(objs) == 0 {
+		t.Fatalf("%s renders nothing", dir)
+	}
+	return objs
+}
+
+// only returns the rendering's single object of kind.
+func (r rendering) only(t *testing.T, kind string) *unstructured.Unstructured {
+	t.Helper()
+	var found []*unstructured.Unstructured
+	for _, o := range r.objs {
+		if o.GetKind() == kind {
+			found = append(found, o)
+		}
+	}
+	if len(found) != 1 {
+		t.Fatalf("%s renders %d objects of kind %s, want 1", r.dir, len(found), kind)
+	}
+	return found[0]
+}
+
+func (r rendering) deployment(t *testing.T) *appsv1.Deployment {
+	t.Helper()
+	d := &appsv1.Deployment{}
+	convert(t, r.only(t, "Deployment"), d)
+	return d
+}
+
+// typed returns the rendering's objects of kind as *T.
+func typed[T any](t *testing.T, r rendering, kind string) []*T {
+	t.Helper()
+	var out []*T
+	for _, o := range r.objs {
+		if o.GetKind() == kind {
+			v := new(T)
+			convert(t, o, v)
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+func convert(t *testing.T, o *unstructured.Unstructured, into any) {
+	t.Helper()
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructuredWithValidation(o.Object, into, true); err != nil {
+		t.Fatalf("%s %s does not convert to %T: %v", o.GetKind(), o.GetName(), into, err)
+	}
+}
+
+func container(t *testing.T, d *appsv1.Deployment, name string) corev1.Container {
+	t.Helper()
+	spec := d.Spec.Template.Spec
+	for _, c := range slices.Concat(spec.InitContainers, spec.Containers) {
+		if c.Name == name {
+			return c
+		}
+	}
+	t.Fatalf("Deployment %s has no container %s", d.Name, name)
+	return corev1.Container{}
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The API server.
+
+// serverDryRunApply applies the rendering with the real kubectl, server-side with a server dry run: every
+// object goes through the API server's decoding (strict field validation), defaulting, validation, CEL
+// rules and admission, without being stored.
+func serverDryRunApply(t *testing.T, r rendering, namespace string) {
+	t.Helper()
+	kubectl, err := exec.LookPath("kubectl")
+	if err != nil {
+		t.Skip("kubectl is not on $PATH: cannot apply the rendering to the test API server")
+	}
+	args := []string{"--kubeconfig=" + env.Kubeconfig, "--cache-dir=" + t.TempDir(),
+		"apply", "--server-side", "--dry-run=server", "--validate=strict", "-f", "-"}
+	if namespace != "" {
+		args = append(args, "--namespace="+namespace)
+	}
+	cmd := exec.CommandContext(t.Context(), kubectl, args...)
+	cmd.Stdin = bytes.NewReader(r.yaml)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("the API server refuses %s (kubectl apply --server-side --dry-run=server: %v):\n%s%s", r.dir, err, stdout.String(), stderr.String())
+	}
+	// Warnings are how the API server flags deprecated APIs and pod templates that Pod Security would refuse.
+	if s := strings.TrimSpace(stderr.String()); s != "" {
+		t.Errorf("the API server accepts %s but warns:\n%s", r.dir, s)
+	}
+	for _, o := range r.objs {
+		gvk := o.GroupVersionKind()
+		ref := strings.ToLower(gvk.Kind)
+		if gvk.Group != "" {
+			ref += "." + gvk.Group
+		}
+		if want := ref + "/" + o.GetName() + " serverside-applied (server dry run)"; !strings.Contains(stdout.String(), want) {
+			t.Errorf("kubectl did not report %q for %s:\n%s", want, r.dir, stdout.String())
+		}
+	}
+}
+
+// createNamespaceFromRendering creates, for real, the Namespace the rendering holds, with its labels, so
+// that its namespaced objects can be dry-run applied into it. It returns its name.
+func createNamespaceFromRendering(t *testing.T, r rendering) string {
+	t.Helper()
+	ns := r.only(t, "Namespace").DeepCopy()
+	if err := env.Client.Create(t.Context(), ns); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatalf("creating Namespace %s from %s: %v", ns.GetName(), r.dir, err)
+	}
+	return ns.GetName()
+}
+
+// restrictedNamespace creates a fresh namespace where Pod Security admission enforces "restricted".
+func restrictedNamespace(t *testing.T) string {
+	t.Helper()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
+		GenerateName: "manifests-",
+		Labels:       map[string]string{psaEnforce: "restricted", psaEnforceVersion: "latest"},
+	}}
+	if err := env.Client.Create(t.Context(), ns); err != nil {
+		t.Fatalf("creating a restricted namespace: %v", err)
+	}
+	return ns.Name
+}
+
+// requirePodSecurityEnforced proves that Pod Security admission refuses a privileged Pod in namespace, so
+// that a Pod it accepts there meets the namespace's level.
+func requirePodSecurityEnforced(t *testing.T, namespace string) {
+	t.Helper()
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{GenerateName: "privileged-", Namespace: namespace},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{
+			Name:            "c",
+			Image:           "busybox",
+			SecurityContext: &corev1.SecurityContext{Privileged: ptr.To(true)},
+		}}},
+	}
+	err := env.Client.Create(t.Context(), pod, client.DryRunAll)
+	if !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), "PodSecurity") {
+		t.Fatalf("Pod Security admission does not enforce in namespace %s: a privileged Pod got %v, want Forbidden by PodSecurity", namespace, err)
+	}
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Checks.
+
+// restrictedProblems lists how spec breaks the Pod Security "restricted" profile (which includes
+// "baseline"), and containers without a read-only root filesystem.
+func restrictedProblems(spec corev1.PodSpec) []string {
+	var problems []string
+	add := func(format string, a ...any) { problems = append(problems, fmt.Sprintf(format, a...)) }
+	if spec.HostNetwork || spec.HostPID || spec.HostIPC {
+		add("shares the node's network, PID or IPC namespace")
+	}
+	for _, v := range spec.Volumes {
+		vs := v.VolumeSource
+		if vs.ConfigMap == nil && vs.CSI == nil && vs.DownwardAPI == nil && vs.EmptyDir == nil && vs.Ephemeral == nil &&
+			vs.PersistentVolumeClaim == nil && vs.Projected == nil && vs.Secret == nil {
+			add("volume %s is of a type restricted forbids", v.Name)
+		}
+	}
+	pod := spec.SecurityContext
+	if pod == nil {
+		pod = &corev1.PodSecurityContext{}
+	}
+	if pod.RunAsUser != nil && *pod.RunAsUser == 0 {
+		add("the pod runs as UID 0")
+	}
+	if pod.SeccompProfile != nil && pod.SeccompProfile.Type == corev1.SeccompProfileTypeUnconfined {
+		add("the pod's seccomp profile is Unconfined")
+	}
+	for _, c := range slices.Concat(spec.InitContainers, spec.Containers) {
+		sc := c.SecurityContext
+		if sc == nil {
+			sc = &corev1.SecurityContext{}
+		}
+		runAsNonRoot := ptr.Deref(sc.RunAsNonRoot, ptr.Deref(pod.RunAsNonRoot, false))
+		if !runAsNonRoot {
+			add("container %s: runAsNonRoot is not true (pod or container)", c.Name)
+		}
+		if sc.RunAsUser != nil && *sc.RunAsUser == 0 {
+			add("container %s runs as UID 0", c.Name)
+		}
+		seccomp := pod.SeccompProfile
+		if sc.SeccompProfile != nil {
+			seccomp = sc.SeccompProfile
+		}
+		if seccomp == nil || (seccomp.Type != corev1.SeccompProfileTypeRuntimeDefault && seccomp.Type != corev1.SeccompProfileTypeLocalhost) {
+			add("container %s: seccompProfile is not RuntimeDefault (pod or container)", c.Name)
+		}
+		if ptr.Deref(sc.Privileged, false) {
+			add("container %s is privileged", c.Name)
+		}
+		if ptr.Deref(sc.AllowPrivilegeEscalation, true) {
+			add("container %s: allowPrivilegeEscalation is not false", c.Name)
+		}
+		if sc.Capabilities == nil || !slices.Contains(sc.Capabilities.Drop, "ALL") {
+			add("container %s does not drop ALL capabilities", c.Name)
+		}
+		if sc.Capabilities != nil {
+			for _, capability := range sc.Capabilities.Add {
+				if capability != "NET_BIND_SERVICE" {
+					add("container %s adds capability %s", c.Name, capability)
+				}
+			}
+		}
+		if sc.ProcMount != nil && *sc.ProcMount != corev1.DefaultProcMount {
+			add("container %s: procMount is %s", c.Name, *sc.ProcMount)
+		}
+		if !ptr.Deref(sc.ReadOnlyRootFilesystem, false) {
+			add("container %s: readOnlyRootFilesystem is not true", c.Name)
+		}
+		for _, p := range c.Ports {
+			if p.HostPort != 0 {
+				add("container %s uses host port %d", c.Name, p.HostPort)
+			}
+		}
+	}
+	return problems
+}
+
+// resourceProblems lists the CPU and memory requests and limits c lacks, and requests above limits.
+func resourceProblems(c corev1.Container) []string {
+	var problems []string
+	for _, name := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
+		req, hasReq := c.Resources.Requests[name]
+		lim, hasLim := c.Resources.Limits[name]
+		if !hasReq || req.IsZero() {
+			problems = append(problems, fmt.Sprintf("no %s request", name))
+		}
+		if !hasLim || lim.IsZero() {
+			problems = append(problems, fmt.Sprintf("no %s limit", name))
+		}
+		if hasReq && hasLim && req.Cmp(lim) > 0 {
+			problems = append(problems, fmt.Sprintf("%s request %s is above its limit %s", name, req.String(), lim.String()))
+		}
+	}
+	return problems
+}
+
+// probePort resolves the port an HTTP probe targets, by number or by the container's port name.
+func probePort(c corev1.Container, p *corev1.Probe) (int32, bool) {
+	if p == nil || p.HTTPGet == nil {
+		return 0, false
+	}
+	if p.HTTPGet.Port.Type == intstr.Int {
+		return p.HTTPGet.Port.IntVal, true
+	}
+	for _, cp := range c.Ports {
+		if cp.Name == p.HTTPGet.Port.StrVal {
+			return cp.ContainerPort, true
+		}
+	}
+	return 0, false
+}
+
+// flagValue finds --name=value, --name value or a bare boolean --name (value "") in args.
+func flagValue(args []string, name string) (string, bool) {
+	for i, a := range args {
+		if !strings.HasPrefix(a, "-") {
+			continue
+		}
+		k, v, eq := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if k != name {
+			continue
+		}
+		if eq {
+			return v, true
+		}
+		if i+1 < len(args) && !strings.HasPrefix(args[i+1], "-") {
+			return args[i+1], true
+		}
+		return "", true
+	}
+	return "", false
+}
+
+// orDefault returns v, or orElse when v is empty.
+func orDefault(v, orElse string) string {
+	if v == "" {
+		return orElse
+	}
+	return v
+}
+
+// addressPort returns the port of a host:port listen address.
+func addressPort(t *testing.T, addr string) int32 {
+	t.Helper()
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatalf("listen address %q: %v", addr, err)
+	}
+	n, err := strconv.ParseInt(port, 10, 32)
+	if err != nil || n <= 0 {
+		t.Fatalf("listen address %q has no numeric port", addr)
+	}
+	return int32(n)
+}
+
+// bindsServiceAccount reports whether subjects include ServiceAccount name in namespace ns. A subject without
+// a namespace, in a RoleBinding, means the binding's own namespace (bindingNS).
+func bindsServiceAccount(subjects []rbacv1.Subject, name, ns, bindingNS string) bool {
+	return slices.ContainsFunc(subjects, func(s rbacv1.Subject) bool {
+		return s.Kind == rbacv1.ServiceAccountKind && s.Name == name && orDefault(s.Namespace, bindingNS) == ns
+	})
+}
+
+// coversSecrets reports whether rule applies to core Secrets.
+func coversSecrets(rule rbacv1.PolicyRule) bool {
+	return len(intersect(rule.APIGroups, "", "*")) > 0 && len(intersect(rule.Resources, "secrets", "*")) > 0
+}
+
+// wildcardProblems lists the rules of the rendering's Roles and ClusterRoles that use '*'.
+func wildcardProblems(t *testing.T, r rendering) []string {
+	t.Helper()
+	var problems []string
+	check := func(kind, name string, rules []rbacv1.PolicyRule) {
+		for i, rule := range rules {
+			for field, values := range map[string][]string{
+				"apiGroups": rule.APIGroups, "resources": rule.Resources, "verbs": rule.Verbs, "nonResourceURLs": rule.NonResourceURLs,
+			} {
+				if slices.ContainsFunc(values, func(v string) bool { return strings.Contains(v, "*") }) {
+					problems = append(problems, fmt.Sprintf("%s: %s %s, rule %d, uses '*' in %s %q", r.dir, kind, name, i, field, values))
+				}
+			}
+		}
+	}
+	for _, role := range typed[rbacv1.Role](t, r, "Role") {
+		check("Role", role.Name, role.Rules)
+	}
+	for _, role := range typed[rbacv1.ClusterRole](t, r, "ClusterRole") {
+		check("ClusterRole", role.Name, role.Rules)
+		if role.AggregationRule != nil {
+			problems = append(problems, fmt.Sprintf("%s: ClusterRole %s aggregates other ClusterRoles", r.dir, role.Name))
+		}
+	}
+	return problems
+}
+
+// intersect returns the values among want that values holds.
+func intersect(values []string, want ...string) []string {
+	var out []string
+	for _, w := range want {
+		if slices.Contains(values, w) {
+			out = append(out, w)
+		}
+	}
+	return out
+}
