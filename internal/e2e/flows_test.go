@@ -181,4 +181,3 @@ func secrets(t *testing.T, ns string) map[string]corev1.Secret {
 	}
 	return out
 }
-

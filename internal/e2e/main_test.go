@@ -165,7 +165,7 @@ type reply struct {
 }
 
 func (r reply) String() string { return fmt.Sprintf("%d %v", r.Status, r.Body) }
-func (r reply) result() string  { s, _ := r.Body["result"].(string); return s }
+func (r reply) result() string { s, _ := r.Body["result"].(string); return s }
 
 func (v verifier) post(t *testing.T, path string, body any) reply {
 	t.Helper()
