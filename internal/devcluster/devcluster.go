@@ -35,10 +35,15 @@ type Cluster struct {
 	procs []*Process
 }
 
-// StartLocal starts etcd, kube-apiserver and kube-controller-manager with the CRDs installed, and writes
-// the kubeconfig into stateDir. Process logs go to out (nil: kept only in memory).
+// StartLocal starts etcd, kube-apiserver and kube-controller-manager with the CRDs installed. With a
+// stateDir, etcd keeps its data in stateDir/etcd across runs and the kubeconfig is written there. Process
+// logs go to out (nil: kept only in memory).
 func StartLocal(stateDir string, out io.Writer) (*Cluster, error) {
-	env, err := testenv.Start(testenv.Options{ControllerManager: true})
+	opts := testenv.Options{ControllerManager: true}
+	if stateDir != "" {
+		opts.DataDir = filepath.Join(stateDir, "etcd")
+	}
+	env, err := testenv.Start(opts)
 	if err != nil {
 		return nil, err
 	}

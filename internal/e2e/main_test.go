@@ -37,6 +37,7 @@ import (
 var (
 	cluster             *devcluster.Cluster
 	managerBin, verBin  string
+	devclusterBin       string
 	manager             *devcluster.Process
 	ctx                 = context.Background()
 	errKubectlIsMissing = "kubectl is not on PATH: the end-to-end tests drive kube2fa with it"
@@ -58,7 +59,8 @@ func run(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	managerBin, verBin = filepath.Join(dir, "manager"), filepath.Join(dir, "verifier")
-	for bin, pkg := range map[string]string{managerBin: "./cmd/manager", verBin: "./cmd/verifier"} {
+	devclusterBin = filepath.Join(dir, "devcluster")
+	for bin, pkg := range map[string]string{managerBin: "./cmd/manager", verBin: "./cmd/verifier", devclusterBin: "./cmd/devcluster"} {
 		cmd := exec.Command("go", "build", "-o", bin, pkg)
 		cmd.Dir = testenv.RepoRoot()
 		if out, err := cmd.CombinedOutput(); err != nil {

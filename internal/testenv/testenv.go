@@ -50,6 +50,8 @@ type Options struct {
 	// StopTimeout bounds how long each control-plane process may take to stop gracefully before it is
 	// killed (default 20s).
 	StopTimeout time.Duration
+	// DataDir keeps etcd's data there, across restarts; a fresh temporary directory when empty.
+	DataDir string
 }
 
 // Env is a running local control plane.
@@ -96,6 +98,9 @@ func Start(opts Options) (*Env, error) {
 		Scheme:                  Scheme,
 		ControlPlaneStopTimeout: opts.StopTimeout,
 	}}
+	if opts.DataDir != "" {
+		e.env.ControlPlane.Etcd = &envtest.Etcd{DataDir: opts.DataDir}
+	}
 	cfg, err := e.env.Start()
 	if err != nil {
 		return nil, fmt.Errorf("starting etcd and kube-apiserver: %w", err)
