@@ -48,6 +48,10 @@ control-plane: ## Build etcd, kube-apiserver and kube-controller-manager from so
 test: manifests generate fmt vet control-plane ## Run every test against the local control plane.
 	KUBEBUILDER_ASSETS=$(K8S_ASSETS) go test $(GO_TEST_FLAGS) ./...
 
+.PHONY: bench
+bench: build control-plane ## Measure kube2fa against the API server's own ceiling (BENCH_FLAGS="-n 10000" to scale).
+	KUBEBUILDER_ASSETS=$(K8S_ASSETS) go run ./cmd/bench $(BENCH_FLAGS)
+
 .PHONY: verify
 verify: manifests generate fmt vet ## Regenerate everything and fail if the tree changed.
 	@if [ -n "$$(git status --porcelain)" ]; then \

@@ -145,12 +145,12 @@ func TestThrottledLockEndsByItself(t *testing.T) {
 	ns := env.Namespace(t)
 	startManager(t)
 	spec := enforcedTOTP()
-	spec.Lockout = &v1alpha1.LockoutSettings{MaxFailures: 3, ThrottleSeconds: ptr.To[int32](2)}
+	spec.Lockout = &v1alpha1.LockoutSettings{MaxFailures: 3, ThrottleSeconds: ptr.To[int32](5)}
 	createPolicy(t, ns, "webapp", spec)
 	createEnrollment(t, ns, "alice", "webapp", "alice")
 	waitCondition(t, ns, "alice", v1alpha1.ConditionReady, metav1.ConditionTrue, "")
 
-	recordAttempts(t, ns, "alice", lockout.Settings{MaxFailures: 3, Throttle: 2 * time.Second}, 3, false)
+	recordAttempts(t, ns, "alice", lockout.Settings{MaxFailures: 3, Throttle: 5 * time.Second}, 3, false)
 	e := getEnrollment(t, ns, "alice")
 	if !meta.IsStatusConditionTrue(e.Status.Conditions, v1alpha1.ConditionLocked) || e.Status.LockedUntil == nil {
 		t.Fatalf("three wrong codes did not lock with a throttle: %+v", e.Status)

@@ -29,14 +29,15 @@ func init() {
 
 func main() {
 	var (
-		metricsAddr, probeAddr, watchNamespace string
-		leaderElect, enableHTTP2               bool
-		concurrency                            int
-		qps                                    float64
-		burst                                  int
+		metricsAddr, probeAddr, pprofAddr, watchNamespace string
+		leaderElect, enableHTTP2                          bool
+		concurrency                                       int
+		qps                                               float64
+		burst                                             int
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address the Prometheus metrics endpoint binds to; 0 disables it.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address the /healthz and /readyz probes bind to.")
+	flag.StringVar(&pprofAddr, "pprof-bind-address", "", "Address serving /debug/pprof for profiling; empty disables it.")
 	flag.BoolVar(&leaderElect, "leader-elect", false, "Elect a leader so that only one of several manager replicas reconciles.")
 	flag.BoolVar(&enableHTTP2, "enable-http2", false, "Serve metrics over HTTP/2 too (off: HTTP/2 rapid-reset and stream-cancellation CVEs).")
 	flag.IntVar(&concurrency, "max-concurrent-reconciles", 4, "Reconciles each controller runs in parallel.")
@@ -62,6 +63,7 @@ func main() {
 		Metrics:                       metricsserver.Options{BindAddress: metricsAddr, TLSOpts: tlsOpts},
 		WebhookServer:                 webhook.NewServer(webhook.Options{TLSOpts: tlsOpts}),
 		HealthProbeBindAddress:        probeAddr,
+		PprofBindAddress:              pprofAddr,
 		LeaderElection:                leaderElect,
 		LeaderElectionID:              "manager.twofactor.kube2fa.io",
 		LeaderElectionReleaseOnCancel: true,

@@ -175,6 +175,9 @@ func (p *Process) copyLogs(r io.Reader, out io.Writer) {
 	}
 }
 
+// PID is the process ID.
+func (p *Process) PID() int { return p.cmd.Process.Pid }
+
 // Logs returns everything the process printed so far.
 func (p *Process) Logs() string {
 	p.mu.Lock()

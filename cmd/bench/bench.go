@@ -1,0 +1,332 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/common/expfmt"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/kube2fa/kube2fa/api/v1alpha1"
+	"github.com/kube2fa/kube2fa/internal/devcluster"
+	"github.com/kube2fa/kube2fa/internal/lockout"
+	"github.com/kube2fa/kube2fa/internal/render"
+	"github.com/kube2fa/kube2fa/internal/testenv"
+)
+
+type bench struct {
+	c       config
+	env     *testenv.Env
+	cluster *devcluster.Cluster
+	// client has no client-side rate limit: the benchmark measures the server.
+	client  client.WithWatch
+	metrics *http.Client
+	host    string
+	manager *devcluster.Process
+	burstNS string
+	ceilNS  string
+}
+
+func newBench(ctx context.Context, c config, env *testenv.Env, cl *devcluster.Cluster) (*bench, error) {
+	cfg := rest.CopyConfig(env.Config)
+	cfg.QPS, cfg.Burst = -1, 0
+	k, err := client.NewWithWatch(cfg, client.Options{Scheme: testenv.Scheme})
+	if err != nil {
+		return nil, err
+	}
+	hc, err := rest.HTTPClientFor(env.Config)
+	if err != nil {
+		return nil, err
+	}
+	return &bench{c: c, env: env, cluster: cl, client: k, metrics: hc, host: env.Config.Host}, nil
+}
+
+// requests reads the API server's request counters: verb+resource → count.
+func (b *bench) requests() (map[string]float64, error) {
+	res, err := b.metrics.Get(b.host + "/metrics")
+	if err != nil {
+		return nil, err
+	}
+	defer res.Body.Close()
+	var parser expfmt.TextParser
+	families, err := parser.TextToMetricFamilies(res.Body)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]float64{}
+	for _, m := range families["apiserver_request_total"].GetMetric() {
+		l := map[string]string{}
+		for _, p := range m.GetLabel() {
+			l[p.GetName()] = p.GetValue()
+		}
+		key := l["verb"] + " " + l["resource"]
+		if l["subresource"] != "" {
+			key += "/" + l["subresource"]
+		}
+		out[key] += m.GetCounter().GetValue()
+	}
+	return out, nil
+}
+
+func diff(after, before map[string]float64) map[string]float64 {
+	d := map[string]float64{}
+	for k, v := range after {
+		if v-before[k] > 0 {
+			d[k] = v - before[k]
+		}
+	}
+	return d
+}
+
+func writes(d map[string]float64) float64 {
+	var n float64
+	for k, v := range d {
+		switch strings.SplitN(k, " ", 2)[0] {
+		case "POST", "PUT", "PATCH", "DELETE":
+			n += v
+		}
+	}
+	return n
+}
+
+func (b *bench) namespace(ctx context.Context, prefix string) (string, error) {
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: prefix + "-"}}
+	return ns.Name, b.client.Create(ctx, ns)
+}
+
+func (b *bench) policy(ctx context.Context, ns string, methods ...v1alpha1.Method) error {
+	return b.client.Create(ctx, &v1alpha1.TwoFactorPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "webapp"},
+		Spec: v1alpha1.TwoFactorPolicySpec{Mode: v1alpha1.ModeEnforced, Methods: methods}})
+}
+
+func enrollment(ns string, i int, m v1alpha1.Method) *v1alpha1.UserEnrollment {
+	return &v1alpha1.UserEnrollment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("user-%05d", i)},
+		Spec: v1alpha1.UserEnrollmentSpec{PolicyRef: v1alpha1.PolicyReference{Name: "webapp"}, User: fmt.Sprintf("user-%05d", i), Method: m}}
+}
+
+// parallel runs f(0..n-1) on workers goroutines and returns how long it took.
+func parallel(n, workers int, f func(i int) error) (time.Duration, error) {
+	var next atomic.Int64
+	var firstErr error
+	var once sync.Once
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range workers {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				if err := f(i); err != nil {
+					once.Do(func() { firstErr = err })
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return time.Since(start), firstErr
+}
+
+// reconcileBurst: N enrollments created at once; time until all are Ready with their Secret, next to a
+// plain client doing the same writes with the same parallelism.
+func (b *bench) reconcileBurst(ctx context.Context, t *table) error {
+	n, r := b.c.n, b.c.reconcilers
+	ceilNS, err := b.namespace(ctx, "ceiling")
+	if err != nil {
+		return err
+	}
+	if err := b.policy(ctx, ceilNS, v1alpha1.MethodTOTP); err != nil {
+		return err
+	}
+	b.ceilNS = ceilNS
+	params := render.ParamsFor((&v1alpha1.TwoFactorPolicy{}).Resolve(), v1alpha1.MethodTOTP)
+	ceiling, err := parallel(n, r, func(i int) error {
+		e := enrollment(ceilNS, i, "")
+		if err := b.client.Create(ctx, e); err != nil {
+			return err
+		}
+		key := make([]byte, v1alpha1.DefaultSecretBytes)
+		_, _ = rand.Read(key)
+		s, err := render.OTPSecret(e, params, "webapp", key)
+		if err != nil {
+			return err
+		}
+		if err := b.client.Create(ctx, s); err != nil {
+			return err
+		}
+		// Exactly the status the manager writes, so that the manager, started later, has nothing to do here.
+		e.Status.SecretName, e.Status.SecretUID, e.Status.Method = s.Name, string(s.UID), v1alpha1.MethodTOTP
+		e.Status.ObservedGeneration = e.Generation
+		meta.SetStatusCondition(&e.Status.Conditions, metav1.Condition{Type: v1alpha1.ConditionReady, ObservedGeneration: e.Generation,
+			Status: metav1.ConditionTrue, Reason: v1alpha1.ReasonKeyProvisioned, Message: "Key provisioned in Secret " + s.Name})
+		lockout.SetConditions(&e.Status, e.Generation, time.Now())
+		return b.client.Status().Update(ctx, e)
+	})
+	if err != nil {
+		return fmt.Errorf("ceiling: %w", err)
+	}
+
+	probe, pprof := freeAddr(), freeAddr()
+	b.manager, err = b.cluster.Start("manager", b.c.manager, "--metrics-bind-address=0",
+		"--health-probe-bind-address="+probe, "--pprof-bind-address="+pprof,
+		fmt.Sprintf("--max-concurrent-reconciles=%d", r), "--kube-api-qps=100000", "--kube-api-burst=100000")
+	if err != nil {
+		return err
+	}
+	if err := b.manager.WaitHTTP(ctx, "http://"+probe+"/readyz", time.Minute); err != nil {
+		return err
+	}
+	ns, err := b.namespace(ctx, "burst")
+	if err != nil {
+		return err
+	}
+	b.burstNS = ns
+	if err := b.policy(ctx, ns, v1alpha1.MethodTOTP); err != nil {
+		return err
+	}
+	allReady, err := b.watchReady(ctx, ns, n)
+	if err != nil {
+		return err
+	}
+	before, err := b.requests()
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	if _, err := parallel(n, r, func(i int) error { return b.client.Create(ctx, enrollment(ns, i, "")) }); err != nil {
+		return err
+	}
+	select {
+	case <-allReady:
+	case <-time.After(10 * time.Minute):
+		return fmt.Errorf("not all %d enrollments were Ready within 10 minutes", n)
+	}
+	took := time.Since(start)
+	after, err := b.requests()
+	if err != nil {
+		return err
+	}
+	d := diff(after, before)
+	perEnrollment := (writes(d) - float64(n)) / float64(n) // minus the benchmark's own N creates
+
+	ceilRate, rate := float64(n)/ceiling.Seconds(), float64(n)/took.Seconds()
+	t.add(fmt.Sprintf("Reconcile burst, N=%d: enrollments Ready with their Secret", n), fmt.Sprintf("%.0f /s (%.1fs)", rate, took.Seconds()),
+		"from the first create to the last Ready")
+	t.add("Ceiling: plain client, same writes (create, Secret, status)", fmt.Sprintf("%.0f /s (%.1fs)", ceilRate, ceiling.Seconds()),
+		fmt.Sprintf("%d workers", r))
+	t.add("Reconcile ratio to the ceiling", fmt.Sprintf("%.2f", rate/ceilRate), "bar: >= 0.7 at N=10,000")
+	t.add("Manager API writes per enrollment", fmt.Sprintf("%.2f", perEnrollment),
+		fmt.Sprintf("Secret create + status update = 2, + Event; breakdown: %s", breakdown(d, n)))
+	hwm, rss := procMemory(b.manager.PID())
+	heap := heapAfterGC("http://" + pprof)
+	t.add(fmt.Sprintf("Manager peak RSS at N=%d (total %d enrollments)", n, 2*n), mib(hwm), "bar: <= 150 MiB at N=10,000")
+	t.add("Manager RSS / Go heap after GC, after the burst", mib(rss)+" / "+mib(heap), "")
+	return nil
+}
+
+func breakdown(d map[string]float64, n int) string {
+	var parts []string
+	for k, v := range d {
+		if per := v / float64(n); per >= 0.05 {
+			parts = append(parts, fmt.Sprintf("%s %.2f", k, per))
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+// watchReady reports on the returned channel once n enrollments in ns are Ready.
+func (b *bench) watchReady(ctx context.Context, ns string, n int) (<-chan struct{}, error) {
+	w, err := b.client.Watch(ctx, &v1alpha1.UserEnrollmentList{}, client.InNamespace(ns))
+	if err != nil {
+		return nil, err
+	}
+	done := make(chan struct{})
+	go func() {
+		defer w.Stop()
+		ready := map[string]bool{}
+		for ev := range w.ResultChan() {
+			e, ok := ev.Object.(*v1alpha1.UserEnrollment)
+			if !ok || ev.Type == watch.Deleted {
+				continue
+			}
+			if meta.IsStatusConditionTrue(e.Status.Conditions, v1alpha1.ConditionReady) {
+				ready[e.Name] = true
+			}
+			if len(ready) == n {
+				close(done)
+				return
+			}
+		}
+	}()
+	return done, nil
+}
+
+// procMemory returns a process's peak and current resident set size in bytes.
+func procMemory(pid int) (peak, current uint64) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		fields := strings.Fields(s.Text())
+		if len(fields) < 2 {
+			continue
+		}
+		kb, _ := strconv.ParseUint(fields[1], 10, 64)
+		switch fields[0] {
+		case "VmHWM:":
+			peak = kb << 10
+		case "VmRSS:":
+			current = kb << 10
+		}
+	}
+	return peak, current
+}
+
+// heapAfterGC forces a GC through pprof and returns HeapInuse.
+func heapAfterGC(pprof string) uint64 {
+	res, err := http.Get(pprof + "/debug/pprof/heap?gc=1&debug=1")
+	if err != nil {
+		return 0
+	}
+	defer res.Body.Close()
+	raw, _ := io.ReadAll(res.Body)
+	for _, line := range strings.Split(string(raw), "\n") {
+		if v, ok := strings.CutPrefix(line, "# HeapInuse = "); ok {
+			n, _ := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+			return n
+		}
+	}
+	return 0
+}
+
+func mib(b uint64) string { return fmt.Sprintf("%.0f MiB", float64(b)/(1<<20)) }
+
+func freeAddr() string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}

@@ -1,0 +1,119 @@
+// Command bench measures kube2fa against its ceiling, the API server, on one local control plane in one
+// run (etcd with fsync on, as in production), so that every figure comes with a ratio that holds on a
+// noisy machine. `make bench` runs it; see the README for the figures of one run.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/kube2fa/kube2fa/internal/devcluster"
+	"github.com/kube2fa/kube2fa/internal/testenv"
+)
+
+type config struct {
+	n, clients, reconcilers int
+	duration                time.Duration
+	manager, verifier, out  string
+}
+
+func main() {
+	root := testenv.RepoRoot()
+	var c config
+	flag.IntVar(&c.n, "n", 2000, "Enrollments created in the reconcile burst (also the verifier-memory figure).")
+	flag.IntVar(&c.clients, "clients", 16, "Concurrent clients in the verification runs.")
+	flag.IntVar(&c.reconcilers, "reconcilers", 16, "The manager's --max-concurrent-reconciles, and the ceiling's parallelism.")
+	flag.DurationVar(&c.duration, "duration", 8*time.Second, "Length of each verification run.")
+	flag.StringVar(&c.manager, "manager", filepath.Join(root, "bin", "manager"), "Manager binary.")
+	flag.StringVar(&c.verifier, "verifier", filepath.Join(root, "bin", "verifier"), "Verifier binary.")
+	flag.StringVar(&c.out, "out", filepath.Join(root, "bench", "results", "latest.md"), "Where the table is written too.")
+	flag.Parse()
+	if err := run(c); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+// table collects the report's rows.
+type table struct{ rows [][3]string }
+
+func (t *table) add(what, value, note string) {
+	t.rows = append(t.rows, [3]string{what, value, note})
+	fmt.Printf("  %-58s %-22s %s\n", what, value, note)
+}
+
+func (t *table) markdown(header string) string {
+	var b strings.Builder
+	b.WriteString(header)
+	b.WriteString("\n| measure | value | note |\n|---|---|---|\n")
+	for _, r := range t.rows {
+		fmt.Fprintf(&b, "| %s | %s | %s |\n", r[0], r[1], r[2])
+	}
+	return b.String()
+}
+
+func run(c config) error {
+	ctx := context.Background()
+	for _, b := range []string{c.manager, c.verifier} {
+		if _, err := os.Stat(b); err != nil {
+			return fmt.Errorf("binary %s not found: run 'make build'", b)
+		}
+	}
+	fmt.Println("Starting etcd (fsync on) and kube-apiserver ...")
+	env, err := testenv.Start(testenv.Options{Fsync: true})
+	if err != nil {
+		return err
+	}
+	defer env.Stop()
+	cl := &devcluster.Cluster{Env: env, Kubeconfig: env.Kubeconfig}
+	defer cl.Stop()
+	b, err := newBench(ctx, c, env, cl)
+	if err != nil {
+		return err
+	}
+
+	var t table
+	fmt.Println("Code check next to a bare HMAC ...")
+	microBenchmarks(&t)
+	fmt.Printf("Reconcile burst of %d enrollments ...\n", c.n)
+	if err := b.reconcileBurst(ctx, &t); err != nil {
+		return fmt.Errorf("reconcile burst: %w", err)
+	}
+	fmt.Printf("Verification with %d clients ...\n", c.clients)
+	if err := b.verification(ctx, &t); err != nil {
+		return fmt.Errorf("verification: %w", err)
+	}
+
+	header := fmt.Sprintf("# kube2fa benchmark\n\n%s; %d CPUs; %s; %s; etcd with fsync on (production setting).\n"+
+		"N=%d enrollments, C=%d clients, %d reconcilers, %v per verification run.\n",
+		time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), version(filepath.Join(testenv.BinDir(), "kube-apiserver"), "--version"),
+		firstLine(version(filepath.Join(testenv.BinDir(), "etcd"), "--version")), c.n, c.clients, c.reconcilers, c.duration)
+	md := t.markdown(header)
+	if err := os.MkdirAll(filepath.Dir(c.out), 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(c.out, []byte(md), 0o644); err != nil {
+		return err
+	}
+	fmt.Println()
+	fmt.Print(md)
+	fmt.Println("\nWritten to", c.out)
+	return nil
+}
+
+func version(bin string, args ...string) string {
+	out, err := exec.Command(bin, args...).Output()
+	if err != nil {
+		return "unknown"
+	}
+	return strings.TrimSpace(string(out))
+}
+
+func firstLine(s string) string { return strings.SplitN(s, "\n", 2)[0] }

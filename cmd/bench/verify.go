@@ -1,0 +1,317 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha1"
+	"encoding/binary"
+	"fmt"
+	"net/http"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/kube2fa/kube2fa/api/v1alpha1"
+	"github.com/kube2fa/kube2fa/internal/otp"
+	"github.com/kube2fa/kube2fa/internal/render"
+)
+
+// user is one enrolled HOTP user: HOTP lets every request carry a fresh, valid code for its user, however
+// long the run, and the check costs what a TOTP check costs (an HMAC per window step and one status write).
+type user struct {
+	name    string
+	key     []byte
+	params  otp.Params
+	counter uint64
+}
+
+func (u *user) code() string {
+	c, _ := otp.Code(u.key, u.params.Algorithm, u.params.Digits, u.counter)
+	return c
+}
+
+type runResult struct {
+	decisions int
+	rate      float64
+	latencies []time.Duration
+	writes    float64
+	errors    int
+}
+
+func (r runResult) pct(p float64) time.Duration {
+	if len(r.latencies) == 0 {
+		return 0
+	}
+	return r.latencies[min(len(r.latencies)-1, int(float64(len(r.latencies))*p))]
+}
+
+func (r runResult) summary() string {
+	return fmt.Sprintf("p50 %v, p95 %v, p99 %v", ms(r.pct(.50)), ms(r.pct(.95)), ms(r.pct(.99)))
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.1fms", float64(d.Microseconds())/1000) }
+
+func (b *bench) verification(ctx context.Context, t *table) error {
+	c := b.c.clients
+	ns, err := b.namespace(ctx, "storm")
+	if err != nil {
+		return err
+	}
+	if err := b.policy(ctx, ns, v1alpha1.MethodHOTP); err != nil {
+		return err
+	}
+	users, err := b.enrolledUsers(ctx, ns, max(c*32, 512))
+	if err != nil {
+		return err
+	}
+	a, err := b.startVerifier(ctx, ns, "verifier-a")
+	if err != nil {
+		return err
+	}
+	one, err := b.load(ctx, users, []string{a}, 0, 0)
+	if err != nil {
+		return err
+	}
+	ceiling, err := b.statusCeiling(ctx, min(len(users), b.c.n))
+	if err != nil {
+		return err
+	}
+	t.add(fmt.Sprintf("Verification, 1 verifier, %d clients, valid codes", c), fmt.Sprintf("%.0f /s", one.rate), one.summary())
+	t.add("Ceiling: raw status updates of distinct enrollments", fmt.Sprintf("%.0f /s", ceiling), fmt.Sprintf("%d clients", c))
+	t.add("Verification ratio to the ceiling", fmt.Sprintf("%.2f", one.rate/ceiling), "bar: >= 0.8")
+	t.add("API writes per decision", fmt.Sprintf("%.3f", one.writes), "must be 1.0")
+
+	bAddr, err := b.startVerifier(ctx, ns, "verifier-b")
+	if err != nil {
+		return err
+	}
+	two, err := b.load(ctx, users, []string{a, bAddr}, 0, 0)
+	if err != nil {
+		return err
+	}
+	t.add("Verification, 2 verifiers, valid codes", fmt.Sprintf("%.0f /s", two.rate), two.summary())
+	mixed, err := b.load(ctx, users, []string{a, bAddr}, 0.2, 0)
+	if err != nil {
+		return err
+	}
+	t.add("Verification, 2 verifiers, 20% wrong codes", fmt.Sprintf("%.0f /s", mixed.rate),
+		fmt.Sprintf("%s; %.3f writes/decision", mixed.summary(), mixed.writes))
+
+	half := max(one.rate/2, 1)
+	moderate, err := b.load(ctx, users, []string{a}, 0, half)
+	if err != nil {
+		return err
+	}
+	t.add(fmt.Sprintf("Latency at half the maximum (%.0f /s offered, 1 verifier)", half), "p99 "+ms(moderate.pct(.99)),
+		fmt.Sprintf("p50 %v; bar: p99 <= 25ms", ms(moderate.pct(.50))))
+	if one.errors+two.errors+mixed.errors+moderate.errors > 0 {
+		t.add("Requests answered other than accepted/rejected", fmt.Sprint(one.errors+two.errors+mixed.errors+moderate.errors), "should be 0")
+	}
+
+	// The verifier's memory where the burst left N enrollments.
+	p, err := b.cluster.StartVerifier("verifier-mem", b.c.verifier, "webapp", b.burstNS, freeAddr(),
+		"--kube-api-qps=100000", "--kube-api-burst=100000")
+	if err != nil {
+		return err
+	}
+	_, rss := procMemory(p.PID())
+	t.add(fmt.Sprintf("Verifier RSS watching %d enrollments", b.c.n), mib(rss), "")
+	return nil
+}
+
+// enrolledUsers creates n HOTP enrollments, waits for the manager's Secrets, and confirms them directly in
+// status (the benchmark's setup, not what it measures).
+func (b *bench) enrolledUsers(ctx context.Context, ns string, n int) ([]*user, error) {
+	ready, err := b.watchReady(ctx, ns, n)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := parallel(n, 16, func(i int) error { return b.client.Create(ctx, enrollment(ns, i, v1alpha1.MethodHOTP)) }); err != nil {
+		return nil, err
+	}
+	select {
+	case <-ready:
+	case <-time.After(5 * time.Minute):
+		return nil, fmt.Errorf("setup: enrollments not Ready")
+	}
+	users := make([]*user, n)
+	_, err = parallel(n, 16, func(i int) error {
+		e := &v1alpha1.UserEnrollment{}
+		if err := b.client.Get(ctx, client.ObjectKey{Namespace: ns, Name: fmt.Sprintf("user-%05d", i)}, e); err != nil {
+			return err
+		}
+		s := &corev1.Secret{}
+		if err := b.client.Get(ctx, client.ObjectKey{Namespace: ns, Name: render.SecretName(e.Name)}, s); err != nil {
+			return err
+		}
+		p, k, err := render.ParseOTPSecret(s)
+		if err != nil {
+			return err
+		}
+		e.Status.ConfirmedAt = &metav1.Time{Time: time.Now().Truncate(time.Second)}
+		meta.SetStatusCondition(&e.Status.Conditions, metav1.Condition{Type: v1alpha1.ConditionEnrolled,
+			Status: metav1.ConditionTrue, Reason: v1alpha1.ReasonConfirmed})
+		users[i] = &user{name: e.Spec.User, key: k, params: p}
+		return b.client.Status().Update(ctx, e)
+	})
+	return users, err
+}
+
+func (b *bench) startVerifier(ctx context.Context, ns, name string) (string, error) {
+	addr := freeAddr()
+	_, err := b.cluster.StartVerifier(name, b.c.verifier, "webapp", ns, addr, "--kube-api-qps=100000", "--kube-api-burst=100000")
+	return "http://" + addr, err
+}
+
+// load runs the clients against the verifiers for the configured duration. Each client owns a disjoint
+// set of users, so no two requests in flight are for one user. With rate 0 the clients run closed-loop
+// (as fast as answers come); otherwise requests are offered at rate per second in total, and latency is
+// measured from when each request was due.
+func (b *bench) load(ctx context.Context, users []*user, urls []string, wrong float64, rate float64) (runResult, error) {
+	c := b.c.clients
+	tr := &http.Transport{MaxIdleConnsPerHost: c * 2}
+	hc := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	defer tr.CloseIdleConnections()
+	before, err := b.requests()
+	if err != nil {
+		return runResult{}, err
+	}
+	var mu sync.Mutex
+	var res runResult
+	var seq atomic.Int64
+	deadline := time.Now().Add(b.c.duration)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for w := range c {
+		wg.Go(func() {
+			var mine []*user
+			for i := w; i < len(users); i += c {
+				mine = append(mine, users[i])
+			}
+			var lat []time.Duration
+			errs := 0
+			for i := 0; time.Now().Before(deadline); i++ {
+				due := time.Now()
+				if rate > 0 {
+					k := seq.Add(1) - 1
+					due = start.Add(time.Duration(float64(k) / rate * float64(time.Second)))
+					if !due.Before(deadline) {
+						break
+					}
+					time.Sleep(time.Until(due))
+				}
+				u := mine[i%len(mine)]
+				code, bad := u.code(), wrong > 0 && i%int(1/wrong) == 0
+				if bad {
+					code = "00000000"[:len(code)]
+				}
+				body := fmt.Sprintf(`{"user":%q,"code":%q}`, u.name, code)
+				r, err := hc.Post(urls[(i+w)%len(urls)]+"/v1/verify", "application/json", bytes.NewBufferString(body))
+				if err != nil {
+					errs++
+					continue
+				}
+				r.Body.Close()
+				lat = append(lat, time.Since(due))
+				switch {
+				case r.StatusCode == 200:
+					u.counter++
+				case r.StatusCode == 401 && bad:
+				default:
+					errs++
+				}
+			}
+			mu.Lock()
+			res.latencies = append(res.latencies, lat...)
+			res.errors += errs
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	after, err := b.requests()
+	if err != nil {
+		return res, err
+	}
+	slices.Sort(res.latencies)
+	res.decisions = len(res.latencies)
+	res.rate = float64(res.decisions) / elapsed.Seconds()
+	res.writes = diff(after, before)["PUT userenrollments/status"] / float64(max(res.decisions, 1))
+	return res, nil
+}
+
+// statusCeiling: the same clients doing raw status updates of n distinct enrollments as fast as they can
+// (the ceiling run's own enrollments: the verification runs' state stays untouched).
+func (b *bench) statusCeiling(ctx context.Context, n int) (float64, error) {
+	c := b.c.clients
+	var total atomic.Int64
+	var firstErr atomic.Value
+	deadline := time.Now().Add(b.c.duration)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for w := range c {
+		wg.Go(func() {
+			var mine []*v1alpha1.UserEnrollment
+			for i := w; i < n; i += c {
+				e := &v1alpha1.UserEnrollment{}
+				if err := b.client.Get(ctx, client.ObjectKey{Namespace: b.ceilNS, Name: fmt.Sprintf("user-%05d", i)}, e); err != nil {
+					firstErr.Store(err)
+					return
+				}
+				mine = append(mine, e)
+			}
+			for i := 0; time.Now().Before(deadline); i++ {
+				e := mine[i%len(mine)]
+				e.Status.LastSuccessAt = &metav1.Time{Time: time.Now().Truncate(time.Second)}
+				e.Status.LastUsedStep = ptrTo(int64(i)) // a change on every write, as a decision makes
+				if err := b.client.Status().Update(ctx, e); err != nil {
+					firstErr.Store(err)
+					return
+				}
+				total.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if err, _ := firstErr.Load().(error); err != nil {
+		return 0, err
+	}
+	return float64(total.Load()) / time.Since(start).Seconds(), nil
+}
+
+func ptrTo[T any](v T) *T { return &v }
+
+// microBenchmarks runs the code check next to a bare HMAC of the same algorithm, in this process.
+func microBenchmarks(t *table) {
+	key := []byte("12345678901234567890")
+	p := otp.Params{Method: v1alpha1.MethodTOTP, Algorithm: v1alpha1.AlgorithmSHA1, Digits: 6, PeriodSeconds: 30}
+	now := time.Now()
+	check := testing.Benchmark(func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			otp.CheckTOTP(key, p, "000000", now, 1, nil)
+		}
+	})
+	bare := testing.Benchmark(func(b *testing.B) {
+		b.ReportAllocs()
+		var counter [8]byte
+		for b.Loop() {
+			m := hmac.New(sha1.New, key)
+			binary.BigEndian.PutUint64(counter[:], 42)
+			m.Write(counter[:])
+			m.Sum(nil)
+		}
+	})
+	t.add("Code check: TOTP SHA1, skew 1 (3 steps)", fmt.Sprintf("%d ns/op, %d allocs/op", check.NsPerOp(), check.AllocsPerOp()), "")
+	t.add("Bare HMAC-SHA1 of one counter", fmt.Sprintf("%d ns/op, %d allocs/op", bare.NsPerOp(), bare.AllocsPerOp()),
+		fmt.Sprintf("check = %.1f HMACs", float64(check.NsPerOp())/float64(max(bare.NsPerOp(), 1))))
+}
+
