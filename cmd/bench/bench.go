@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/rand"
 	"fmt"
@@ -16,10 +17,12 @@ import (
 	"time"
 
 	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -36,8 +39,7 @@ type bench struct {
 	cluster *devcluster.Cluster
 	// client has no client-side rate limit: the benchmark measures the server.
 	client  client.WithWatch
-	metrics *http.Client
-	host    string
+	metrics rest.Interface
 	manager *devcluster.Process
 	burstNS string
 	ceilNS  string
@@ -50,22 +52,21 @@ func newBench(ctx context.Context, c config, env *testenv.Env, cl *devcluster.Cl
 	if err != nil {
 		return nil, err
 	}
-	hc, err := rest.HTTPClientFor(env.Config)
+	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return nil, err
 	}
-	return &bench{c: c, env: env, cluster: cl, client: k, metrics: hc, host: env.Config.Host}, nil
+	return &bench{c: c, env: env, cluster: cl, client: k, metrics: cs.RESTClient()}, nil
 }
 
 // requests reads the API server's request counters: verb+resource → count.
 func (b *bench) requests() (map[string]float64, error) {
-	res, err := b.metrics.Get(b.host + "/metrics")
+	raw, err := b.metrics.Get().AbsPath("/metrics").DoRaw(context.Background())
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("reading the API server's metrics: %w", err)
 	}
-	defer res.Body.Close()
-	var parser expfmt.TextParser
-	families, err := parser.TextToMetricFamilies(res.Body)
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(bytes.NewReader(raw))
 	if err != nil {
 		return nil, err
 	}

@@ -314,4 +314,3 @@ func microBenchmarks(t *table) {
 	t.add("Bare HMAC-SHA1 of one counter", fmt.Sprintf("%d ns/op, %d allocs/op", bare.NsPerOp(), bare.AllocsPerOp()),
 		fmt.Sprintf("check = %.1f HMACs", float64(check.NsPerOp())/float64(max(bare.NsPerOp(), 1))))
 }
-
