@@ -227,7 +227,7 @@ func scan(t *testing.T, uri string) authenticator {
 	return a
 }
 
-// code is the code shown at now plus steps periods.
+// code is the code shown at now plus steps periods. To replay a code, keep the string: now moves.
 func (a authenticator) code(steps int64) string {
 	counter := time.Now().Unix()/a.period + steps
 	mac := hmac.New(a.newHash, a.secret)

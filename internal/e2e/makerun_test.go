@@ -25,7 +25,8 @@ func TestMakeRunServesARoundTripAndKeepsItsState(t *testing.T) {
 	if res := v.confirm(t, "bob", bob.code(0)); res.Status != 200 {
 		t.Fatalf("confirm: %v", res)
 	}
-	if res := v.verify(t, "bob", bob.code(1)); res.Status != 200 || res.result() != "accepted" {
+	last := bob.code(1)
+	if res := v.verify(t, "bob", last); res.Status != 200 || res.result() != "accepted" {
 		t.Fatalf("verify: %v", res)
 	}
 	stop()
@@ -37,7 +38,7 @@ func TestMakeRunServesARoundTripAndKeepsItsState(t *testing.T) {
 		t.Fatalf("after a restart bob should still be enrolled (409 on enroll), got %v", res)
 	}
 	// His last code is still used up: the replay state survived the restart too.
-	if res := v.verify(t, "bob", bob.code(1)); res.Status != 401 || res.result() != "rejected" {
+	if res := v.verify(t, "bob", last); res.Status != 401 || res.result() != "rejected" {
 		t.Fatalf("replaying bob's last code after a restart: %v", res)
 	}
 }
