@@ -78,7 +78,7 @@ func (r *EnrollmentReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 			}
 		}
 		for _, n := range notes {
-			r.Recorder.Eventf(e, nil, corev1.EventTypeNormal, n.reason, "Unlock", "%s", n.message)
+			r.Recorder.Eventf(e, nil, n.kind, n.reason, n.action, "%s", n.message)
 		}
 	}()
 
@@ -89,12 +89,18 @@ func (r *EnrollmentReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	res, notes = r.handleLock(e, now)
+	if before.SecretUID != "" && e.Status.SecretUID != before.SecretUID {
+		notes = append(notes, note{corev1.EventTypeWarning, "KeyReplaced", "Provision",
+			"Secret " + e.Status.SecretName + " was replaced with a new key: the enrollment must be confirmed again"})
+	}
+	res, lockNotes := r.handleLock(e, now)
+	notes = append(notes, lockNotes...)
 	return res, nil
 }
 
-// note is an Event to emit about an enrollment.
-type note struct{ reason, message string }
+// note is an Event to emit about an enrollment. The first provisioning of a key is not one: the Ready
+// condition records it, and at thousands of enrollments an Event each would be a third of all writes.
+type note struct{ kind, reason, action, message string }
 
 // provision finds the enrollment's policy and makes sure its key Secret exists, returning the Ready
 // condition. A key is generated only when no Secret exists: a live key is never replaced.
@@ -119,8 +125,11 @@ func (r *EnrollmentReconciler) provision(ctx context.Context, e *v1alpha1.UserEn
 			older, e.Spec.User), err
 	}
 
-	secret := &corev1.Secret{}
-	err := r.Get(ctx, client.ObjectKey{Namespace: e.Namespace, Name: render.SecretName(e.Name)}, secret)
+	// Only the Secret's metadata is read (and cached): the key is written once and never read back here.
+	var secret metav1.Object
+	existing := secretMeta()
+	err := r.Get(ctx, client.ObjectKey{Namespace: e.Namespace, Name: render.SecretName(e.Name)}, existing)
+	secret = existing
 	if apierrors.IsNotFound(err) {
 		switch {
 		case resolved.Mode == v1alpha1.ModeDisabled:
@@ -134,27 +143,27 @@ func (r *EnrollmentReconciler) provision(ctx context.Context, e *v1alpha1.UserEn
 		return notReady(v1alpha1.ReasonNoKey, "Provisioning the key"), err
 	}
 	if !metav1.IsControlledBy(secret, e) {
-		return notReady(v1alpha1.ReasonSecretConflict, "Secret %q exists and is not owned by this enrollment", secret.Name), nil
+		return notReady(v1alpha1.ReasonSecretConflict, "Secret %q exists and is not owned by this enrollment", secret.GetName()), nil
 	}
 
-	e.Status.SecretName = secret.Name
-	if e.Status.SecretUID != string(secret.UID) {
+	e.Status.SecretName = secret.GetName()
+	if e.Status.SecretUID != string(secret.GetUID()) {
 		// A new key (first provisioning, or the Secret was deleted by hand): start over as pending.
 		lockout.Reset(&e.Status)
-		e.Status.SecretUID = string(secret.UID)
+		e.Status.SecretUID = string(secret.GetUID())
 	}
 	if resolved.Mode != v1alpha1.ModeDisabled && !resolved.Allows(method) {
 		return notReady(v1alpha1.ReasonMethodNotAllowed, "TwoFactorPolicy %q no longer allows method %q", policy.Name, method), nil
 	}
 	return metav1.Condition{Type: v1alpha1.ConditionReady, Status: metav1.ConditionTrue,
-		ObservedGeneration: e.Generation, Reason: v1alpha1.ReasonKeyProvisioned, Message: "Key provisioned in Secret " + secret.Name}, nil
+		ObservedGeneration: e.Generation, Reason: v1alpha1.ReasonKeyProvisioned, Message: "Key provisioned in Secret " + secret.GetName()}, nil
 }
 
 // createSecret generates a key and creates the enrollment's Secret. When a Secret of that name exists
 // already (our cache was behind, or the Secret is not ours and so not cached), it returns that one: an
 // existing key is never replaced.
 func (r *EnrollmentReconciler) createSecret(ctx context.Context, e *v1alpha1.UserEnrollment,
-	p v1alpha1.ResolvedPolicy, method v1alpha1.Method) (*corev1.Secret, error) {
+	p v1alpha1.ResolvedPolicy, method v1alpha1.Method) (metav1.Object, error) {
 	rnd := r.Rand
 	if rnd == nil {
 		rnd = rand.Reader
@@ -169,7 +178,7 @@ func (r *EnrollmentReconciler) createSecret(ctx context.Context, e *v1alpha1.Use
 	}
 	if err := r.Create(ctx, secret); err != nil {
 		if apierrors.IsAlreadyExists(err) {
-			existing := &corev1.Secret{}
+			existing := secretMeta()
 			if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(secret), existing); err != nil {
 				return nil, fmt.Errorf("getting existing secret: %w", err)
 			}
@@ -178,9 +187,14 @@ func (r *EnrollmentReconciler) createSecret(ctx context.Context, e *v1alpha1.Use
 		return nil, fmt.Errorf("creating secret: %w", err)
 	}
 	logf.FromContext(ctx).Info("Created Secret", "secret", klog.KObj(secret), "method", method)
-	r.Recorder.Eventf(e, secret, corev1.EventTypeNormal, "KeyProvisioned", "Provision",
-		"Provisioned a %s key in Secret %s", method, secret.Name)
 	return secret, nil
+}
+
+// secretMeta is an empty Secret of which only metadata is read.
+func secretMeta() *metav1.PartialObjectMetadata {
+	m := &metav1.PartialObjectMetadata{}
+	m.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
+	return m
 }
 
 // olderDuplicate returns the name of an older enrollment of the same user under the same policy, if any.
@@ -210,10 +224,10 @@ func olderThan(a, b *v1alpha1.UserEnrollment) bool {
 func (r *EnrollmentReconciler) handleLock(e *v1alpha1.UserEnrollment, now time.Time) (ctrl.Result, []note) {
 	var notes []note
 	if lockout.Unlock(&e.Status, e.Annotations[v1alpha1.AnnotationUnlock]) {
-		notes = append(notes, note{"Unlocked", "Unlocked by annotation " + v1alpha1.AnnotationUnlock + "; failures reset"})
+		notes = append(notes, note{corev1.EventTypeNormal, "Unlocked", "Unlock", "Unlocked by annotation " + v1alpha1.AnnotationUnlock + "; failures reset"})
 	}
 	if lockout.Expire(&e.Status, now) {
-		notes = append(notes, note{"LockExpired", "Lock ended after its throttle time; failures reset"})
+		notes = append(notes, note{corev1.EventTypeNormal, "LockExpired", "Unlock", "Lock ended after its throttle time; failures reset"})
 	}
 	if wait := lockout.RetryAfter(&e.Status, now); wait > 0 {
 		return ctrl.Result{RequeueAfter: wait}, notes
@@ -226,7 +240,7 @@ func (r *EnrollmentReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("userenrollment").
 		For(&v1alpha1.UserEnrollment{}).
-		Owns(&corev1.Secret{}).
+		Owns(&corev1.Secret{}, builder.OnlyMetadata).
 		// A policy change can make enrollments ready, or not.
 		Watches(&v1alpha1.TwoFactorPolicy{}, handler.EnqueueRequestsFromMapFunc(r.enrollmentsOfPolicy),
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).

@@ -77,23 +77,9 @@ func TestEnrollmentGetsItsOwnImmutableKeySecret(t *testing.T) {
 	}
 
 	// The key appears nowhere but in the Secret.
-	var events eventsv1.EventList
-	waitFor(t, "the KeyProvisioned event", func() (bool, error) {
-		err := env.Client.List(ctx, &events, client.InNamespace(ns))
-		for _, ev := range events.Items {
-			if ev.Reason == "KeyProvisioned" && ev.Regarding.Name == "alice" {
-				return true, err
-			}
-		}
-		return false, err
-	})
 	status, _ := json.Marshal(e.Status)
-	evs, _ := json.Marshal(events.Items)
-	secretB32 := string(getSecret(t, ns, "alice-otp").Data[render.SecretKeySecret])
-	for what, text := range map[string]string{"status": string(status), "events": string(evs)} {
-		if strings.Contains(text, secretB32) {
-			t.Errorf("key material found in %s", what)
-		}
+	if strings.Contains(string(status), string(getSecret(t, ns, "alice-otp").Data[render.SecretKeySecret])) {
+		t.Error("key material found in status")
 	}
 }
 
@@ -254,6 +240,16 @@ func TestADeletedSecretMeansANewKeyAndPendingAgain(t *testing.T) {
 	if e.Status.SecretUID != string(fresh.UID) || e.Status.ConfirmedAt != nil || e.Status.LastSuccessAt != nil {
 		t.Errorf("status still holds the old key's state: %+v", e.Status)
 	}
+	var events eventsv1.EventList
+	waitFor(t, "a KeyReplaced warning", func() (bool, error) {
+		err := env.Client.List(ctx, &events, client.InNamespace(ns))
+		for _, ev := range events.Items {
+			if ev.Reason == "KeyReplaced" && ev.Type == corev1.EventTypeWarning && ev.Regarding.Name == "alice" {
+				return true, err
+			}
+		}
+		return false, err
+	})
 }
 
 func TestEnrollmentReadinessFollowsThePolicy(t *testing.T) {

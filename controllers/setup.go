@@ -23,10 +23,14 @@ type Options struct {
 }
 
 // CacheOptions returns the manager's cache configuration: only the Secrets and ConfigMaps kube2fa manages
-// are cached (a cluster's Secrets can be many and large), and only namespace when it is not empty.
+// are cached (a cluster's Secrets can be many and large; the reconciler caches only their metadata), with
+// managed fields stripped, and only namespace when it is not empty.
 func CacheOptions(namespace string) cache.Options {
 	ours := cache.ByObject{Label: labels.SelectorFromSet(labels.Set{v1alpha1.LabelManagedBy: v1alpha1.ManagedByValue})}
-	opts := cache.Options{ByObject: map[client.Object]cache.ByObject{&corev1.Secret{}: ours, &corev1.ConfigMap{}: ours}}
+	opts := cache.Options{
+		ByObject:         map[client.Object]cache.ByObject{&corev1.Secret{}: ours, &corev1.ConfigMap{}: ours},
+		DefaultTransform: cache.TransformStripManagedFields(),
+	}
 	if namespace != "" {
 		opts.DefaultNamespaces = map[string]cache.Config{namespace: {}}
 	}
