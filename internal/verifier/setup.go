@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -77,7 +78,6 @@ func Start(ctx context.Context, cfg Config) (*Running, error) {
 	}
 	recorder := broadcaster.NewRecorder(cfg.Scheme, "kube2fa-verifier")
 
-	go func() { _ = c.Start(ctx) }()
 	r := &Running{cache: c, Verifier: &Verifier{
 		Namespace: cfg.Namespace,
 		Policy:    cfg.Policy,
@@ -88,6 +88,23 @@ func Start(ctx context.Context, cfg Config) (*Running, error) {
 			recorder.Eventf(e, nil, corev1.EventTypeNormal, reason, "Verify", "%s", msg)
 		},
 	}}
+	// Every change of an enrollment in the cache supersedes what this replica remembered writing.
+	enrollments, _ := c.GetInformer(ctx, &v1alpha1.UserEnrollment{})
+	forget := func(o any) {
+		if d, ok := o.(toolscache.DeletedFinalStateUnknown); ok {
+			o = d.Obj
+		}
+		if e, ok := o.(*v1alpha1.UserEnrollment); ok {
+			r.Forget(client.ObjectKeyFromObject(e))
+		}
+	}
+	if _, err := enrollments.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		UpdateFunc: func(_, o any) { forget(o) },
+		DeleteFunc: forget,
+	}); err != nil {
+		return nil, fmt.Errorf("handling enrollment events: %w", err)
+	}
+	go func() { _ = c.Start(ctx) }()
 	if !c.WaitForCacheSync(ctx) {
 		return nil, errors.New("watch caches did not sync")
 	}

@@ -11,12 +11,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
@@ -84,6 +86,37 @@ type Verifier struct {
 	MaxRetries int
 	// ProvisionTimeout bounds how long self-enrollment waits for the manager's Secret (default 10s).
 	ProvisionTimeout time.Duration
+
+	// written holds what this replica last wrote per enrollment, until the cache shows it: read-your-writes
+	// without waiting for the watch.
+	written sync.Map // types.NamespacedName → written
+}
+
+// written is an enrollment as this replica wrote it, on top of version base.
+type written struct {
+	base string
+	obj  *v1alpha1.UserEnrollment
+}
+
+// remember records a successful write of e, which replaced version base.
+func (v *Verifier) remember(base string, e *v1alpha1.UserEnrollment) {
+	v.written.Store(client.ObjectKeyFromObject(e), written{base: base, obj: e})
+}
+
+// Forget drops what remember recorded for key; the cache calls it on every change of that enrollment.
+func (v *Verifier) Forget(key types.NamespacedName) { v.written.Delete(key) }
+
+// latest returns this replica's own write of e when the cache still holds the version that write replaced.
+func (v *Verifier) latest(e *v1alpha1.UserEnrollment) *v1alpha1.UserEnrollment {
+	w, ok := v.written.Load(client.ObjectKeyFromObject(e))
+	if !ok {
+		return e
+	}
+	if w := w.(written); w.base == e.ResourceVersion {
+		return w.obj
+	}
+	v.written.CompareAndDelete(client.ObjectKeyFromObject(e), w)
+	return e
 }
 
 // Verify checks a code for user: POST /v1/verify.
@@ -137,9 +170,9 @@ func (v *Verifier) decide(ctx context.Context, user, code string, confirm bool) 
 			}
 			return Decision{}, unavailable("recording the decision failed: %v", apiReason(err))
 		}
-		// Read-your-writes: the user's next request to this replica must see this decision. The write is
-		// durable already, so a slow watch only delays the answer, never changes it.
-		_ = v.awaitNewer(ctx, e, time.Second)
+		// Read-your-writes: the user's next request to this replica must see this decision, before the
+		// watch brings it.
+		v.remember(e.ResourceVersion, updated)
 		return v.announce(updated, res, confirm), nil
 	}
 	return Decision{}, unavailable("too many concurrent attempts for this user; retry")
@@ -258,7 +291,10 @@ func (v *Verifier) enrollment(ctx context.Context, user string) (*v1alpha1.UserE
 			found = e
 		}
 	}
-	return found, nil
+	if found == nil {
+		return nil, nil
+	}
+	return v.latest(found), nil
 }
 
 // key returns the key and parameters of e's Secret, which must be the Secret its state belongs to.
