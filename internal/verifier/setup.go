@@ -104,6 +104,18 @@ func Start(ctx context.Context, cfg Config) (*Running, error) {
 	}); err != nil {
 		return nil, fmt.Errorf("handling enrollment events: %w", err)
 	}
+	// A deleted Secret's key is never used again.
+	secrets, _ := c.GetInformer(ctx, &corev1.Secret{})
+	if _, err := secrets.AddEventHandler(toolscache.ResourceEventHandlerFuncs{DeleteFunc: func(o any) {
+		if d, ok := o.(toolscache.DeletedFinalStateUnknown); ok {
+			o = d.Obj
+		}
+		if s, ok := o.(*corev1.Secret); ok {
+			r.ForgetKey(s.UID)
+		}
+	}}); err != nil {
+		return nil, fmt.Errorf("handling secret events: %w", err)
+	}
 	go func() { _ = c.Start(ctx) }()
 	if !c.WaitForCacheSync(ctx) {
 		return nil, errors.New("watch caches did not sync")

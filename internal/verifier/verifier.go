@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -90,7 +91,24 @@ type Verifier struct {
 	// written holds what this replica last wrote per enrollment, until the cache shows it: read-your-writes
 	// without waiting for the watch.
 	written sync.Map // types.NamespacedName → written
+	// policy is the last parsed verifier ConfigMap; keys the parsed keys by Secret UID (Secrets are
+	// immutable, so a UID names one key forever).
+	policy atomic.Pointer[parsedPolicy]
+	keys   sync.Map // types.UID → parsedKey
 }
+
+type parsedPolicy struct {
+	resourceVersion string
+	policy          v1alpha1.ResolvedPolicy
+}
+
+type parsedKey struct {
+	params otp.Params
+	key    []byte
+}
+
+// ForgetKey drops a parsed key; the cache calls it when its Secret is deleted.
+func (v *Verifier) ForgetKey(uid types.UID) { v.keys.Delete(uid) }
 
 // written is an enrollment as this replica wrote it, on top of version base.
 type written struct {
@@ -266,10 +284,14 @@ func (v *Verifier) resolvedPolicy(ctx context.Context) (v1alpha1.ResolvedPolicy,
 	if err := v.Cache.Get(ctx, client.ObjectKey{Namespace: v.Namespace, Name: render.ConfigMapName(v.Policy)}, cm); err != nil {
 		return v1alpha1.ResolvedPolicy{}, unavailable("policy %s is not loaded: %v", v.Policy, apiReason(err))
 	}
+	if last := v.policy.Load(); last != nil && last.resourceVersion == cm.ResourceVersion {
+		return last.policy, nil
+	}
 	p, err := render.ParseVerifierConfigMap(cm)
 	if err != nil {
 		return p, unavailable("policy %s cannot be read: %v", v.Policy, err)
 	}
+	v.policy.Store(&parsedPolicy{resourceVersion: cm.ResourceVersion, policy: p})
 	return p, nil
 }
 
@@ -306,10 +328,14 @@ func (v *Verifier) key(ctx context.Context, e *v1alpha1.UserEnrollment) (otp.Par
 	if string(s.UID) != e.Status.SecretUID || !metav1.IsControlledBy(s, e) {
 		return otp.Params{}, nil, unavailable("the enrollment's key is being replaced; retry")
 	}
+	if k, ok := v.keys.Load(s.UID); ok {
+		return k.(parsedKey).params, k.(parsedKey).key, nil
+	}
 	params, key, err := render.ParseOTPSecret(s)
 	if err != nil {
 		return otp.Params{}, nil, unavailable("the enrollment's key cannot be read: %v", err)
 	}
+	v.keys.Store(s.UID, parsedKey{params: params, key: key})
 	return params, key, nil
 }
 
