@@ -69,11 +69,12 @@ func (r *EnrollmentReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		e.Status.ObservedGeneration = e.Generation
 		if !equality.Semantic.DeepEqual(before, &e.Status) {
 			// Update carries the resourceVersion we read: the verifier shares this status, so a concurrent
-			// write makes ours fail rather than overwrite it. Its watch event brings us back.
+			// write makes ours fail rather than overwrite it; then we decide again on what it wrote.
 			if uerr := r.Status().Update(ctx, e); uerr != nil {
 				if !apierrors.IsConflict(uerr) {
 					err = fmt.Errorf("updating userenrollment status: %w", uerr)
 				}
+				res = ctrl.Result{RequeueAfter: conflictRetry}
 				return
 			}
 		}
@@ -97,6 +98,9 @@ func (r *EnrollmentReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	notes = append(notes, lockNotes...)
 	return res, nil
 }
+
+// conflictRetry is how soon a pass whose status write lost a race runs again.
+const conflictRetry = 100 * time.Millisecond
 
 // note is an Event to emit about an enrollment. The first provisioning of a key is not one: the Ready
 // condition records it, and at thousands of enrollments an Event each would be a third of all writes.
@@ -239,7 +243,11 @@ func (r *EnrollmentReconciler) handleLock(e *v1alpha1.UserEnrollment, now time.T
 func (r *EnrollmentReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("userenrollment").
-		For(&v1alpha1.UserEnrollment{}).
+		// Verification facts the verifier records (steps, counters, successes, failures) need nothing from
+		// the manager: during a login storm it would otherwise run a pass per decision.
+		For(&v1alpha1.UserEnrollment{}, builder.WithPredicates(predicate.Funcs{UpdateFunc: func(ev event.UpdateEvent) bool {
+			return needsManager(ev.ObjectOld.(*v1alpha1.UserEnrollment), ev.ObjectNew.(*v1alpha1.UserEnrollment))
+		}})).
 		Owns(&corev1.Secret{}, builder.OnlyMetadata).
 		// A policy change can make enrollments ready, or not.
 		Watches(&v1alpha1.TwoFactorPolicy{}, handler.EnqueueRequestsFromMapFunc(r.enrollmentsOfPolicy),
@@ -252,6 +260,16 @@ func (r *EnrollmentReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			})).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrentReconciles}).
 		Complete(r)
+}
+
+// needsManager reports whether a change of an enrollment is one the manager acts on: its spec, the unlock
+// annotation, deletion, a lock (to clear it when its throttle ends) or a status it did not expect.
+func needsManager(old, cur *v1alpha1.UserEnrollment) bool {
+	return old.Generation != cur.Generation ||
+		old.Annotations[v1alpha1.AnnotationUnlock] != cur.Annotations[v1alpha1.AnnotationUnlock] ||
+		!cur.DeletionTimestamp.IsZero() ||
+		!old.Status.LockedAt.Equal(cur.Status.LockedAt) || !old.Status.LockedUntil.Equal(cur.Status.LockedUntil) ||
+		old.Status.SecretUID != cur.Status.SecretUID || old.Status.ObservedGeneration != cur.Status.ObservedGeneration
 }
 
 func (r *EnrollmentReconciler) enrollmentsOfPolicy(ctx context.Context, o client.Object) []reconcile.Request {
