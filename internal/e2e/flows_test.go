@@ -75,11 +75,16 @@ func TestEnforcedPolicyFromApplyToRecovery(t *testing.T) {
 	assertNoKeyMaterial(t, ns, []authenticator{phone}, a, b)
 }
 
+// alicesPhone enrolls alice through replica A, confirms through replica B, and waits until both replicas'
+// watches have delivered the confirmation (milliseconds; until then A answers enrollment_required).
 func alicesPhone(t *testing.T, a, b verifier) authenticator {
 	t.Helper()
-	phone := a.enroll(t, "alice")
+	phone := handOver(t, a, b, "alice")
 	if res := b.confirm(t, "alice", phone.code(0)); res.Status != 200 || res.result() != "confirmed" {
 		t.Fatalf("confirming through replica B: %v", res)
+	}
+	for _, v := range []verifier{a, b} {
+		eventually(t, v.Name+" to see alice confirmed", func() bool { return v.state(t, "alice") == "Confirmed" })
 	}
 	return phone
 }
@@ -129,7 +134,7 @@ func TestParameterEditsApplyToNewEnrollmentsOnly(t *testing.T) {
 	if res := vs[1].verify(t, "alice", alice.code(1)); res.Status != 200 || len(alice.code(1)) != 6 {
 		t.Fatalf("alice's 6-digit SHA1 authenticator after the edit: %v", res)
 	}
-	bob := vs[0].enroll(t, "bob")
+	bob := handOver(t, vs[0], vs[1], "bob")
 	if len(bob.code(0)) != 8 {
 		t.Fatalf("bob's authenticator shows %d digits, want 8", len(bob.code(0)))
 	}

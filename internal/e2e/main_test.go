@@ -187,6 +187,33 @@ func (v verifier) verify(t *testing.T, user, code string) reply {
 	return v.post(t, "/v1/verify", map[string]string{"user": user, "code": code})
 }
 
+// state is the enrollment state the replica reports for user; a pending enrollment counts only once the
+// replica also has its key.
+func (v verifier) state(t *testing.T, user string) string {
+	t.Helper()
+	res, err := http.Get(v.url + "/v1/enrollments/" + url.PathEscape(user))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var body map[string]any
+	_ = json.NewDecoder(res.Body).Decode(&body)
+	s, _ := body["state"].(string)
+	if _, key := body["otpauthURI"]; s == "Pending" && !key {
+		return "Provisioning"
+	}
+	return s
+}
+
+// handOver enrolls user through a and waits until b has the pending enrollment with its key, as it will
+// within milliseconds: the user scans the QR code before confirming on whichever replica.
+func handOver(t *testing.T, a, b verifier, user string) authenticator {
+	t.Helper()
+	phone := a.enroll(t, user)
+	eventually(t, b.Name+" to see "+user+" pending", func() bool { return b.state(t, user) == "Pending" })
+	return phone
+}
+
 func (v verifier) confirm(t *testing.T, user, code string) reply {
 	return v.post(t, "/v1/enrollments/"+url.PathEscape(user)+"/confirm", map[string]string{"code": code})
 }
