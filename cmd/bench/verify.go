@@ -172,8 +172,10 @@ func (b *bench) enrolledUsers(ctx context.Context, ns string, n int) ([]*user, e
 }
 
 func (b *bench) startVerifier(ctx context.Context, ns, name string) (string, error) {
-	addr := freeAddr()
-	_, err := b.cluster.StartVerifier(name, b.c.verifier, "webapp", ns, addr, "--kube-api-qps=100000", "--kube-api-burst=100000")
+	addr, pprof := freeAddr(), freeAddr()
+	_, err := b.cluster.StartVerifier(name, b.c.verifier, "webapp", ns, addr, "--kube-api-qps=100000", "--kube-api-burst=100000",
+		"--pprof-listen="+pprof)
+	fmt.Printf("  %s: http://%s, profiles at http://%s/debug/pprof/\n", name, addr, pprof)
 	return "http://" + addr, err
 }
 

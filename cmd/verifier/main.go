@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	_ "net/http/pprof" // served only with --pprof-listen
 	"os"
 	"os/signal"
 	"strings"
@@ -34,14 +35,15 @@ const serviceAccountNamespace = "/var/run/secrets/kubernetes.io/serviceaccount/n
 
 func main() {
 	var (
-		policy, namespace, listen, metricsListen, kubeconfig string
-		qps                                                  float64
-		burst                                                int
+		policy, namespace, listen, metricsListen, pprofListen, kubeconfig string
+		qps                                                               float64
+		burst                                                             int
 	)
 	flag.StringVar(&policy, "policy", "", "Name of the TwoFactorPolicy to verify codes for (required).")
 	flag.StringVar(&namespace, "namespace", "", "Namespace of the policy (default: the pod's namespace, else the kubeconfig context's).")
 	flag.StringVar(&listen, "listen", "127.0.0.1:8089", "Address of the HTTP API: loopback by default, for the application beside it.")
 	flag.StringVar(&metricsListen, "metrics-listen", "", "Extra address serving only /healthz, /readyz and /metrics (e.g. :9090 for kubelet probes); empty: none.")
+	flag.StringVar(&pprofListen, "pprof-listen", "", "Address serving /debug/pprof for profiling; empty disables it.")
 	flag.StringVar(&kubeconfig, "kubeconfig", "", "Path of a kubeconfig (default: $KUBECONFIG, ~/.kube/config, or in-cluster).")
 	flag.Float64Var(&qps, "kube-api-qps", 100, "Client-side limit of API requests per second (each state-changing decision is one).")
 	flag.IntVar(&burst, "kube-api-burst", 200, "Client-side burst above --kube-api-qps.")
@@ -59,6 +61,13 @@ func main() {
 		fmt.Fprintln(os.Stderr, "verifier: --policy is required")
 		flag.Usage()
 		os.Exit(2)
+	}
+	if pprofListen != "" {
+		go func() {
+			srv := newServer(http.DefaultServeMux) // net/http/pprof registers there
+			srv.Addr, srv.WriteTimeout = pprofListen, 0
+			log.Error(srv.ListenAndServe(), "pprof server stopped")
+		}()
 	}
 	if err := run(log, policy, namespace, listen, metricsListen, kubeconfig, float32(qps), burst); err != nil {
 		log.Error(err, "Verifier stopped")

@@ -45,6 +45,7 @@ func Start(ctx context.Context, cfg Config) (*Running, error) {
 		Scheme:                      cfg.Scheme,
 		DefaultNamespaces:           map[string]cache.Config{cfg.Namespace: {}},
 		ReaderFailOnMissingInformer: true,
+		DefaultTransform:            cache.TransformStripManagedFields(), // not needed, and resent on every update
 		ByObject: map[client.Object]cache.ByObject{
 			&corev1.ConfigMap{}:        {Field: fields.OneTermEqualSelector("metadata.name", render.ConfigMapName(cfg.Policy)), Label: ours},
 			&v1alpha1.UserEnrollment{}: {Field: fields.OneTermEqualSelector("spec.policyRef.name", cfg.Policy)},
