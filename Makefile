@@ -65,7 +65,7 @@ build: manifests generate fmt vet ## Build the manager and verifier binaries int
 	go build -o $(BIN)/verifier ./cmd/verifier
 
 .PHONY: run
-run: build control-plane ## Start the local control plane, install the CRDs, run the manager and a verifier, apply the samples.
+run: build $(if $(filter true,$(USE_EXISTING_CLUSTER)),,control-plane) ## Start the local control plane (or use the current cluster with USE_EXISTING_CLUSTER=true), install the CRDs, run the manager and a verifier, apply the samples.
 	KUBEBUILDER_ASSETS=$(K8S_ASSETS) hack/run.sh
 
 .PHONY: docker-build
