@@ -7,7 +7,6 @@ import (
 	"crypto/rand"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"strconv"
@@ -185,7 +184,7 @@ func (b *bench) reconcileBurst(ctx context.Context, t *table) error {
 		return fmt.Errorf("ceiling: %w", err)
 	}
 
-	probe, pprof := freeAddr(), freeAddr()
+	probe, pprof := devcluster.FreeAddr(), devcluster.FreeAddr()
 	b.manager, err = b.cluster.Start("manager", b.c.manager, "--metrics-bind-address=0",
 		"--health-probe-bind-address="+probe, "--pprof-bind-address="+pprof,
 		fmt.Sprintf("--max-concurrent-reconciles=%d", r), "--kube-api-qps=100000", "--kube-api-burst=100000")
@@ -322,12 +321,3 @@ func heapAfterGC(pprof string) uint64 {
 }
 
 func mib(b uint64) string { return fmt.Sprintf("%.0f MiB", float64(b)/(1<<20)) }
-
-func freeAddr() string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}

@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/kube2fa/kube2fa/api/v1alpha1"
+	"github.com/kube2fa/kube2fa/internal/devcluster"
 	"github.com/kube2fa/kube2fa/internal/otp"
 	"github.com/kube2fa/kube2fa/internal/render"
 )
@@ -123,7 +124,7 @@ func (b *bench) verification(ctx context.Context, t *table) error {
 	}
 
 	// The verifier's memory where the burst left N enrollments.
-	p, err := b.cluster.StartVerifier("verifier-mem", b.c.verifier, "webapp", b.burstNS, freeAddr(),
+	p, err := b.cluster.StartVerifier("verifier-mem", b.c.verifier, "webapp", b.burstNS, devcluster.FreeAddr(),
 		"--kube-api-qps=100000", "--kube-api-burst=100000")
 	if err != nil {
 		return err
@@ -172,7 +173,7 @@ func (b *bench) enrolledUsers(ctx context.Context, ns string, n int) ([]*user, e
 }
 
 func (b *bench) startVerifier(ctx context.Context, ns, name string) (string, error) {
-	addr, pprof := freeAddr(), freeAddr()
+	addr, pprof := devcluster.FreeAddr(), devcluster.FreeAddr()
 	_, err := b.cluster.StartVerifier(name, b.c.verifier, "webapp", ns, addr, "--kube-api-qps=100000", "--kube-api-burst=100000",
 		"--pprof-listen="+pprof)
 	fmt.Printf("  %s: http://%s, profiles at http://%s/debug/pprof/\n", name, addr, pprof)

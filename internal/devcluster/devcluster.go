@@ -150,6 +150,16 @@ func (c *Cluster) Stop() error {
 	return errors.Join(errs...)
 }
 
+// FreeAddr returns a loopback address with a port free at the time of the call.
+func FreeAddr() string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(fmt.Sprintf("no free loopback port: %v", err))
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
 // Process is a binary started by a Cluster.
 type Process struct {
 	Name string

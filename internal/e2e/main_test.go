@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"hash"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -83,22 +82,13 @@ func run(m *testing.M) int {
 // startManager runs the manager binary, verbosely (so that the logs tests scan say as much as they can),
 // and waits for its readiness probe.
 func startManager() (*devcluster.Process, error) {
-	probe := freeAddr()
+	probe := devcluster.FreeAddr()
 	p, err := cluster.Start("manager", managerBin, "--zap-log-level=debug", "--metrics-bind-address=0",
 		"--health-probe-bind-address="+probe)
 	if err != nil {
 		return nil, err
 	}
 	return p, p.WaitHTTP(ctx, "http://"+probe+"/readyz", time.Minute)
-}
-
-func freeAddr() string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 // verifier is one verifier process and the URL of its API.
@@ -111,7 +101,7 @@ func startVerifiers(t *testing.T, ns, policy string, n int) []verifier {
 	t.Helper()
 	var vs []verifier
 	for i := range n {
-		addr := freeAddr()
+		addr := devcluster.FreeAddr()
 		p, err := cluster.StartVerifier(fmt.Sprintf("verifier-%c", 'a'+i), verBin, policy, ns, addr, "--zap-log-level=debug")
 		if err != nil {
 			t.Fatal(err)

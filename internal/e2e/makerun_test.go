@@ -8,13 +8,15 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kube2fa/kube2fa/internal/devcluster"
 )
 
 // make run is cmd/devcluster: it must reach its ready message with a working verifier, stop everything
 // on Ctrl-C, and find its state again on the next run.
 func TestMakeRunServesARoundTripAndKeepsItsState(t *testing.T) {
 	state := t.TempDir()
-	addr := freeAddr()
+	addr := devcluster.FreeAddr()
 	v := verifier{url: "http://" + addr}
 
 	stop := startMakeRun(t, state, addr)
