@@ -113,4 +113,6 @@ build_etcd
 build_kubernetes
 rm -rf "$work"
 "$out/kube-apiserver" --version
-"$out/etcd" --version | head -1
+# No pipe into head here: with pipefail, etcd would die of SIGPIPE when head exits first.
+etcd_version=$("$out/etcd" --version)
+echo "${etcd_version%%$'\n'*}"
