@@ -22,6 +22,7 @@ type config struct {
 	n, clients, reconcilers int
 	duration                time.Duration
 	manager, verifier, out  string
+	profiles                string
 }
 
 func main() {
@@ -34,6 +35,7 @@ func main() {
 	flag.StringVar(&c.manager, "manager", filepath.Join(root, "bin", "manager"), "Manager binary.")
 	flag.StringVar(&c.verifier, "verifier", filepath.Join(root, "bin", "verifier"), "Verifier binary.")
 	flag.StringVar(&c.out, "out", filepath.Join(root, "bench", "results", "latest.md"), "Where the table is written too.")
+	flag.StringVar(&c.profiles, "profiles", "", "Directory to write CPU profiles of the API server, the manager and the verifiers to, taken during each verification run.")
 	flag.Parse()
 	if err := run(c); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -64,6 +66,11 @@ func run(c config) error {
 	for _, b := range []string{c.manager, c.verifier} {
 		if _, err := os.Stat(b); err != nil {
 			return fmt.Errorf("binary %s not found: run 'make build'", b)
+		}
+	}
+	if c.profiles != "" {
+		if err := os.MkdirAll(c.profiles, 0o755); err != nil {
+			return err
 		}
 	}
 	fmt.Println("Starting etcd (fsync on) and kube-apiserver ...")

@@ -1,0 +1,97 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// clockTicks is USER_HZ, the unit of /proc/<pid>/stat's CPU times: 100 on every Linux architecture Go
+// supports.
+const clockTicks = 100
+
+// cpuTime returns the CPU time (user + system) a process has used so far, and false once it is gone.
+func cpuTime(pid int) (time.Duration, bool) {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, false
+	}
+	// The command name (field 2) may hold spaces; the fields after its closing parenthesis do not.
+	s := string(raw)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(fields) < 13 || fields[0] == "Z" {
+		return 0, false
+	}
+	utime, _ := strconv.ParseInt(fields[11], 10, 64) // field 14 of the line
+	stime, _ := strconv.ParseInt(fields[12], 10, 64) // field 15
+	return time.Duration(utime+stime) * time.Second / clockTicks, true
+}
+
+// pidOf finds the process running the binary at path, or returns 0.
+func pidOf(path string) int {
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if exe, err := os.Readlink(filepath.Join("/proc", e.Name(), "exe")); err == nil && exe == path {
+			return pid
+		}
+	}
+	return 0
+}
+
+// cpuMeter accounts the CPU time that named processes spend during a run.
+type cpuMeter struct {
+	names []string
+	pids  []int
+	start []time.Duration
+}
+
+// newCPUMeter meters the processes of procs that are running, in the given order, from now on.
+func newCPUMeter(procs map[string]int, order ...string) *cpuMeter {
+	m := &cpuMeter{}
+	for _, n := range order {
+		if t, ok := cpuTime(procs[n]); procs[n] > 0 && ok {
+			m.names, m.pids, m.start = append(m.names, n), append(m.pids, procs[n]), append(m.start, t)
+		}
+	}
+	return m
+}
+
+// since returns each process's CPU time since the meter began, shared over n decisions.
+func (m *cpuMeter) since(n int) cpuShare {
+	share := cpuShare{n: max(n, 1)}
+	for i, pid := range m.pids {
+		t, _ := cpuTime(pid)
+		share.names = append(share.names, m.names[i])
+		share.used = append(share.used, max(t-m.start[i], 0))
+	}
+	return share
+}
+
+// cpuShare is the CPU time processes used for n decisions.
+type cpuShare struct {
+	n     int
+	names []string
+	used  []time.Duration
+}
+
+func (s cpuShare) per(d time.Duration) float64 {
+	return float64(d.Microseconds()) / 1000 / float64(s.n)
+}
+
+// String reads "6.1 ms (kube-apiserver 4.3, etcd 0.9, ...)".
+func (s cpuShare) String() string {
+	var total time.Duration
+	parts := make([]string, len(s.names))
+	for i, d := range s.used {
+		total += d
+		parts[i] = fmt.Sprintf("%s %.2f", s.names[i], s.per(d))
+	}
+	return fmt.Sprintf("%.2f ms (%s)", s.per(total), strings.Join(parts, ", "))
+}

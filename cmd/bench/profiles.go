@@ -1,0 +1,48 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+)
+
+// profile captures CPU profiles of the API server and of every kube2fa process serving pprof, for the
+// given time, into the -profiles directory as <run>.<process>.pprof; it does nothing without -profiles.
+// The returned function waits for the profiles to be written.
+func (b *bench) profile(run string, d time.Duration) (wait func()) {
+	if b.c.profiles == "" {
+		return func() {}
+	}
+	seconds := fmt.Sprint(max(int(d.Seconds()), 1))
+	var wg sync.WaitGroup
+	save := func(process string, fetch func() ([]byte, error)) {
+		wg.Go(func() {
+			raw, err := fetch()
+			if err == nil {
+				err = os.WriteFile(filepath.Join(b.c.profiles, run+"."+process+".pprof"), raw, 0o644)
+			}
+			if err != nil {
+				fmt.Printf("    profiling %s during %s: %v\n", process, run, err)
+			}
+		})
+	}
+	save("kube-apiserver", func() ([]byte, error) {
+		return b.metrics.Get().AbsPath("/debug/pprof/profile").Param("seconds", seconds).DoRaw(context.Background())
+	})
+	for process, addr := range b.pprof {
+		save(process, func() ([]byte, error) {
+			res, err := http.Get("http://" + addr + "/debug/pprof/profile?seconds=" + seconds)
+			if err != nil {
+				return nil, err
+			}
+			defer res.Body.Close()
+			return io.ReadAll(res.Body)
+		})
+	}
+	return wg.Wait
+}
