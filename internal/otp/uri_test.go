@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	potp "github.com/pquerna/otp"
+
 	"github.com/kube2fa/kube2fa/api/v1alpha1"
 )
 
@@ -123,6 +125,53 @@ func TestQRPNGHasTheRequestedSize(t *testing.T) {
 		}
 		if dark == 0 || dark == size*size {
 			t.Errorf("size %d: %d of %d pixels dark, want a black-and-white code", size, dark, size*size)
+		}
+	}
+}
+
+// TestQRPNGDrawsWhatPquernaDraws: the direct rendering is pixel for pixel the image pquerna/otp's
+// Key.Image gives, in two colours, at sizes that scale by 1 to 12 and leave margins of every parity.
+func TestQRPNGDrawsWhatPquernaDraws(t *testing.T) {
+	short, err := ProvisioningURI(totpParams(v1alpha1.AlgorithmSHA1, 6), "Acme", "alice@example.com", seed20, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	long, err := ProvisioningURI(Params{Method: v1alpha1.MethodHOTP, Algorithm: v1alpha1.AlgorithmSHA512, Digits: 8},
+		"A very long issuer name",
+		strings.Repeat("someone", 12)+"@example.com", seed64, 12345)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, uri := range []string{short, long} {
+		for _, size := range []int{57, 64, 100, 128, 200, 256, 301, 512} {
+			key, err := potp.NewKeyFromURL(uri)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, wantErr := key.Image(size, size)
+			data, err := QRPNG(uri, size)
+			if (err != nil) != (wantErr != nil) {
+				t.Fatalf("size %d: error %v, pquerna's %v", size, err, wantErr)
+			}
+			if err != nil {
+				continue // too small for this code, for both
+			}
+			got, err := png.Decode(bytes.NewReader(data))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Bounds() != want.Bounds() {
+				t.Fatalf("size %d: bounds %v, pquerna %v", size, got.Bounds(), want.Bounds())
+			}
+			for y := range size {
+				for x := range size {
+					g, _, _, _ := got.At(x, y).RGBA()
+					w, _, _, _ := want.At(x, y).RGBA()
+					if (g < 0x8000) != (w < 0x8000) {
+						t.Fatalf("size %d: pixel (%d,%d) differs from pquerna's", size, x, y)
+					}
+				}
+			}
 		}
 	}
 }
