@@ -103,6 +103,8 @@ type parsedPolicy struct {
 }
 
 type parsedKey struct {
+	// owner is the enrollment that controls the Secret the key was read from.
+	owner  types.UID
 	params otp.Params
 	key    []byte
 }
@@ -296,10 +298,11 @@ func (v *Verifier) resolvedPolicy(ctx context.Context) (v1alpha1.ResolvedPolicy,
 }
 
 // enrollment returns the user's enrollment under the policy (the oldest, as the manager decides for
-// duplicates), or nil.
+// duplicates), or nil. The enrollment is the cache's own object, shared: callers copy before changing it.
 func (v *Verifier) enrollment(ctx context.Context, user string) (*v1alpha1.UserEnrollment, error) {
 	var list v1alpha1.UserEnrollmentList
-	if err := v.Cache.List(ctx, &list, client.InNamespace(v.Namespace), client.MatchingFields{IndexUser: user}); err != nil {
+	if err := v.Cache.List(ctx, &list, client.InNamespace(v.Namespace), client.MatchingFields{IndexUser: user},
+		client.UnsafeDisableDeepCopy); err != nil {
 		return nil, unavailable("reading enrollments failed: %v", apiReason(err))
 	}
 	var found *v1alpha1.UserEnrollment
@@ -321,21 +324,30 @@ func (v *Verifier) enrollment(ctx context.Context, user string) (*v1alpha1.UserE
 
 // key returns the key and parameters of e's Secret, which must be the Secret its state belongs to.
 func (v *Verifier) key(ctx context.Context, e *v1alpha1.UserEnrollment) (otp.Params, []byte, error) {
+	// A key read before from this very Secret for this very enrollment needs no cache read: the Secret is
+	// immutable, and ForgetKey drops its key when it is deleted.
+	if k, ok := v.keys.Load(types.UID(e.Status.SecretUID)); ok && k.(parsedKey).owner == e.UID {
+		return k.(parsedKey).params, k.(parsedKey).key, nil
+	}
+	name := client.ObjectKey{Namespace: e.Namespace, Name: render.SecretName(e.Name)}
 	s := &corev1.Secret{}
-	if err := v.Cache.Get(ctx, client.ObjectKey{Namespace: e.Namespace, Name: render.SecretName(e.Name)}, s); err != nil {
+	if err := v.Cache.Get(ctx, name, s, client.UnsafeDisableDeepCopy); err != nil {
 		return otp.Params{}, nil, unavailable("the enrollment's key is not available: %v", apiReason(err))
 	}
 	if string(s.UID) != e.Status.SecretUID || !metav1.IsControlledBy(s, e) {
 		return otp.Params{}, nil, unavailable("the enrollment's key is being replaced; retry")
 	}
-	if k, ok := v.keys.Load(s.UID); ok {
-		return k.(parsedKey).params, k.(parsedKey).key, nil
-	}
 	params, key, err := render.ParseOTPSecret(s)
 	if err != nil {
 		return otp.Params{}, nil, unavailable("the enrollment's key cannot be read: %v", err)
 	}
-	v.keys.Store(s.UID, parsedKey{params: params, key: key})
+	v.keys.Store(s.UID, parsedKey{owner: e.UID, params: params, key: key})
+	// The Secret may have been deleted since it was read, and its ForgetKey run before the Store: the cache
+	// drops a Secret before it tells ForgetKey, so one more look settles it.
+	if err := v.Cache.Get(ctx, name, s, client.UnsafeDisableDeepCopy); err != nil || string(s.UID) != e.Status.SecretUID {
+		v.keys.Delete(types.UID(e.Status.SecretUID))
+		return otp.Params{}, nil, unavailable("the enrollment's key is being replaced; retry")
+	}
 	return params, key, nil
 }
 

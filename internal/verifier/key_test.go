@@ -1,0 +1,105 @@
+package verifier
+
+import (
+	"context"
+	"crypto/rand"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+
+	"github.com/kube2fa/kube2fa/api/v1alpha1"
+	"github.com/kube2fa/kube2fa/internal/render"
+)
+
+// keyFixture is an enrollment with its key Secret, in a fake cache whose Gets can be intercepted.
+func keyFixture(t *testing.T, get func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error) (*Verifier, *v1alpha1.UserEnrollment, *corev1.Secret, client.Client) {
+	t.Helper()
+	scheme := runtime.NewScheme()
+	if err := corev1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	if err := v1alpha1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	e := &v1alpha1.UserEnrollment{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "alice", UID: "enrollment-1"},
+		Spec: v1alpha1.UserEnrollmentSpec{PolicyRef: v1alpha1.PolicyReference{Name: "webapp"}, User: "alice"}}
+	p := render.ParamsFor((&v1alpha1.TwoFactorPolicy{}).Resolve(), v1alpha1.MethodTOTP)
+	k := make([]byte, 20)
+	_, _ = rand.Read(k)
+	s, err := render.OTPSecret(e, p, "webapp", k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.UID = "secret-1"
+	e.Status.SecretUID = string(s.UID)
+	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(s).WithInterceptorFuncs(interceptor.Funcs{Get: get}).Build()
+	return &Verifier{Namespace: "ns", Policy: "webapp", Cache: c}, e, s, c
+}
+
+func TestAKeyIsReadOnceAndForgottenWithItsSecret(t *testing.T) {
+	gets := 0
+	v, e, s, c := keyFixture(t, func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+		gets++
+		return c.Get(ctx, key, obj, opts...)
+	})
+	ctx := context.Background()
+	_, first, err := v.key(ctx, e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readsForFirst := gets
+	_, again, err := v.key(ctx, e)
+	if err != nil || string(again) != string(first) {
+		t.Fatalf("second read: %v", err)
+	}
+	if gets != readsForFirst {
+		t.Errorf("a known key was read from the cache again (%d reads, then %d)", readsForFirst, gets)
+	}
+
+	// Another enrollment naming the same Secret UID does not get the key.
+	other := e.DeepCopy()
+	other.UID = "enrollment-2"
+	if _, _, err := v.key(ctx, other); err == nil {
+		t.Error("an enrollment that does not control the Secret got its key")
+	}
+
+	// The Secret is deleted and the cache says so: the key is never used again.
+	if err := c.Delete(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	v.ForgetKey(s.UID)
+	if _, _, err := v.key(ctx, e); err == nil {
+		t.Error("the key of a deleted Secret was used")
+	}
+}
+
+// TestAKeyDeletedWhileBeingReadIsNotKept: the Secret is deleted, and ForgetKey runs, between the verifier's
+// read of it and its keeping the parsed key; the key must not be kept.
+func TestAKeyDeletedWhileBeingReadIsNotKept(t *testing.T) {
+	var v *Verifier
+	var s *corev1.Secret
+	gets := 0
+	v, e, s, _ := keyFixture(t, func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+		gets++
+		err := c.Get(ctx, key, obj, opts...)
+		if gets == 1 { // the read the key is parsed from; the deletion and its ForgetKey follow at once
+			if err := c.Delete(ctx, s); err != nil {
+				t.Fatal(err)
+			}
+			v.ForgetKey(s.UID)
+		}
+		return err
+	})
+	ctx := context.Background()
+	if _, _, err := v.key(ctx, e); err == nil {
+		t.Error("a key whose Secret was deleted while it was read was used")
+	}
+	if _, ok := v.keys.Load(s.UID); ok {
+		t.Error("a key whose Secret was deleted while it was read was kept")
+	}
+}
