@@ -94,6 +94,9 @@ func (b *bench) requests() (map[string]float64, error) {
 			key += "/" + l["subresource"]
 		}
 		out[key] += m.GetCounter().GetValue()
+		if l["code"] == "409" {
+			out["conflict "+key] += m.GetCounter().GetValue()
+		}
 	}
 	return out, nil
 }
@@ -111,7 +114,7 @@ func diff(after, before map[string]float64) map[string]float64 {
 func writes(d map[string]float64) float64 {
 	var n float64
 	for k, v := range d {
-		switch strings.SplitN(k, " ", 2)[0] {
+		switch strings.SplitN(k, " ", 2)[0] { // "conflict ..." keys count again what is counted already
 		case "POST", "PUT", "PATCH", "DELETE":
 			n += v
 		}
@@ -179,6 +182,7 @@ func (b *bench) reconcileBurst(ctx context.Context, t *table) error {
 	if err != nil {
 		return err
 	}
+	b.settle()
 	before, err := b.requests()
 	if err != nil {
 		return err
@@ -237,6 +241,7 @@ func (b *bench) reconcileCeiling(ctx context.Context) (time.Duration, error) {
 		return 0, err
 	}
 	params := render.ParamsFor((&v1alpha1.TwoFactorPolicy{}).Resolve(), v1alpha1.MethodTOTP)
+	b.settle()
 	return parallel(b.c.n, b.c.reconcilers, func(i int) error {
 		e := enrollment(ns, i, "")
 		if err := b.client.Create(ctx, e); err != nil {

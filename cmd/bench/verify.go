@@ -46,8 +46,11 @@ type runResult struct {
 	latencies []time.Duration
 	writes    float64
 	errors    int
-	// cpu is where the CPU went, per decision.
-	cpu cpuShare
+	// cpu is where the CPU went, per decision; fsync etcd's WAL fsync latency during the run.
+	cpu   cpuShare
+	fsync string
+	// conflicts counts the status writes the API server refused with 409 (a decision's retry).
+	conflicts float64
 }
 
 func (r runResult) pct(p float64) time.Duration {
@@ -93,7 +96,7 @@ func (b *bench) verification(ctx context.Context, t *table) error {
 	t.add(fmt.Sprintf("Verification, 1 verifier, %d clients, valid codes", c), fmt.Sprintf("%.0f /s", one.rate), one.summary())
 	t.add("Ceiling: raw status updates of the same enrollments", fmt.Sprintf("%.0f /s", ceiling.rate), ceiling.summary())
 	t.add("Verification ratio to the ceiling", fmt.Sprintf("%.2f", one.rate/ceiling.rate), "bar: >= 0.8")
-	t.add("API writes per decision", fmt.Sprintf("%.3f", one.writes), "must be 1.0")
+	t.add("API writes per decision", fmt.Sprintf("%.3f", one.writes), fmt.Sprintf("must be 1.0; %.0f refused with a conflict", one.conflicts))
 	t.add("CPU per decision, 1 verifier (all processes)", one.cpu.String(), "ceiling: "+ceiling.cpu.String())
 
 	bv, err := b.startVerifier(ctx, ns, "verifier-b")
@@ -121,7 +124,7 @@ func (b *bench) verification(ctx context.Context, t *table) error {
 		return err
 	}
 	t.add(fmt.Sprintf("Latency at half the maximum (%.0f /s offered, 1 verifier)", half), "p99 "+ms(moderate.pct(.99)),
-		fmt.Sprintf("p50 %v; bar: p99 <= 25ms", ms(moderate.pct(.50))))
+		fmt.Sprintf("p50 %v; bar: p99 <= 25ms; %s", ms(moderate.pct(.50)), moderate.fsync))
 	if err := b.stopVerifier(a); err != nil {
 		return err
 	}
@@ -130,7 +133,8 @@ func (b *bench) verification(ctx context.Context, t *table) error {
 		return err
 	}
 	t.add("Ceiling latency at the same offered rate (raw status updates)", "p99 "+ms(ceilHalf.pct(.99)),
-		fmt.Sprintf("p50 %v: what the API server and etcd take for the one write a decision needs", ms(ceilHalf.pct(.50))))
+		fmt.Sprintf("p50 %v: what the API server and etcd take for the one write a decision needs; %s",
+			ms(ceilHalf.pct(.50)), ceilHalf.fsync))
 	if one.errors+two.errors+mixed.errors+moderate.errors > 0 {
 		t.add("Requests answered other than accepted/rejected", fmt.Sprint(one.errors+two.errors+mixed.errors+moderate.errors), "should be 0")
 	}
@@ -266,7 +270,8 @@ func (b *bench) load(ctx context.Context, run string, users []*user, urls []stri
 	if err != nil {
 		return runResult{}, err
 	}
-	cpu := b.cpuMeter()
+	b.settle()
+	cpu, fsyncs := b.cpuMeter(), b.fsyncs()
 	defer b.profile(run, b.c.duration)()
 	res := b.drive(c, rate, func(w, i int) bool {
 		u := mine[w][i%len(mine[w])]
@@ -290,13 +295,16 @@ func (b *bench) load(ctx context.Context, run string, users []*user, urls []stri
 		}
 		return false
 	})
-	res.cpu = cpu.since(res.decisions)
-	fmt.Printf("    %s: %.0f /s, %s; CPU per decision %v\n", run, res.rate, res.summary(), res.cpu)
+	res.cpu, res.fsync = cpu.since(res.decisions), fsyncs()
+	fmt.Printf("    %s: %.0f /s, %s; %s; CPU per decision %v\n", run, res.rate, res.summary(), res.fsync, res.cpu)
 	after, err := b.requests()
 	if err != nil {
 		return res, err
 	}
-	res.writes = diff(after, before)["PUT userenrollments/status"] / float64(max(res.decisions, 1))
+	d := diff(after, before)
+	res.writes = d["PUT userenrollments/status"] / float64(max(res.decisions, 1))
+	res.conflicts = d["conflict PUT userenrollments/status"]
+
 	return res, nil
 }
 
@@ -317,7 +325,8 @@ func (b *bench) statusCeiling(ctx context.Context, run, ns string, users []*user
 		e.ManagedFields = nil // as the verifier sends them (its cache drops them): the server keeps its own
 		current[u.name] = e
 	}
-	cpu := b.cpuMeter()
+	b.settle()
+	cpu, fsyncs := b.cpuMeter(), b.fsyncs()
 	defer b.profile(run, b.c.duration)()
 	res := b.drive(c, rate, func(w, i int) bool {
 		u := mine[w][i%len(mine[w])]
@@ -330,8 +339,8 @@ func (b *bench) statusCeiling(ctx context.Context, run, ns string, users []*user
 		u.counter++
 		return true
 	})
-	res.cpu = cpu.since(res.decisions)
-	fmt.Printf("    %s: %.0f /s, %s; CPU per decision %v\n", run, res.rate, res.summary(), res.cpu)
+	res.cpu, res.fsync = cpu.since(res.decisions), fsyncs()
+	fmt.Printf("    %s: %.0f /s, %s; %s; CPU per decision %v\n", run, res.rate, res.summary(), res.fsync, res.cpu)
 	return res, nil
 }
 

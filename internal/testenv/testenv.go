@@ -171,6 +171,9 @@ func (e *Env) Stop() error {
 	return errors.Join(errs...)
 }
 
+// EtcdURL is etcd's client URL, which also serves its /metrics.
+func (e *Env) EtcdURL() string { return e.env.ControlPlane.Etcd.URL.String() }
+
 // UserConfig returns a client configuration for a new user with no permissions at all, to prove that the
 // permissions a test grants (a Role from config/rbac, say) are enough.
 func (e *Env) UserConfig(name string) (*rest.Config, error) {
