@@ -205,6 +205,7 @@ func (b *bench) reconcileBurst(ctx context.Context, t *table) error {
 	perEnrollment := (writes(d) - float64(n)) / float64(n) // minus the benchmark's own N creates
 	hwm, rss := procMemory(b.manager.PID())
 	heap := heapAfterGC("http://" + b.pprof["manager"])
+	b.saveHeapProfile("burst", "manager")
 	if err := b.stopManager(); err != nil {
 		return err
 	}

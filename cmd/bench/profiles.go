@@ -46,3 +46,21 @@ func (b *bench) profile(run string, d time.Duration) (wait func()) {
 	}
 	return wg.Wait
 }
+
+// saveHeapProfile writes process's heap profile into the -profiles directory as <run>.<process>.heap.pprof.
+func (b *bench) saveHeapProfile(run, process string) {
+	if b.c.profiles == "" {
+		return
+	}
+	res, err := http.Get("http://" + b.pprof[process] + "/debug/pprof/heap")
+	if err == nil {
+		defer res.Body.Close()
+		var raw []byte
+		if raw, err = io.ReadAll(res.Body); err == nil {
+			err = os.WriteFile(filepath.Join(b.c.profiles, run+"."+process+".heap.pprof"), raw, 0o644)
+		}
+	}
+	if err != nil {
+		fmt.Printf("    heap profile of %s: %v\n", process, err)
+	}
+}
