@@ -6,8 +6,6 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -348,12 +346,10 @@ func procMemory(pid int) (peak, current uint64) {
 
 // heapAfterGC forces a GC through pprof and returns HeapInuse.
 func heapAfterGC(pprof string) uint64 {
-	res, err := http.Get(pprof + "/debug/pprof/heap?gc=1&debug=1")
+	raw, err := fetch(pprof + "/debug/pprof/heap?gc=1&debug=1")
 	if err != nil {
 		return 0
 	}
-	defer res.Body.Close()
-	raw, _ := io.ReadAll(res.Body)
 	for _, line := range strings.Split(string(raw), "\n") {
 		if v, ok := strings.CutPrefix(line, "# HeapInuse = "); ok {
 			n, _ := strconv.ParseUint(strings.TrimSpace(v), 10, 64)

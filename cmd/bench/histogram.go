@@ -3,9 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
-	"io"
 	"math"
-	"net/http"
 	"time"
 
 	"github.com/prometheus/common/expfmt"
@@ -21,12 +19,7 @@ type histogram struct {
 
 // scrapeHistogram reads the histogram name from the Prometheus text at url.
 func scrapeHistogram(url, name string) (histogram, error) {
-	res, err := http.Get(url)
-	if err != nil {
-		return histogram{}, err
-	}
-	defer res.Body.Close()
-	raw, err := io.ReadAll(res.Body)
+	raw, err := fetch(url)
 	if err != nil {
 		return histogram{}, err
 	}

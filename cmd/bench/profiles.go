@@ -35,14 +35,7 @@ func (b *bench) profile(run string, d time.Duration) (wait func()) {
 		return b.metrics.Get().AbsPath("/debug/pprof/profile").Param("seconds", seconds).DoRaw(context.Background())
 	})
 	for process, addr := range b.pprof {
-		save(process, func() ([]byte, error) {
-			res, err := http.Get("http://" + addr + "/debug/pprof/profile?seconds=" + seconds)
-			if err != nil {
-				return nil, err
-			}
-			defer res.Body.Close()
-			return io.ReadAll(res.Body)
-		})
+		save(process, func() ([]byte, error) { return fetch("http://" + addr + "/debug/pprof/profile?seconds=" + seconds) })
 	}
 	return wg.Wait
 }
@@ -52,15 +45,24 @@ func (b *bench) saveHeapProfile(run, process string) {
 	if b.c.profiles == "" {
 		return
 	}
-	res, err := http.Get("http://" + b.pprof[process] + "/debug/pprof/heap")
+	raw, err := fetch("http://" + b.pprof[process] + "/debug/pprof/heap")
 	if err == nil {
-		defer res.Body.Close()
-		var raw []byte
-		if raw, err = io.ReadAll(res.Body); err == nil {
-			err = os.WriteFile(filepath.Join(b.c.profiles, run+"."+process+".heap.pprof"), raw, 0o644)
-		}
+		err = os.WriteFile(filepath.Join(b.c.profiles, run+"."+process+".heap.pprof"), raw, 0o644)
 	}
 	if err != nil {
 		fmt.Printf("    heap profile of %s: %v\n", process, err)
 	}
+}
+
+// fetch returns the body of a GET of url, which must answer 200.
+func fetch(url string) ([]byte, error) {
+	res, err := http.Get(url)
+	if err != nil {
+		return nil, err
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s: %s", url, res.Status)
+	}
+	return io.ReadAll(res.Body)
 }

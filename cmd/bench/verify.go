@@ -255,26 +255,16 @@ func (b *bench) drive(c int, rate float64, do func(w, i int) bool) runResult {
 	return res
 }
 
-// load runs the clients against the verifiers. Each client owns a disjoint set of users, so no two
-// requests in flight are for one user; a fraction wrong of the codes are wrong.
+// load runs the clients against the verifiers; a fraction wrong of the codes are wrong.
 func (b *bench) load(ctx context.Context, run string, users []*user, urls []string, wrong float64, rate float64) (runResult, error) {
-	c := b.c.clients
-	tr := &http.Transport{MaxIdleConnsPerHost: c * 2}
+	tr := &http.Transport{MaxIdleConnsPerHost: b.c.clients * 2}
 	hc := &http.Client{Transport: tr, Timeout: 10 * time.Second}
 	defer tr.CloseIdleConnections()
-	mine := make([][]*user, c)
-	for i, u := range users {
-		mine[i%c] = append(mine[i%c], u)
-	}
 	before, err := b.requests()
 	if err != nil {
 		return runResult{}, err
 	}
-	b.settle()
-	cpu, fsyncs := b.cpuMeter(), b.fsyncs()
-	defer b.profile(run, b.c.duration)()
-	res := b.drive(c, rate, func(w, i int) bool {
-		u := mine[w][i%len(mine[w])]
+	res := b.measure(run, users, rate, func(u *user, w, i int) bool {
 		code, bad := u.code(), wrong > 0 && i%int(1/wrong) == 0
 		if bad {
 			code = "00000000"[:len(code)]
@@ -295,8 +285,6 @@ func (b *bench) load(ctx context.Context, run string, users []*user, urls []stri
 		}
 		return false
 	})
-	res.cpu, res.fsync = cpu.since(res.decisions), fsyncs()
-	fmt.Printf("    %s: %.0f /s, %s; %s; CPU per decision %v\n", run, res.rate, res.summary(), res.fsync, res.cpu)
 	after, err := b.requests()
 	if err != nil {
 		return res, err
@@ -304,7 +292,6 @@ func (b *bench) load(ctx context.Context, run string, users []*user, urls []stri
 	d := diff(after, before)
 	res.writes = d["PUT userenrollments/status"] / float64(max(res.decisions, 1))
 	res.conflicts = d["conflict PUT userenrollments/status"]
-
 	return res, nil
 }
 
@@ -313,11 +300,8 @@ func (b *bench) load(ctx context.Context, run string, users []*user, urls []stri
 // or at rate. It writes as the verifier's field manager, so the enrollments stay exactly as the verifier
 // leaves them, and it advances each user's counter as a decision would.
 func (b *bench) statusCeiling(ctx context.Context, run, ns string, users []*user, rate float64) (runResult, error) {
-	c := b.c.clients
-	mine := make([][]*user, c)
 	current := map[string]*v1alpha1.UserEnrollment{}
-	for i, u := range users {
-		mine[i%c] = append(mine[i%c], u)
+	for _, u := range users {
 		e := &v1alpha1.UserEnrollment{}
 		if err := b.client.Get(ctx, client.ObjectKey{Namespace: ns, Name: u.name}, e); err != nil {
 			return runResult{}, err
@@ -325,11 +309,7 @@ func (b *bench) statusCeiling(ctx context.Context, run, ns string, users []*user
 		e.ManagedFields = nil // as the verifier sends them (its cache drops them): the server keeps its own
 		current[u.name] = e
 	}
-	b.settle()
-	cpu, fsyncs := b.cpuMeter(), b.fsyncs()
-	defer b.profile(run, b.c.duration)()
-	res := b.drive(c, rate, func(w, i int) bool {
-		u := mine[w][i%len(mine[w])]
+	return b.measure(run, users, rate, func(u *user, _, _ int) bool {
 		e := current[u.name]
 		e.Status.HOTPCounter = ptrTo(int64(u.counter) + 1)
 		e.Status.LastSuccessAt = &metav1.Time{Time: time.Now().Truncate(time.Second)}
@@ -338,10 +318,27 @@ func (b *bench) statusCeiling(ctx context.Context, run, ns string, users []*user
 		}
 		u.counter++
 		return true
-	})
+	}), nil
+}
+
+// measure drives one run, verification or ceiling alike: the clients split the users between them (each
+// client owns a disjoint set, so no two requests in flight are for one user) and call do for each request.
+// The run starts once the control plane is idle, and its result carries the CPU per decision and etcd's
+// fsync latency; with -profiles, CPU profiles are taken meanwhile.
+func (b *bench) measure(run string, users []*user, rate float64, do func(u *user, w, i int) bool) runResult {
+	c := b.c.clients
+	mine := make([][]*user, c)
+	for i, u := range users {
+		mine[i%c] = append(mine[i%c], u)
+	}
+	b.settle()
+	cpu, fsyncs := b.cpuMeter(), b.fsyncs()
+	profiled := b.profile(run, b.c.duration)
+	res := b.drive(c, rate, func(w, i int) bool { return do(mine[w][i%len(mine[w])], w, i) })
 	res.cpu, res.fsync = cpu.since(res.decisions), fsyncs()
+	profiled()
 	fmt.Printf("    %s: %.0f /s, %s; %s; CPU per decision %v\n", run, res.rate, res.summary(), res.fsync, res.cpu)
-	return res, nil
+	return res
 }
 
 // verifierFieldOwner is the field manager the verifier's writes carry (client-go's default: the binary's

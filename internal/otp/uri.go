@@ -121,9 +121,8 @@ func scaled(code barcode.Barcode, size int) (*image.Paletted, error) {
 		row := img.Pix[top : top+img.Stride]
 		for x := range dim {
 			if c := uint8(img.Palette.Index(code.At(x, y))); c != white {
-				start := offset + x*factor
-				for i := range row[start : start+factor] {
-					row[start+i] = c
+				for i := offset + x*factor; i < offset+(x+1)*factor; i++ {
+					row[i] = c
 				}
 			}
 		}
