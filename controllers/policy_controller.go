@@ -13,11 +13,13 @@ import (
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/kube2fa/kube2fa/api/v1alpha1"
@@ -118,7 +120,9 @@ func (r *PolicyReconciler) applyConfigMap(ctx context.Context, p *v1alpha1.TwoFa
 func (r *PolicyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("twofactorpolicy").
-		For(&v1alpha1.TwoFactorPolicy{}).
+		// Not on status updates: the reconciler writes the status itself, and at each write a burst of
+		// enrollments would otherwise recount them all again at once, not once per CountsDelay.
+		For(&v1alpha1.TwoFactorPolicy{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Owns(&corev1.ConfigMap{}).
 		Watches(&v1alpha1.UserEnrollment{}, r.countsHandler()).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrentReconciles}).
