@@ -203,12 +203,12 @@ func secretMeta() *metav1.PartialObjectMetadata {
 
 // olderDuplicate returns the name of an older enrollment of the same user under the same policy, if any.
 func (r *EnrollmentReconciler) olderDuplicate(ctx context.Context, e *v1alpha1.UserEnrollment) (string, error) {
-	var list v1alpha1.UserEnrollmentList
-	if err := r.List(ctx, &list, client.InNamespace(e.Namespace), client.MatchingFields{IndexPolicyUser: policyUserKey(e)}); err != nil {
+	items, err := enrollmentsOfUser(ctx, r, e)
+	if err != nil {
 		return "", fmt.Errorf("listing userenrollments: %w", err)
 	}
-	for i := range list.Items {
-		o := &list.Items[i]
+	for i := range items {
+		o := &items[i]
 		if o.UID != e.UID && o.DeletionTimestamp.IsZero() && olderThan(o, e) {
 			return o.Name, nil
 		}
@@ -282,11 +282,10 @@ func (r *EnrollmentReconciler) enrollmentsOfPolicy(ctx context.Context, o client
 }
 
 func (r *EnrollmentReconciler) sameUser(ctx context.Context, o client.Object) []reconcile.Request {
-	var list v1alpha1.UserEnrollmentList
-	if err := r.List(ctx, &list, client.InNamespace(o.GetNamespace()),
-		client.MatchingFields{IndexPolicyUser: policyUserKey(o.(*v1alpha1.UserEnrollment))}); err != nil {
+	items, err := enrollmentsOfUser(ctx, r, o.(*v1alpha1.UserEnrollment))
+	if err != nil {
 		logf.FromContext(ctx).Error(err, "Failed to list userenrollments of user", "userenrollment", klog.KObj(o))
 		return nil
 	}
-	return requestsFor(list.Items)
+	return requestsFor(items)
 }
