@@ -213,8 +213,10 @@ func (b *bench) reconcileBurst(ctx context.Context, t *table) error {
 		return fmt.Errorf("ceiling: %w", err)
 	}
 	// The verification runs need the manager again; the ceiling's enrollments give it nothing to write.
-	if err := b.startManager(ctx); err != nil {
-		return err
+	if !b.c.burstOnly {
+		if err := b.startManager(ctx); err != nil {
+			return err
+		}
 	}
 
 	ceilRate, rate := float64(n)/ceiling.Seconds(), float64(n)/took.Seconds()

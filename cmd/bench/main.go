@@ -23,6 +23,7 @@ type config struct {
 	duration                time.Duration
 	manager, verifier, out  string
 	profiles                string
+	burstOnly               bool
 }
 
 func main() {
@@ -36,6 +37,7 @@ func main() {
 	flag.StringVar(&c.verifier, "verifier", filepath.Join(root, "bin", "verifier"), "Verifier binary.")
 	flag.StringVar(&c.out, "out", filepath.Join(root, "bench", "results", "latest.md"), "Where the table is written too.")
 	flag.StringVar(&c.profiles, "profiles", "", "Directory to write CPU profiles of the API server, the manager and the verifiers to, taken during each verification run.")
+	flag.BoolVar(&c.burstOnly, "burst-only", false, "Measure only the reconcile burst and the manager's memory, not verification.")
 	flag.Parse()
 	if err := run(c); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -93,9 +95,11 @@ func run(c config) error {
 	if err := b.reconcileBurst(ctx, &t); err != nil {
 		return fmt.Errorf("reconcile burst: %w", err)
 	}
-	fmt.Printf("Verification with %d clients ...\n", c.clients)
-	if err := b.verification(ctx, &t); err != nil {
-		return fmt.Errorf("verification: %w", err)
+	if !c.burstOnly {
+		fmt.Printf("Verification with %d clients ...\n", c.clients)
+		if err := b.verification(ctx, &t); err != nil {
+			return fmt.Errorf("verification: %w", err)
+		}
 	}
 
 	header := fmt.Sprintf("# kube2fa benchmark\n\n%s; %d CPUs; %s; %s; etcd with fsync on (production setting).\n"+
