@@ -295,28 +295,68 @@ func breakdown(d map[string]float64, n int) string {
 	return strings.Join(parts, ", ")
 }
 
-// watchReady reports on the returned channel once n enrollments in ns are Ready.
+// watchReady reports on the returned channel once n enrollments in ns are Ready. The API server closes a
+// watch that falls behind a burst; the watch then resumes where it stopped, or from a fresh list when
+// that point has been compacted away.
 func (b *bench) watchReady(ctx context.Context, ns string, n int) (<-chan struct{}, error) {
-	w, err := b.client.Watch(ctx, &v1alpha1.UserEnrollmentList{}, client.InNamespace(ns))
+	ready := map[string]bool{}
+	see := func(e *v1alpha1.UserEnrollment) {
+		if meta.IsStatusConditionTrue(e.Status.Conditions, v1alpha1.ConditionReady) {
+			ready[e.Name] = true
+		}
+	}
+	list := func() (string, error) {
+		var l v1alpha1.UserEnrollmentList
+		if err := b.client.List(ctx, &l, client.InNamespace(ns)); err != nil {
+			return "", err
+		}
+		for i := range l.Items {
+			see(&l.Items[i])
+		}
+		return l.ResourceVersion, nil
+	}
+	rv, err := list()
 	if err != nil {
 		return nil, err
 	}
 	done := make(chan struct{})
 	go func() {
-		defer w.Stop()
-		ready := map[string]bool{}
-		for ev := range w.ResultChan() {
-			e, ok := ev.Object.(*v1alpha1.UserEnrollment)
-			if !ok || ev.Type == watch.Deleted {
+		for len(ready) < n && ctx.Err() == nil {
+			if rv == "" {
+				if rv, err = list(); err != nil {
+					fmt.Println("    listing enrollments:", err)
+					time.Sleep(time.Second) // back off while the API server cannot answer
+					continue
+				}
+			}
+			w, err := b.client.Watch(ctx, &v1alpha1.UserEnrollmentList{}, &client.ListOptions{Namespace: ns,
+				Raw: &metav1.ListOptions{ResourceVersion: rv, AllowWatchBookmarks: true}})
+			if err != nil {
+				fmt.Println("    watching enrollments:", err)
+				rv = ""
 				continue
 			}
-			if meta.IsStatusConditionTrue(e.Status.Conditions, v1alpha1.ConditionReady) {
-				ready[e.Name] = true
+			for ev := range w.ResultChan() {
+				if ev.Type == watch.Error {
+					rv = "" // most likely 410 Gone: list again
+					break
+				}
+				e, ok := ev.Object.(*v1alpha1.UserEnrollment)
+				if !ok {
+					continue
+				}
+				rv = e.ResourceVersion
+				if ev.Type != watch.Deleted && ev.Type != watch.Bookmark {
+					see(e)
+				}
+				if len(ready) == n {
+					break
+				}
 			}
-			if len(ready) == n {
-				close(done)
-				return
-			}
+			w.Stop()
+		}
+		if len(ready) == n {
+			close(done)
 		}
 	}()
 	return done, nil
