@@ -123,6 +123,13 @@ func OTPSecret(e *v1alpha1.UserEnrollment, p otp.Params, issuer string, key []by
 	}, nil
 }
 
+// DropEnrollmentMaterial removes from s what only enrollment shows (the provisioning URI and the QR code,
+// most of the Secret's size), leaving what ParseOTPSecret reads.
+func DropEnrollmentMaterial(s *corev1.Secret) {
+	delete(s.Data, SecretKeyURI)
+	delete(s.Data, SecretKeyQR)
+}
+
 // ParseOTPSecret returns the code parameters and the key of an enrollment Secret. Errors name the Secret
 // and the faulty field, never the key.
 func ParseOTPSecret(s *corev1.Secret) (otp.Params, []byte, error) {

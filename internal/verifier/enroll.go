@@ -142,11 +142,15 @@ func (v *Verifier) awaitKey(ctx context.Context, e *v1alpha1.UserEnrollment) (*v
 	return cur, nil
 }
 
-// material fills in the provisioning URI and QR code of a pending enrollment.
+// material fills in the provisioning URI and QR code of a pending enrollment. They are read from the API
+// server: the watch cache keeps only what verification needs, and enrollment is rare.
 func (v *Verifier) material(ctx context.Context, e *v1alpha1.UserEnrollment, out *Enrollment) error {
 	s := &corev1.Secret{}
-	if err := v.Cache.Get(ctx, client.ObjectKey{Namespace: e.Namespace, Name: render.SecretName(e.Name)}, s); err != nil {
+	if err := v.Client.Get(ctx, client.ObjectKey{Namespace: e.Namespace, Name: render.SecretName(e.Name)}, s); err != nil {
 		return unavailable("the enrollment's key is not available: %v", apiReason(err))
+	}
+	if string(s.UID) != e.Status.SecretUID {
+		return unavailable("the enrollment's key is being replaced; retry")
 	}
 	out.OTPAuthURI = string(s.Data[render.SecretKeyURI])
 	out.QRPNG = s.Data[render.SecretKeyQR]

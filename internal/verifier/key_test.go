@@ -103,3 +103,34 @@ func TestAKeyDeletedWhileBeingReadIsNotKept(t *testing.T) {
 		t.Error("a key whose Secret was deleted while it was read was kept")
 	}
 }
+
+func TestCachedSecretsKeepOnlyWhatVerificationReads(t *testing.T) {
+	e := &v1alpha1.UserEnrollment{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "alice", UID: "e1"},
+		Spec: v1alpha1.UserEnrollmentSpec{PolicyRef: v1alpha1.PolicyReference{Name: "webapp"}, User: "alice"}}
+	params := render.ParamsFor((&v1alpha1.TwoFactorPolicy{}).Resolve(), v1alpha1.MethodTOTP)
+	key := make([]byte, 20)
+	if _, err := rand.Read(key); err != nil {
+		t.Fatal(err)
+	}
+	s, err := render.OTPSecret(e, params, "webapp", key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "manager"}}
+	out, err := keyOnly(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cached := out.(*corev1.Secret)
+	for _, k := range []string{render.SecretKeyURI, render.SecretKeyQR} {
+		if _, kept := cached.Data[k]; kept {
+			t.Errorf("the cached Secret keeps %s", k)
+		}
+	}
+	if cached.ManagedFields != nil {
+		t.Error("the cached Secret keeps its managed fields")
+	}
+	if p, k, err := render.ParseOTPSecret(cached); err != nil || p != params || string(k) != string(key) {
+		t.Errorf("the cached Secret no longer parses: %+v, key ok %v, %v", p, string(k) == string(key), err)
+	}
+}

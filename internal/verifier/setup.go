@@ -49,7 +49,7 @@ func Start(ctx context.Context, cfg Config) (*Running, error) {
 		ByObject: map[client.Object]cache.ByObject{
 			&corev1.ConfigMap{}:        {Field: fields.OneTermEqualSelector("metadata.name", render.ConfigMapName(cfg.Policy)), Label: ours},
 			&v1alpha1.UserEnrollment{}: {Field: fields.OneTermEqualSelector("spec.policyRef.name", cfg.Policy)},
-			&corev1.Secret{}:           {Label: ours},
+			&corev1.Secret{}:           {Label: ours, Transform: keyOnly},
 		},
 	})
 	if err != nil {
@@ -123,6 +123,15 @@ func Start(ctx context.Context, cfg Config) (*Running, error) {
 	}
 	r.synced = true
 	return r, nil
+}
+
+// keyOnly keeps of a cached Secret what verification reads. Enrollment reads the rest from the API server.
+func keyOnly(o any) (any, error) {
+	o, err := cache.TransformStripManagedFields()(o)
+	if s, ok := o.(*corev1.Secret); ok {
+		render.DropEnrollmentMaterial(s)
+	}
+	return o, err
 }
 
 // Ready reports whether the caches are synced and the policy's ConfigMap is loaded.
