@@ -24,6 +24,7 @@ type config struct {
 	manager, verifier, out  string
 	profiles                string
 	burstOnly               bool
+	rounds                  int
 }
 
 func main() {
@@ -37,8 +38,13 @@ func main() {
 	flag.StringVar(&c.verifier, "verifier", filepath.Join(root, "bin", "verifier"), "Verifier binary.")
 	flag.StringVar(&c.out, "out", filepath.Join(root, "bench", "results", "latest.md"), "Where the table is written too.")
 	flag.StringVar(&c.profiles, "profiles", "", "Directory to write CPU profiles of the API server, the manager and the verifiers to, taken during each verification run.")
+	flag.IntVar(&c.rounds, "rounds", 3, "Rounds in which the verification ceiling and one verifier take turns; their medians are reported.")
 	flag.BoolVar(&c.burstOnly, "burst-only", false, "Measure only the reconcile burst and the manager's memory, not verification.")
 	flag.Parse()
+	if c.rounds < 1 {
+		fmt.Fprintln(os.Stderr, "bench: -rounds must be at least 1")
+		os.Exit(2)
+	}
 	if err := run(c); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
@@ -103,9 +109,9 @@ func run(c config) error {
 	}
 
 	header := fmt.Sprintf("# kube2fa benchmark\n\n%s; %d CPUs; %s; %s; etcd with fsync on (production setting).\n"+
-		"N=%d enrollments, C=%d clients, %d reconcilers, %v per verification run.\n",
+		"N=%d enrollments, C=%d clients, %d reconcilers, %v per verification run, %d rounds of ceiling and verifier.\n",
 		time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), version(filepath.Join(testenv.BinDir(), "kube-apiserver"), "--version"),
-		firstLine(version(filepath.Join(testenv.BinDir(), "etcd"), "--version")), c.n, c.clients, c.reconcilers, c.duration)
+		firstLine(version(filepath.Join(testenv.BinDir(), "etcd"), "--version")), c.n, c.clients, c.reconcilers, c.duration, c.rounds)
 	md := t.markdown(header)
 	if err := os.MkdirAll(filepath.Dir(c.out), 0o755); err != nil {
 		return err
