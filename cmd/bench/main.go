@@ -38,7 +38,7 @@ func main() {
 	flag.StringVar(&c.verifier, "verifier", filepath.Join(root, "bin", "verifier"), "Verifier binary.")
 	flag.StringVar(&c.out, "out", filepath.Join(root, "bench", "results", "latest.md"), "Where the table is written too.")
 	flag.StringVar(&c.profiles, "profiles", "", "Directory to write CPU profiles of the API server, the manager and the verifiers to, taken during each verification run.")
-	flag.IntVar(&c.rounds, "rounds", 3, "Rounds in which the verification ceiling and one verifier take turns; their medians are reported.")
+	flag.IntVar(&c.rounds, "rounds", 3, "Rounds in which the verification ceiling and one verifier take turns, after one warm-up round; their medians are reported.")
 	flag.BoolVar(&c.burstOnly, "burst-only", false, "Measure only the reconcile burst and the manager's memory, not verification.")
 	flag.Parse()
 	if c.rounds < 1 {
