@@ -203,7 +203,7 @@ func secretMeta() *metav1.PartialObjectMetadata {
 
 // olderDuplicate returns the name of an older enrollment of the same user under the same policy, if any.
 func (r *EnrollmentReconciler) olderDuplicate(ctx context.Context, e *v1alpha1.UserEnrollment) (string, error) {
-	items, err := enrollmentsOfUser(ctx, r, e)
+	items, err := indexedEnrollments(ctx, r, e.Namespace, IndexPolicyUser, policyUserKey(e))
 	if err != nil {
 		return "", fmt.Errorf("listing userenrollments: %w", err)
 	}
@@ -273,7 +273,7 @@ func needsManager(old, cur *v1alpha1.UserEnrollment) bool {
 }
 
 func (r *EnrollmentReconciler) enrollmentsOfPolicy(ctx context.Context, o client.Object) []reconcile.Request {
-	items, err := enrollmentsOf(ctx, r, o.GetNamespace(), o.GetName())
+	items, err := indexedEnrollments(ctx, r, o.GetNamespace(), IndexPolicy, o.GetName())
 	if err != nil {
 		logf.FromContext(ctx).Error(err, "Failed to list userenrollments of policy", "policy", klog.KObj(o))
 		return nil
@@ -282,7 +282,8 @@ func (r *EnrollmentReconciler) enrollmentsOfPolicy(ctx context.Context, o client
 }
 
 func (r *EnrollmentReconciler) sameUser(ctx context.Context, o client.Object) []reconcile.Request {
-	items, err := enrollmentsOfUser(ctx, r, o.(*v1alpha1.UserEnrollment))
+	e := o.(*v1alpha1.UserEnrollment)
+	items, err := indexedEnrollments(ctx, r, e.Namespace, IndexPolicyUser, policyUserKey(e))
 	if err != nil {
 		logf.FromContext(ctx).Error(err, "Failed to list userenrollments of user", "userenrollment", klog.KObj(o))
 		return nil

@@ -40,21 +40,12 @@ func policyUserKey(e *v1alpha1.UserEnrollment) string {
 	return e.Spec.PolicyRef.Name + "/" + e.Spec.User
 }
 
-// enrollmentsOf lists the enrollments of a policy from the cache. They are the cache's own objects, not
-// copies (a policy of 10,000 enrollments would otherwise copy them all at each recount): read, never change them.
-func enrollmentsOf(ctx context.Context, c client.Reader, namespace, policy string) ([]v1alpha1.UserEnrollment, error) {
+// indexedEnrollments lists from the cache the enrollments in namespace whose index holds value. They are
+// the cache's own objects, not copies (a policy of 10,000 enrollments would otherwise copy them all at each
+// recount): read them, never change them.
+func indexedEnrollments(ctx context.Context, c client.Reader, namespace, index, value string) ([]v1alpha1.UserEnrollment, error) {
 	var list v1alpha1.UserEnrollmentList
-	err := c.List(ctx, &list, client.InNamespace(namespace), client.MatchingFields{IndexPolicy: policy},
-		client.UnsafeDisableDeepCopy)
-	return list.Items, err
-}
-
-// enrollmentsOfUser lists the enrollments of user e.Spec.User under e's policy from the cache, uncopied
-// like enrollmentsOf.
-func enrollmentsOfUser(ctx context.Context, c client.Reader, e *v1alpha1.UserEnrollment) ([]v1alpha1.UserEnrollment, error) {
-	var list v1alpha1.UserEnrollmentList
-	err := c.List(ctx, &list, client.InNamespace(e.Namespace), client.MatchingFields{IndexPolicyUser: policyUserKey(e)},
-		client.UnsafeDisableDeepCopy)
+	err := c.List(ctx, &list, client.InNamespace(namespace), client.MatchingFields{index: value}, client.UnsafeDisableDeepCopy)
 	return list.Items, err
 }
 

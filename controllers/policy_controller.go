@@ -76,7 +76,7 @@ func (r *PolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ c
 	p.Status.VerifierConfigMap = name
 	p.Status.ObservedGeneration = p.Generation
 
-	items, err := enrollmentsOf(ctx, r, p.Namespace, p.Name)
+	items, err := indexedEnrollments(ctx, r, p.Namespace, IndexPolicy, p.Name)
 	if err != nil {
 		return ctrl.Result{}, fmt.Errorf("listing userenrollments: %w", err)
 	}
