@@ -26,7 +26,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
 	"github.com/kube2fa/kube2fa/api/v1alpha1"
-	"github.com/kube2fa/kube2fa/internal/lockout"
+	"github.com/kube2fa/kube2fa/internal/enrollment"
 	"github.com/kube2fa/kube2fa/internal/otp"
 	"github.com/kube2fa/kube2fa/internal/render"
 )
@@ -52,7 +52,8 @@ type EnrollmentReconciler struct {
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
-// Reconcile brings one enrollment's Secret and status up to date.
+// Reconcile brings one enrollment's Secret and status up to date: it gathers the facts (policy, duplicates,
+// Secret), provisions a key when the rules say so, derives the conditions from the facts, and handles locks.
 func (r *EnrollmentReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.Result, err error) {
 	e := &v1alpha1.UserEnrollment{}
 	if err := r.Get(ctx, req.NamespacedName, e); err != nil {
@@ -65,109 +66,92 @@ func (r *EnrollmentReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	now := r.Clock.Now()
 	var notes []note // Events announced only once the status that records them is written
 	defer func() {
-		lockout.SetConditions(&e.Status, e.Generation, now)
-		e.Status.ObservedGeneration = e.Generation
-		if !equality.Semantic.DeepEqual(before, &e.Status) {
-			// Update carries the resourceVersion we read: the verifier shares this status, so a concurrent
-			// write makes ours fail rather than overwrite it; then we decide again on what it wrote.
-			if uerr := r.Status().Update(ctx, e); uerr != nil {
-				if !apierrors.IsConflict(uerr) {
-					err = fmt.Errorf("updating userenrollment status: %w", uerr)
-				}
-				res = ctrl.Result{RequeueAfter: conflictRetry}
-				return
-			}
+		enrollment.SetConditions(&e.Status, e.Generation, now)
+		if err == nil {
+			e.Status.ObservedGeneration = e.Generation
 		}
-		for _, n := range notes {
-			r.Recorder.Eventf(e, nil, n.kind, n.reason, n.action, "%s", n.message)
+		changed := !equality.Semantic.DeepEqual(before, &e.Status)
+		var recorded bool
+		if recorded, res, err = recordStatus(ctx, r.Client, e, changed, res, err); recorded {
+			for _, n := range notes {
+				r.Recorder.Eventf(e, nil, n.kind, n.reason, n.action, "%s", n.message)
+			}
 		}
 	}()
 
-	ready, err := r.provision(ctx, e)
-	if ready.Type != "" {
-		meta.SetStatusCondition(&e.Status.Conditions, ready)
+	facts, err := r.facts(ctx, e)
+	if err != nil {
+		return ctrl.Result{}, err // a fact that could not be read decides nothing: Ready stays as it was
 	}
+	if enrollment.NeedsKey(facts) {
+		if facts.Secret, err = r.createSecret(ctx, e, *facts.Policy, facts.Method); err != nil {
+			facts.ProvisionFailed = true
+		}
+	}
+	e.Status.Method = facts.Method
+	if facts.Secret != nil && facts.Secret.Owned {
+		if enrollment.BindKey(&e.Status, facts.Secret.Name, facts.Secret.UID) {
+			notes = append(notes, note{corev1.EventTypeWarning, v1alpha1.EventReasonKeyReplaced, "Provision",
+				"Secret " + e.Status.SecretName + " was replaced with a new key: the enrollment must be confirmed again"})
+		}
+	}
+	meta.SetStatusCondition(&e.Status.Conditions, enrollment.Ready(facts))
 	if err != nil {
 		return ctrl.Result{}, err
-	}
-	if before.SecretUID != "" && e.Status.SecretUID != before.SecretUID {
-		notes = append(notes, note{corev1.EventTypeWarning, "KeyReplaced", "Provision",
-			"Secret " + e.Status.SecretName + " was replaced with a new key: the enrollment must be confirmed again"})
 	}
 	res, lockNotes := r.handleLock(e, now)
 	notes = append(notes, lockNotes...)
 	return res, nil
 }
 
-// conflictRetry is how soon a pass whose status write lost a race runs again.
-const conflictRetry = 100 * time.Millisecond
-
 // note is an Event to emit about an enrollment. The first provisioning of a key is not one: the Ready
 // condition records it, and at thousands of enrollments an Event each would be a third of all writes.
 type note struct{ kind, reason, action, message string }
 
-// provision finds the enrollment's policy and makes sure its key Secret exists, returning the Ready
-// condition. A key is generated only when no Secret exists: a live key is never replaced.
-func (r *EnrollmentReconciler) provision(ctx context.Context, e *v1alpha1.UserEnrollment) (metav1.Condition, error) {
-	notReady := func(reason, msg string, args ...any) metav1.Condition {
-		return metav1.Condition{Type: v1alpha1.ConditionReady, Status: metav1.ConditionFalse,
-			ObservedGeneration: e.Generation, Reason: reason, Message: fmt.Sprintf(msg, args...)}
-	}
+// facts reads what decides an enrollment's Ready condition: its policy, an enrollment of the same user that
+// precedes it, and the Secret under its Secret name. Any read that fails is returned as an error.
+func (r *EnrollmentReconciler) facts(ctx context.Context, e *v1alpha1.UserEnrollment) (enrollment.Facts, error) {
+	f := enrollment.Facts{Generation: e.Generation, PolicyName: e.Spec.PolicyRef.Name, Method: e.Spec.Method}
 	policy := &v1alpha1.TwoFactorPolicy{}
-	if err := r.Get(ctx, client.ObjectKey{Namespace: e.Namespace, Name: e.Spec.PolicyRef.Name}, policy); err != nil {
-		if apierrors.IsNotFound(err) {
-			return notReady(v1alpha1.ReasonPolicyNotFound, "TwoFactorPolicy %q not found", e.Spec.PolicyRef.Name), nil
-		}
-		return metav1.Condition{}, fmt.Errorf("getting twofactorpolicy: %w", err)
+	switch err := r.Get(ctx, client.ObjectKey{Namespace: e.Namespace, Name: e.Spec.PolicyRef.Name}, policy); {
+	case apierrors.IsNotFound(err):
+		return f, nil
+	case err != nil:
+		return f, fmt.Errorf("getting twofactorpolicy: %w", err)
 	}
 	resolved := policy.Resolve()
-	method := resolved.MethodFor(e)
-	e.Status.Method = method
+	f.Policy, f.Method = &resolved, resolved.MethodFor(e.Spec.Method)
 
-	if older, err := r.olderDuplicate(ctx, e); err != nil || older != "" {
-		return notReady(v1alpha1.ReasonDuplicateUser, "UserEnrollment %q already enrolls user %q under this policy",
-			older, e.Spec.User), err
+	items, err := indexedEnrollments(ctx, r, e.Namespace, IndexPolicyUser, enrollment.KeyOf(e))
+	if err != nil {
+		return f, fmt.Errorf("listing userenrollments: %w", err)
+	}
+	if w := enrollment.Winner(items); w != nil && w.UID != e.UID && enrollment.Precedes(w, e) {
+		f.Duplicate = w.Name
 	}
 
 	// Only the Secret's metadata is read (and cached): the key is written once and never read back here.
-	var secret metav1.Object
-	existing := secretMeta()
-	err := r.Get(ctx, client.ObjectKey{Namespace: e.Namespace, Name: render.SecretName(e.Name)}, existing)
-	secret = existing
-	if apierrors.IsNotFound(err) {
-		switch {
-		case resolved.Mode == v1alpha1.ModeDisabled:
-			return notReady(v1alpha1.ReasonPolicyDisabled, "TwoFactorPolicy %q is Disabled: no key is provisioned", policy.Name), nil
-		case !resolved.Allows(method):
-			return notReady(v1alpha1.ReasonMethodNotAllowed, "TwoFactorPolicy %q does not allow method %q", policy.Name, method), nil
-		}
-		secret, err = r.createSecret(ctx, e, resolved, method)
+	secret := secretMeta()
+	switch err := r.Get(ctx, client.ObjectKey{Namespace: e.Namespace, Name: render.SecretName(e.Name)}, secret); {
+	case apierrors.IsNotFound(err):
+	case err != nil:
+		return f, fmt.Errorf("getting secret: %w", err)
+	default:
+		f.Secret = secretFacts(secret, e)
 	}
-	if err != nil {
-		return notReady(v1alpha1.ReasonNoKey, "Provisioning the key"), err
-	}
-	if !metav1.IsControlledBy(secret, e) {
-		return notReady(v1alpha1.ReasonSecretConflict, "Secret %q exists and is not owned by this enrollment", secret.GetName()), nil
-	}
+	return f, nil
+}
 
-	e.Status.SecretName = secret.GetName()
-	if e.Status.SecretUID != string(secret.GetUID()) {
-		// A new key (first provisioning, or the Secret was deleted by hand): start over as pending.
-		lockout.Reset(&e.Status)
-		e.Status.SecretUID = string(secret.GetUID())
-	}
-	if resolved.Mode != v1alpha1.ModeDisabled && !resolved.Allows(method) {
-		return notReady(v1alpha1.ReasonMethodNotAllowed, "TwoFactorPolicy %q no longer allows method %q", policy.Name, method), nil
-	}
-	return metav1.Condition{Type: v1alpha1.ConditionReady, Status: metav1.ConditionTrue,
-		ObservedGeneration: e.Generation, Reason: v1alpha1.ReasonKeyProvisioned, Message: "Key provisioned in Secret " + secret.GetName()}, nil
+// secretFacts are the facts of Secret s for enrollment e.
+func secretFacts(s metav1.Object, e *v1alpha1.UserEnrollment) *enrollment.SecretFacts {
+	return &enrollment.SecretFacts{Name: s.GetName(), UID: string(s.GetUID()), Owned: metav1.IsControlledBy(s, e)}
 }
 
 // createSecret generates a key and creates the enrollment's Secret. When a Secret of that name exists
 // already (our cache was behind, or the Secret is not ours and so not cached), it returns that one: an
 // existing key is never replaced.
 func (r *EnrollmentReconciler) createSecret(ctx context.Context, e *v1alpha1.UserEnrollment,
-	p v1alpha1.ResolvedPolicy, method v1alpha1.Method) (metav1.Object, error) {
+	p v1alpha1.ResolvedPolicy, method v1alpha1.Method) (*enrollment.SecretFacts, error) {
 	rnd := r.Rand
 	if rnd == nil {
 		rnd = rand.Reader
@@ -186,12 +170,12 @@ func (r *EnrollmentReconciler) createSecret(ctx context.Context, e *v1alpha1.Use
 			if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(secret), existing); err != nil {
 				return nil, fmt.Errorf("getting existing secret: %w", err)
 			}
-			return existing, nil
+			return secretFacts(existing, e), nil
 		}
 		return nil, fmt.Errorf("creating secret: %w", err)
 	}
 	logf.FromContext(ctx).Info("Created Secret", "secret", klog.KObj(secret), "method", method)
-	return secret, nil
+	return secretFacts(secret, e), nil
 }
 
 // secretMeta is an empty Secret of which only metadata is read.
@@ -201,39 +185,17 @@ func secretMeta() *metav1.PartialObjectMetadata {
 	return m
 }
 
-// olderDuplicate returns the name of an older enrollment of the same user under the same policy, if any.
-func (r *EnrollmentReconciler) olderDuplicate(ctx context.Context, e *v1alpha1.UserEnrollment) (string, error) {
-	items, err := indexedEnrollments(ctx, r, e.Namespace, IndexPolicyUser, policyUserKey(e))
-	if err != nil {
-		return "", fmt.Errorf("listing userenrollments: %w", err)
-	}
-	for i := range items {
-		o := &items[i]
-		if o.UID != e.UID && o.DeletionTimestamp.IsZero() && olderThan(o, e) {
-			return o.Name, nil
-		}
-	}
-	return "", nil
-}
-
-func olderThan(a, b *v1alpha1.UserEnrollment) bool {
-	if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
-		return a.CreationTimestamp.Before(&b.CreationTimestamp)
-	}
-	return a.Name < b.Name
-}
-
 // handleLock acts on the administrator's unlock annotation and on expired throttles, and schedules the
 // next pass for when the current lock ends.
 func (r *EnrollmentReconciler) handleLock(e *v1alpha1.UserEnrollment, now time.Time) (ctrl.Result, []note) {
 	var notes []note
-	if lockout.Unlock(&e.Status, e.Annotations[v1alpha1.AnnotationUnlock]) {
-		notes = append(notes, note{corev1.EventTypeNormal, "Unlocked", "Unlock", "Unlocked by annotation " + v1alpha1.AnnotationUnlock + "; failures reset"})
+	if enrollment.Unlock(&e.Status, e.Annotations[v1alpha1.AnnotationUnlock]) {
+		notes = append(notes, note{corev1.EventTypeNormal, v1alpha1.EventReasonUnlocked, "Unlock", "Unlocked by annotation " + v1alpha1.AnnotationUnlock + "; failures reset"})
 	}
-	if lockout.Expire(&e.Status, now) {
-		notes = append(notes, note{corev1.EventTypeNormal, "LockExpired", "Unlock", "Lock ended after its throttle time; failures reset"})
+	if enrollment.Expire(&e.Status, now) {
+		notes = append(notes, note{corev1.EventTypeNormal, v1alpha1.EventReasonLockExpired, "Unlock", "Lock ended after its throttle time; failures reset"})
 	}
-	if wait := lockout.RetryAfter(&e.Status, now); wait > 0 {
+	if wait := enrollment.RetryAfter(&e.Status, now); wait > 0 {
 		return ctrl.Result{RequeueAfter: wait}, notes
 	}
 	return ctrl.Result{}, notes
@@ -283,7 +245,7 @@ func (r *EnrollmentReconciler) enrollmentsOfPolicy(ctx context.Context, o client
 
 func (r *EnrollmentReconciler) sameUser(ctx context.Context, o client.Object) []reconcile.Request {
 	e := o.(*v1alpha1.UserEnrollment)
-	items, err := indexedEnrollments(ctx, r, e.Namespace, IndexPolicyUser, policyUserKey(e))
+	items, err := indexedEnrollments(ctx, r, e.Namespace, IndexPolicyUser, enrollment.KeyOf(e))
 	if err != nil {
 		logf.FromContext(ctx).Error(err, "Failed to list userenrollments of user", "userenrollment", klog.KObj(o))
 		return nil

@@ -17,7 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/kube2fa/kube2fa/api/v1alpha1"
-	"github.com/kube2fa/kube2fa/internal/lockout"
+	"github.com/kube2fa/kube2fa/internal/enrollment"
 	"github.com/kube2fa/kube2fa/internal/otp"
 	"github.com/kube2fa/kube2fa/internal/render"
 )
@@ -136,7 +136,7 @@ func TestThrottledLockEndsByItself(t *testing.T) {
 	createEnrollment(t, ns, "alice", "webapp", "alice")
 	waitCondition(t, ns, "alice", v1alpha1.ConditionReady, metav1.ConditionTrue, "")
 
-	recordAttempts(t, ns, "alice", lockout.Settings{MaxFailures: 3, Throttle: 5 * time.Second}, 3, false)
+	recordAttempts(t, ns, "alice", enrollment.Settings{MaxFailures: 3, Throttle: 5 * time.Second}, 3, false)
 	e := getEnrollment(t, ns, "alice")
 	if !meta.IsStatusConditionTrue(e.Status.Conditions, v1alpha1.ConditionLocked) || e.Status.LockedUntil == nil {
 		t.Fatalf("three wrong codes did not lock with a throttle: %+v", e.Status)
@@ -157,7 +157,7 @@ func TestUnlockAnnotationClearsALockOnce(t *testing.T) {
 	createPolicy(t, ns, "webapp", enforcedTOTP()) // throttle 0: only an administrator unlocks
 	createEnrollment(t, ns, "alice", "webapp", "alice")
 	waitCondition(t, ns, "alice", v1alpha1.ConditionReady, metav1.ConditionTrue, "")
-	settings := lockout.Settings{MaxFailures: 3}
+	settings := enrollment.Settings{MaxFailures: 3}
 
 	annotate := func(value string) {
 		t.Helper()
@@ -170,7 +170,7 @@ func TestUnlockAnnotationClearsALockOnce(t *testing.T) {
 	}
 
 	recordAttempts(t, ns, "alice", settings, 3, false)
-	if e := getEnrollment(t, ns, "alice"); e.Status.LockedUntil != nil || !lockout.IsLocked(&e.Status, time.Now().Add(24*time.Hour)) {
+	if e := getEnrollment(t, ns, "alice"); e.Status.LockedUntil != nil || !enrollment.IsLocked(&e.Status, time.Now().Add(24*time.Hour)) {
 		t.Fatalf("throttle 0 did not lock until an administrator unlocks: %+v", e.Status)
 	}
 	annotate("ticket-1")
@@ -225,7 +225,7 @@ func TestADeletedSecretMeansANewKeyAndPendingAgain(t *testing.T) {
 	createPolicy(t, ns, "webapp", enforcedTOTP())
 	createEnrollment(t, ns, "alice", "webapp", "alice")
 	waitCondition(t, ns, "alice", v1alpha1.ConditionReady, metav1.ConditionTrue, "")
-	recordAttempts(t, ns, "alice", lockout.Settings{MaxFailures: 3}, 1, true)
+	recordAttempts(t, ns, "alice", enrollment.Settings{MaxFailures: 3}, 1, true)
 	waitCondition(t, ns, "alice", v1alpha1.ConditionEnrolled, metav1.ConditionTrue, v1alpha1.ReasonConfirmed)
 	old := getSecret(t, ns, "alice-otp")
 

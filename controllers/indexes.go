@@ -8,13 +8,14 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/kube2fa/kube2fa/api/v1alpha1"
+	"github.com/kube2fa/kube2fa/internal/enrollment"
 )
 
 // Field indexes over UserEnrollments in the manager's cache.
 const (
 	// IndexPolicy holds an enrollment's policy name.
 	IndexPolicy = "spec.policyRef.name"
-	// IndexPolicyUser holds "<policy>/<user>", to find several enrollments of one user under one policy.
+	// IndexPolicyUser holds enrollment.KeyOf, to find every enrollment of one user under one policy.
 	IndexPolicyUser = "spec.policyRef.name+spec.user"
 )
 
@@ -32,12 +33,8 @@ func SetupIndexes(ctx context.Context, mgr FieldIndexer) error {
 		return err
 	}
 	return idx.IndexField(ctx, &v1alpha1.UserEnrollment{}, IndexPolicyUser, func(o client.Object) []string {
-		return []string{policyUserKey(o.(*v1alpha1.UserEnrollment))}
+		return []string{enrollment.KeyOf(o.(*v1alpha1.UserEnrollment))}
 	})
-}
-
-func policyUserKey(e *v1alpha1.UserEnrollment) string {
-	return e.Spec.PolicyRef.Name + "/" + e.Spec.User
 }
 
 // indexedEnrollments lists from the cache the enrollments in namespace whose index holds value. They are

@@ -23,7 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/kube2fa/kube2fa/api/v1alpha1"
-	"github.com/kube2fa/kube2fa/internal/lockout"
+	"github.com/kube2fa/kube2fa/internal/enrollment"
 	"github.com/kube2fa/kube2fa/internal/render"
 )
 
@@ -45,7 +45,7 @@ type PolicyReconciler struct {
 // +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch;create;update;patch
 
 // Reconcile renders one policy's ConfigMap and status.
-func (r *PolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, err error) {
+func (r *PolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.Result, err error) {
 	p := &v1alpha1.TwoFactorPolicy{}
 	if err := r.Get(ctx, req.NamespacedName, p); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
@@ -55,24 +55,15 @@ func (r *PolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ c
 	}
 	before := p.Status.DeepCopy()
 	defer func() {
-		if equality.Semantic.DeepEqual(before, &p.Status) {
-			return
-		}
-		if uerr := r.Status().Update(ctx, p); uerr != nil && !apierrors.IsConflict(uerr) {
-			err = fmt.Errorf("updating twofactorpolicy status: %w", uerr)
-		}
+		_, res, err = recordStatus(ctx, r.Client, p, !equality.Semantic.DeepEqual(before, &p.Status), res, err)
 	}()
 
-	ready := metav1.Condition{Type: v1alpha1.ConditionReady, Status: metav1.ConditionTrue,
-		ObservedGeneration: p.Generation, Reason: v1alpha1.ReasonReconciled}
-	name, err := r.applyConfigMap(ctx, p)
+	name := render.ConfigMapName(p.Name)
+	state, err := r.applyConfigMap(ctx, p)
+	meta.SetStatusCondition(&p.Status.Conditions, policyReady(p.Generation, name, state))
 	if err != nil {
-		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, "ConfigMapFailed", "Writing the verifier ConfigMap failed"
-		meta.SetStatusCondition(&p.Status.Conditions, ready)
 		return ctrl.Result{}, err
 	}
-	ready.Message = "Verifier ConfigMap " + name + " is current"
-	meta.SetStatusCondition(&p.Status.Conditions, ready)
 	p.Status.VerifierConfigMap = name
 	p.Status.ObservedGeneration = p.Generation
 
@@ -80,40 +71,41 @@ func (r *PolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ c
 	if err != nil {
 		return ctrl.Result{}, fmt.Errorf("listing userenrollments: %w", err)
 	}
-	counts := lockout.Count(items)
+	counts := enrollment.Count(items)
 	p.Status.Enrollments = &counts
 	return ctrl.Result{}, nil
 }
 
-// applyConfigMap creates or updates the verifier ConfigMap when its content hash differs, and returns its name.
-func (r *PolicyReconciler) applyConfigMap(ctx context.Context, p *v1alpha1.TwoFactorPolicy) (string, error) {
+// applyConfigMap creates or updates the verifier ConfigMap when its content hash differs, and reports what
+// became of it.
+func (r *PolicyReconciler) applyConfigMap(ctx context.Context, p *v1alpha1.TwoFactorPolicy) (configMapState, error) {
 	want, err := render.VerifierConfigMap(p)
 	if err != nil {
-		return "", err
+		return configMapFailed, err
 	}
 	have := &corev1.ConfigMap{}
 	switch err := r.Get(ctx, client.ObjectKeyFromObject(want), have); {
 	case apierrors.IsNotFound(err):
 		if err := r.Create(ctx, want); err != nil {
-			return "", fmt.Errorf("creating configmap: %w", err)
+			return configMapFailed, fmt.Errorf("creating configmap: %w", err)
 		}
 		logf.FromContext(ctx).Info("Created ConfigMap", "configmap", klog.KObj(want))
-		return want.Name, nil
+		return configMapCurrent, nil
 	case err != nil:
-		return "", fmt.Errorf("getting configmap: %w", err)
+		return configMapFailed, fmt.Errorf("getting configmap: %w", err)
 	case !metav1.IsControlledBy(have, p):
-		return "", reconcile.TerminalError(fmt.Errorf("configmap %s exists and is not owned by this policy", want.Name))
+		return configMapConflict, reconcile.TerminalError(fmt.Errorf("configmap %s exists and is not owned by this policy", want.Name))
 	}
 	if have.Annotations[v1alpha1.AnnotationConfigHash] == want.Annotations[v1alpha1.AnnotationConfigHash] &&
 		equality.Semantic.DeepEqual(have.Data, want.Data) && equality.Semantic.DeepEqual(have.Labels, want.Labels) {
-		return want.Name, nil
+		return configMapCurrent, nil
 	}
 	have.Labels, have.Annotations, have.Data = want.Labels, want.Annotations, want.Data
 	if err := r.Update(ctx, have); err != nil {
-		return "", fmt.Errorf("updating configmap: %w", err)
+		return configMapFailed, fmt.Errorf("updating configmap: %w", err)
 	}
 	logf.FromContext(ctx).Info("Updated ConfigMap", "configmap", klog.KObj(have))
-	return want.Name, nil
+	return configMapCurrent, nil
 }
 
 // SetupWithManager registers the reconciler and its watches.

@@ -16,7 +16,7 @@ import (
 
 	"github.com/kube2fa/kube2fa/api/v1alpha1"
 	"github.com/kube2fa/kube2fa/controllers"
-	"github.com/kube2fa/kube2fa/internal/lockout"
+	"github.com/kube2fa/kube2fa/internal/enrollment"
 	"github.com/kube2fa/kube2fa/internal/render"
 )
 
@@ -123,8 +123,8 @@ func TestPolicyCountsEnrollmentsWithCoalescedStatusWrites(t *testing.T) {
 	for i := range n {
 		waitCondition(t, ns, fmt.Sprintf("user-%02d", i), v1alpha1.ConditionReady, metav1.ConditionTrue, "")
 	}
-	recordAttempts(t, ns, "user-00", lockout.Settings{MaxFailures: 3}, 1, true)
-	recordAttempts(t, ns, "user-01", lockout.Settings{MaxFailures: 1}, 1, false)
+	recordAttempts(t, ns, "user-00", enrollment.Settings{MaxFailures: 3}, 1, true)
+	recordAttempts(t, ns, "user-01", enrollment.Settings{MaxFailures: 1}, 1, false)
 
 	want := v1alpha1.EnrollmentCounts{Total: n, Confirmed: 1, Pending: n - 1, Locked: 1}
 	p := &v1alpha1.TwoFactorPolicy{}

@@ -6,13 +6,12 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/kube2fa/kube2fa/api/v1alpha1"
+	"github.com/kube2fa/kube2fa/internal/render"
 )
 
 // Options configure the manager's reconcilers.
@@ -27,7 +26,7 @@ type Options struct {
 // are cached (a cluster's Secrets can be many and large; of Secrets the reconciler caches only who owns
 // them), with managed fields stripped, and only namespace when it is not empty.
 func CacheOptions(namespace string) cache.Options {
-	ours := labels.SelectorFromSet(labels.Set{v1alpha1.LabelManagedBy: v1alpha1.ManagedByValue})
+	ours := render.Selector("")
 	opts := cache.Options{
 		ByObject: map[client.Object]cache.ByObject{
 			&corev1.Secret{}:    {Label: ours, Transform: ownershipOnly},

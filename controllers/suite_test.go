@@ -16,7 +16,7 @@ import (
 
 	"github.com/kube2fa/kube2fa/api/v1alpha1"
 	"github.com/kube2fa/kube2fa/controllers"
-	"github.com/kube2fa/kube2fa/internal/lockout"
+	"github.com/kube2fa/kube2fa/internal/enrollment"
 	"github.com/kube2fa/kube2fa/internal/testenv"
 )
 
@@ -106,17 +106,17 @@ func getSecret(t *testing.T, ns, name string) *corev1.Secret {
 
 // recordAttempts plays the verifier: it applies n attempts to the enrollment's status through the shared
 // state machine and writes them the way the verifier does (one update with the resourceVersion read).
-func recordAttempts(t *testing.T, ns, name string, s lockout.Settings, n int, right bool) {
+func recordAttempts(t *testing.T, ns, name string, s enrollment.Settings, n int, right bool) {
 	t.Helper()
 	for range n {
 		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 			e := getEnrollment(t, ns, name)
 			now := time.Now()
-			lockout.Attempt(&e.Status, s, now, func() bool { return right })
-			if right && e.Status.ConfirmedAt == nil {
-				e.Status.ConfirmedAt = &metav1.Time{Time: now.Truncate(time.Second)}
+			enrollment.Attempt(&e.Status, s, now, func() bool { return right })
+			if right {
+				enrollment.Confirm(&e.Status, now)
 			}
-			lockout.SetConditions(&e.Status, e.Generation, now)
+			enrollment.SetConditions(&e.Status, e.Generation, now)
 			return env.Client.Status().Update(ctx, e)
 		})
 		if err != nil {

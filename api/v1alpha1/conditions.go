@@ -27,6 +27,10 @@ const (
 	ReasonDuplicateUser = "DuplicateUser"
 	// ReasonSecretConflict: a Secret with the enrollment's Secret name exists and is not ours.
 	ReasonSecretConflict = "SecretConflict"
+	// ReasonConfigMapConflict: a ConfigMap with the policy's verifier ConfigMap name exists and is not ours.
+	ReasonConfigMapConflict = "ConfigMapConflict"
+	// ReasonConfigMapFailed: the policy's verifier ConfigMap could not be read or written; the manager retries.
+	ReasonConfigMapFailed = "ConfigMapFailed"
 
 	// ReasonConfirmed: a first valid code confirmed the enrollment.
 	ReasonConfirmed = "Confirmed"
@@ -39,6 +43,20 @@ const (
 	ReasonTooManyFailures = "TooManyFailures"
 	// ReasonNotLocked: the enrollment accepts codes.
 	ReasonNotLocked = "NotLocked"
+)
+
+// Event reasons, emitted by the manager and the verifier on the transitions people care about.
+const (
+	// EventReasonEnrolled (Normal, verifier): a first valid code confirmed the enrollment.
+	EventReasonEnrolled = "Enrolled"
+	// EventReasonLockedOut (Warning, verifier): wrong codes locked the enrollment.
+	EventReasonLockedOut = "LockedOut"
+	// EventReasonUnlocked (Normal, manager): the unlock annotation cleared a lock and the failures.
+	EventReasonUnlocked = "Unlocked"
+	// EventReasonLockExpired (Normal, manager): a lock ended after its throttle time.
+	EventReasonLockExpired = "LockExpired"
+	// EventReasonKeyReplaced (Warning, manager): the Secret was replaced with a new key; confirm again.
+	EventReasonKeyReplaced = "KeyReplaced"
 )
 
 // Labels and annotations kube2fa reads or writes.

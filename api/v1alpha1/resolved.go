@@ -93,10 +93,11 @@ func (r *ResolvedPolicy) Allows(m Method) bool {
 	return r.Mode != ModeDisabled && slices.Contains(r.Methods, m)
 }
 
-// MethodFor returns the method an enrollment uses: its own, or the policy's first.
-func (r *ResolvedPolicy) MethodFor(e *UserEnrollment) Method {
-	if e.Spec.Method != "" || len(r.Methods) == 0 {
-		return e.Spec.Method
+// MethodFor returns the method an enrollment that asks for method requested uses: requested, or the
+// policy's first when it asks for none.
+func (r *ResolvedPolicy) MethodFor(requested Method) Method {
+	if requested != "" || len(r.Methods) == 0 {
+		return requested
 	}
 	return r.Methods[0]
 }

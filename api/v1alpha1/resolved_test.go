@@ -40,10 +40,10 @@ func TestExplicitValuesWinIncludingZeros(t *testing.T) {
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("Resolve() = %+v\nwant %+v", got, want)
 	}
-	if m := got.MethodFor(&UserEnrollment{}); m != MethodHOTP {
+	if m := got.MethodFor(""); m != MethodHOTP {
 		t.Errorf("default method = %q, want the policy's first, HOTP", m)
 	}
-	if m := got.MethodFor(&UserEnrollment{Spec: UserEnrollmentSpec{Method: MethodTOTP}}); m != MethodTOTP {
+	if m := got.MethodFor(MethodTOTP); m != MethodTOTP {
 		t.Errorf("explicit method = %q, want TOTP", m)
 	}
 }

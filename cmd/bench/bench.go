@@ -26,7 +26,7 @@ import (
 
 	"github.com/kube2fa/kube2fa/api/v1alpha1"
 	"github.com/kube2fa/kube2fa/internal/devcluster"
-	"github.com/kube2fa/kube2fa/internal/lockout"
+	"github.com/kube2fa/kube2fa/internal/enrollment"
 	"github.com/kube2fa/kube2fa/internal/render"
 	"github.com/kube2fa/kube2fa/internal/testenv"
 )
@@ -130,7 +130,7 @@ func (b *bench) policy(ctx context.Context, ns string, methods ...v1alpha1.Metho
 		Spec: v1alpha1.TwoFactorPolicySpec{Mode: v1alpha1.ModeEnforced, Methods: methods}})
 }
 
-func enrollment(ns string, i int, m v1alpha1.Method) *v1alpha1.UserEnrollment {
+func newEnrollment(ns string, i int, m v1alpha1.Method) *v1alpha1.UserEnrollment {
 	return &v1alpha1.UserEnrollment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("user-%05d", i)},
 		Spec: v1alpha1.UserEnrollmentSpec{PolicyRef: v1alpha1.PolicyReference{Name: "webapp"}, User: fmt.Sprintf("user-%05d", i), Method: m}}
 }
@@ -186,7 +186,7 @@ func (b *bench) reconcileBurst(ctx context.Context, t *table) error {
 		return err
 	}
 	start := time.Now()
-	if _, err := parallel(n, r, func(i int) error { return b.client.Create(ctx, enrollment(ns, i, "")) }); err != nil {
+	if _, err := parallel(n, r, func(i int) error { return b.client.Create(ctx, newEnrollment(ns, i, "")) }); err != nil {
 		return err
 	}
 	select {
@@ -241,10 +241,12 @@ func (b *bench) reconcileCeiling(ctx context.Context) (time.Duration, error) {
 	if err := b.policy(ctx, ns, v1alpha1.MethodTOTP); err != nil {
 		return 0, err
 	}
-	params := render.ParamsFor((&v1alpha1.TwoFactorPolicy{}).Resolve(), v1alpha1.MethodTOTP)
+	policy := (&v1alpha1.TwoFactorPolicy{ObjectMeta: metav1.ObjectMeta{Name: "webapp"},
+		Spec: v1alpha1.TwoFactorPolicySpec{Mode: v1alpha1.ModeEnforced, Methods: []v1alpha1.Method{v1alpha1.MethodTOTP}}}).Resolve()
+	params := render.ParamsFor(policy, v1alpha1.MethodTOTP)
 	b.settle()
 	return parallel(b.c.n, b.c.reconcilers, func(i int) error {
-		e := enrollment(ns, i, "")
+		e := newEnrollment(ns, i, "")
 		if err := b.client.Create(ctx, e); err != nil {
 			return err
 		}
@@ -257,12 +259,14 @@ func (b *bench) reconcileCeiling(ctx context.Context) (time.Duration, error) {
 		if err := b.client.Create(ctx, s); err != nil {
 			return err
 		}
-		// Exactly the status the manager writes, so that the manager, started again, has nothing to do here.
-		e.Status.SecretName, e.Status.SecretUID, e.Status.Method = s.Name, string(s.UID), v1alpha1.MethodTOTP
-		e.Status.ObservedGeneration = e.Generation
-		meta.SetStatusCondition(&e.Status.Conditions, metav1.Condition{Type: v1alpha1.ConditionReady, ObservedGeneration: e.Generation,
-			Status: metav1.ConditionTrue, Reason: v1alpha1.ReasonKeyProvisioned, Message: "Key provisioned in Secret " + s.Name})
-		lockout.SetConditions(&e.Status, e.Generation, time.Now())
+		// Exactly the status the manager writes, by the same rules, so that the manager, started again, has
+		// nothing to do here.
+		secret := &enrollment.SecretFacts{Name: s.Name, UID: string(s.UID), Owned: true}
+		enrollment.BindKey(&e.Status, secret.Name, secret.UID)
+		e.Status.Method, e.Status.ObservedGeneration = v1alpha1.MethodTOTP, e.Generation
+		meta.SetStatusCondition(&e.Status.Conditions, enrollment.Ready(enrollment.Facts{Generation: e.Generation,
+			Policy: &policy, PolicyName: "webapp", Method: v1alpha1.MethodTOTP, Secret: secret}))
+		enrollment.SetConditions(&e.Status, e.Generation, time.Now())
 		return b.client.Status().Update(ctx, e)
 	})
 }

@@ -18,12 +18,12 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/kube2fa/kube2fa/api/v1alpha1"
 	"github.com/kube2fa/kube2fa/internal/devcluster"
+	"github.com/kube2fa/kube2fa/internal/enrollment"
 	"github.com/kube2fa/kube2fa/internal/otp"
 	"github.com/kube2fa/kube2fa/internal/render"
 )
@@ -185,7 +185,7 @@ func (b *bench) enrolledUsers(ctx context.Context, ns string, n int) ([]*user, e
 	if err != nil {
 		return nil, err
 	}
-	if _, err := parallel(n, 16, func(i int) error { return b.client.Create(ctx, enrollment(ns, i, v1alpha1.MethodHOTP)) }); err != nil {
+	if _, err := parallel(n, 16, func(i int) error { return b.client.Create(ctx, newEnrollment(ns, i, v1alpha1.MethodHOTP)) }); err != nil {
 		return nil, err
 	}
 	select {
@@ -207,9 +207,8 @@ func (b *bench) enrolledUsers(ctx context.Context, ns string, n int) ([]*user, e
 		if err != nil {
 			return err
 		}
-		e.Status.ConfirmedAt = &metav1.Time{Time: time.Now().Truncate(time.Second)}
-		meta.SetStatusCondition(&e.Status.Conditions, metav1.Condition{Type: v1alpha1.ConditionEnrolled,
-			Status: metav1.ConditionTrue, Reason: v1alpha1.ReasonConfirmed})
+		enrollment.Confirm(&e.Status, time.Now())
+		enrollment.SetConditions(&e.Status, e.Generation, time.Now())
 		users[i] = &user{name: e.Spec.User, key: k, params: p}
 		return b.client.Status().Update(ctx, e, client.FieldOwner(verifierFieldOwner))
 	})

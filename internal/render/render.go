@@ -11,6 +11,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	k8slabels "k8s.io/apimachinery/pkg/labels"
 	"k8s.io/utils/ptr"
 
 	"github.com/kube2fa/kube2fa/api/v1alpha1"
@@ -44,6 +45,16 @@ func ConfigMapName(policy string) string { return policy + "-verifier" }
 // tool's tracking labels.
 func labels(policy string) map[string]string {
 	return map[string]string{v1alpha1.LabelManagedBy: v1alpha1.ManagedByValue, v1alpha1.LabelPolicy: policy}
+}
+
+// Selector selects the objects kube2fa renders for policy, or for every policy when policy is empty: what
+// the manager's and the verifier's caches hold of Secrets and ConfigMaps.
+func Selector(policy string) k8slabels.Selector {
+	set := labels(policy)
+	if policy == "" {
+		delete(set, v1alpha1.LabelPolicy)
+	}
+	return k8slabels.SelectorFromSet(set)
 }
 
 // VerifierConfigMap renders the resolved policy the verifier obeys, owned by the policy. Its content hash

@@ -12,7 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/kube2fa/kube2fa/api/v1alpha1"
-	"github.com/kube2fa/kube2fa/internal/lockout"
+	"github.com/kube2fa/kube2fa/internal/enrollment"
 	"github.com/kube2fa/kube2fa/internal/render"
 )
 
@@ -52,7 +52,7 @@ func (v *Verifier) Get(ctx context.Context, user string) (Enrollment, error) {
 
 func state(e *v1alpha1.UserEnrollment, now time.Time) State {
 	switch {
-	case lockout.IsLocked(&e.Status, now):
+	case enrollment.IsLocked(&e.Status, now):
 		return StateLocked
 	case e.Status.ConfirmedAt != nil:
 		return StateConfirmed
@@ -70,13 +70,11 @@ func (v *Verifier) Enroll(ctx context.Context, user string, method v1alpha1.Meth
 		return out, false, err
 	}
 	if p.Mode == v1alpha1.ModeDisabled {
-		return out, false, refuse(403, "two-factor authentication is disabled by policy %s", v.Policy)
+		return out, false, refuse(ErrDisabled, "two-factor authentication is disabled by policy %s", v.Policy)
 	}
-	if method == "" && len(p.Methods) > 0 {
-		method = p.Methods[0]
-	}
+	method = p.MethodFor(method)
 	if !p.Allows(method) {
-		return out, false, refuse(403, "policy %s does not allow method %s", v.Policy, method)
+		return out, false, refuse(ErrMethodNotAllowed, "policy %s does not allow method %s", v.Policy, method)
 	}
 	e, err := v.enrollment(ctx, user)
 	if err != nil {
@@ -90,9 +88,9 @@ func (v *Verifier) Enroll(ctx context.Context, user string, method v1alpha1.Meth
 	}
 	switch {
 	case e.Status.ConfirmedAt != nil:
-		return out, false, refuse(409, "the user is already enrolled")
+		return out, false, refuse(ErrAlreadyConfirmed, "the user is already enrolled")
 	case e.Spec.Method != "" && e.Spec.Method != method:
-		return out, false, refuse(409, "a pending %s enrollment exists for this user", e.Spec.Method)
+		return out, false, refuse(ErrOtherMethodPending, "a pending %s enrollment exists for this user", e.Spec.Method)
 	}
 	if e, err = v.awaitKey(ctx, e); err != nil {
 		return out, created, err
@@ -114,7 +112,7 @@ func (v *Verifier) create(ctx context.Context, user string, method v1alpha1.Meth
 			return nil, unavailable("reading the existing enrollment failed: %v", apiReason(err))
 		}
 		if existing.Spec.User != user || existing.Spec.PolicyRef.Name != v.Policy {
-			return nil, refuse(409, "UserEnrollment %s exists for another user or policy", e.Name)
+			return nil, refuse(ErrNameTaken, "UserEnrollment %s exists for another user or policy", e.Name)
 		}
 		return existing, nil
 	}

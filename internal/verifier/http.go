@@ -191,17 +191,40 @@ func (h *Handler) get(w http.ResponseWriter, r *http.Request) int {
 	return writeJSON(w, 200, out)
 }
 
-// fail answers a refused request; anything unexpected is 503: the verifier fails closed.
-func (h *Handler) fail(w http.ResponseWriter, err error) int {
-	var e *Error
-	if !errors.As(err, &e) {
-		e = &Error{Status: 503, Msg: "internal error"}
+// statuses maps each kind of refusal to the HTTP status that says why.
+var statuses = []struct {
+	kind   error
+	status int
+}{
+	{ErrDisabled, http.StatusForbidden},
+	{ErrMethodNotAllowed, http.StatusForbidden},
+	{ErrNoEnrollment, http.StatusNotFound},
+	{ErrAlreadyConfirmed, http.StatusConflict},
+	{ErrNoKey, http.StatusConflict},
+	{ErrOtherMethodPending, http.StatusConflict},
+	{ErrNameTaken, http.StatusConflict},
+	{ErrUnavailable, http.StatusServiceUnavailable},
+}
+
+// statusOf returns the HTTP status of a refusal and the message for the caller. Anything the verifier
+// does not know as a refusal is a fault: 503 without its text, the verifier fails closed.
+func statusOf(err error) (int, string) {
+	for _, s := range statuses {
+		if errors.Is(err, s.kind) {
+			return s.status, err.Error()
+		}
 	}
-	if e.Status >= 500 {
+	return http.StatusServiceUnavailable, "internal error"
+}
+
+// fail answers a refused request.
+func (h *Handler) fail(w http.ResponseWriter, err error) int {
+	status, msg := statusOf(err)
+	if status >= 500 {
 		h.Log.Error(err, "Refused a request: state could not be read or recorded")
 		h.Metrics.Verifications.WithLabelValues("unavailable").Inc()
 	}
-	return writeJSON(w, e.Status, errorBody{e.Msg})
+	return writeJSON(w, status, errorBody{msg})
 }
 
 // decode reads a JSON body strictly; it answers 400 itself and returns its status when the body is bad.

@@ -7,7 +7,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -18,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/kube2fa/kube2fa/api/v1alpha1"
+	"github.com/kube2fa/kube2fa/internal/enrollment"
 	"github.com/kube2fa/kube2fa/internal/render"
 )
 
@@ -40,7 +40,40 @@ type Running struct {
 // selector, their Secrets by label: nothing else in the namespace) and waits until they are synced.
 // Everything stops when ctx ends.
 func Start(ctx context.Context, cfg Config) (*Running, error) {
-	ours := labels.SelectorFromSet(labels.Set{v1alpha1.LabelManagedBy: v1alpha1.ManagedByValue, v1alpha1.LabelPolicy: cfg.Policy})
+	c, err := newCache(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	cl, err := client.New(cfg.Rest, client.Options{Scheme: cfg.Scheme})
+	if err != nil {
+		return nil, fmt.Errorf("creating client: %w", err)
+	}
+	events, err := eventRecorder(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	r := &Running{cache: c, Verifier: &Verifier{
+		Namespace: cfg.Namespace,
+		Policy:    cfg.Policy,
+		Cache:     c,
+		Client:    cl,
+		Clock:     clock.RealClock{},
+		Events:    events,
+	}}
+	if err := r.forgetOnChange(ctx); err != nil {
+		return nil, err
+	}
+	go func() { _ = c.Start(ctx) }()
+	if !c.WaitForCacheSync(ctx) {
+		return nil, errors.New("watch caches did not sync")
+	}
+	r.synced = true
+	return r, nil
+}
+
+// newCache creates the watch caches of one policy's objects, with enrollments indexed by IndexKey.
+func newCache(ctx context.Context, cfg Config) (cache.Cache, error) {
+	ours := render.Selector(cfg.Policy)
 	c, err := cache.New(cfg.Rest, cache.Options{
 		Scheme:                      cfg.Scheme,
 		DefaultNamespaces:           map[string]cache.Config{cfg.Namespace: {}},
@@ -55,20 +88,61 @@ func Start(ctx context.Context, cfg Config) (*Running, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating cache: %w", err)
 	}
-	if err := c.IndexField(ctx, &v1alpha1.UserEnrollment{}, IndexUser, func(o client.Object) []string {
-		return []string{o.(*v1alpha1.UserEnrollment).Spec.User}
+	// IndexField also creates the enrollments' informer; the ConfigMap's is created here.
+	if err := c.IndexField(ctx, &v1alpha1.UserEnrollment{}, IndexKey, func(o client.Object) []string {
+		return []string{enrollment.KeyOf(o.(*v1alpha1.UserEnrollment))}
 	}); err != nil {
 		return nil, fmt.Errorf("indexing enrollments: %w", err)
 	}
-	for _, o := range []client.Object{&corev1.ConfigMap{}, &v1alpha1.UserEnrollment{}, &corev1.Secret{}} {
-		if _, err := c.GetInformer(ctx, o); err != nil {
-			return nil, fmt.Errorf("watching %T: %w", o, err)
+	return c, nil
+}
+
+// forgetOnChange creates the informers and drops what this replica remembered of an object once the cache
+// shows a change of it: every change of an enrollment supersedes what this replica wrote, and a deleted
+// Secret's key is never used again.
+func (r *Running) forgetOnChange(ctx context.Context) error {
+	enrollments, err := r.cache.GetInformer(ctx, &v1alpha1.UserEnrollment{})
+	if err != nil {
+		return fmt.Errorf("watching userenrollments: %w", err)
+	}
+	forget := func(o any) {
+		if e, ok := finalState(o).(*v1alpha1.UserEnrollment); ok {
+			r.Forget(client.ObjectKeyFromObject(e))
 		}
 	}
-	cl, err := client.New(cfg.Rest, client.Options{Scheme: cfg.Scheme})
-	if err != nil {
-		return nil, fmt.Errorf("creating client: %w", err)
+	if _, err := enrollments.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		UpdateFunc: func(_, o any) { forget(o) },
+		DeleteFunc: forget,
+	}); err != nil {
+		return fmt.Errorf("handling userenrollment events: %w", err)
 	}
+	secrets, err := r.cache.GetInformer(ctx, &corev1.Secret{})
+	if err != nil {
+		return fmt.Errorf("watching secrets: %w", err)
+	}
+	if _, err := secrets.AddEventHandler(toolscache.ResourceEventHandlerFuncs{DeleteFunc: func(o any) {
+		if s, ok := finalState(o).(*corev1.Secret); ok {
+			r.ForgetKey(s.UID)
+		}
+	}}); err != nil {
+		return fmt.Errorf("handling secret events: %w", err)
+	}
+	if _, err := r.cache.GetInformer(ctx, &corev1.ConfigMap{}); err != nil {
+		return fmt.Errorf("watching configmaps: %w", err)
+	}
+	return nil
+}
+
+// finalState unwraps the last known state of an object whose deletion the watch missed.
+func finalState(o any) any {
+	if d, ok := o.(toolscache.DeletedFinalStateUnknown); ok {
+		return d.Obj
+	}
+	return o
+}
+
+// eventRecorder returns what Verifier.Events calls: Events recorded as the kube2fa-verifier component.
+func eventRecorder(ctx context.Context, cfg Config) (func(*v1alpha1.UserEnrollment, string, string, string), error) {
 	cs, err := kubernetes.NewForConfig(cfg.Rest)
 	if err != nil {
 		return nil, fmt.Errorf("creating clientset: %w", err)
@@ -78,51 +152,9 @@ func Start(ctx context.Context, cfg Config) (*Running, error) {
 		return nil, fmt.Errorf("starting events: %w", err)
 	}
 	recorder := broadcaster.NewRecorder(cfg.Scheme, "kube2fa-verifier")
-
-	r := &Running{cache: c, Verifier: &Verifier{
-		Namespace: cfg.Namespace,
-		Policy:    cfg.Policy,
-		Cache:     c,
-		Client:    cl,
-		Clock:     clock.RealClock{},
-		Events: func(e *v1alpha1.UserEnrollment, reason, msg string) {
-			recorder.Eventf(e, nil, corev1.EventTypeNormal, reason, "Verify", "%s", msg)
-		},
-	}}
-	// Every change of an enrollment in the cache supersedes what this replica remembered writing.
-	enrollments, _ := c.GetInformer(ctx, &v1alpha1.UserEnrollment{})
-	forget := func(o any) {
-		if d, ok := o.(toolscache.DeletedFinalStateUnknown); ok {
-			o = d.Obj
-		}
-		if e, ok := o.(*v1alpha1.UserEnrollment); ok {
-			r.Forget(client.ObjectKeyFromObject(e))
-		}
-	}
-	if _, err := enrollments.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
-		UpdateFunc: func(_, o any) { forget(o) },
-		DeleteFunc: forget,
-	}); err != nil {
-		return nil, fmt.Errorf("handling enrollment events: %w", err)
-	}
-	// A deleted Secret's key is never used again.
-	secrets, _ := c.GetInformer(ctx, &corev1.Secret{})
-	if _, err := secrets.AddEventHandler(toolscache.ResourceEventHandlerFuncs{DeleteFunc: func(o any) {
-		if d, ok := o.(toolscache.DeletedFinalStateUnknown); ok {
-			o = d.Obj
-		}
-		if s, ok := o.(*corev1.Secret); ok {
-			r.ForgetKey(s.UID)
-		}
-	}}); err != nil {
-		return nil, fmt.Errorf("handling secret events: %w", err)
-	}
-	go func() { _ = c.Start(ctx) }()
-	if !c.WaitForCacheSync(ctx) {
-		return nil, errors.New("watch caches did not sync")
-	}
-	r.synced = true
-	return r, nil
+	return func(e *v1alpha1.UserEnrollment, eventType, reason, msg string) {
+		recorder.Eventf(e, nil, eventType, reason, "Verify", "%s", msg)
+	}, nil
 }
 
 // keyOnly keeps of a cached Secret what verification reads. Enrollment reads the rest from the API server.

@@ -1,7 +1,7 @@
 // Package verifier checks one-time codes for the users of one TwoFactorPolicy and records every decision
 // in the API server. It keeps no state of its own: it reads the policy's verifier ConfigMap, the
 // enrollments and their Secrets from watch caches, decides with the shared state machine in
-// internal/lockout, and records the decision with one status update guarded by the resourceVersion it
+// internal/enrollment, and records the decision with one status update guarded by the resourceVersion it
 // read. Any number of replicas therefore agree: a code is accepted at most once, and at most maxFailures
 // wrong codes are evaluated before the lock.
 package verifier
@@ -26,13 +26,13 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/kube2fa/kube2fa/api/v1alpha1"
-	"github.com/kube2fa/kube2fa/internal/lockout"
+	"github.com/kube2fa/kube2fa/internal/enrollment"
 	"github.com/kube2fa/kube2fa/internal/otp"
 	"github.com/kube2fa/kube2fa/internal/render"
 )
 
-// IndexUser is the cache index of enrollments by spec.user.
-const IndexUser = "spec.user"
+// IndexKey is the cache index of enrollments by enrollment.KeyOf: policy and user.
+const IndexKey = "policy+user"
 
 // Result is the answer to a code or an enrollment request.
 type Result string
@@ -57,21 +57,6 @@ type Decision struct {
 	LockedNow bool
 }
 
-// Error is a request the verifier refuses; Status is the HTTP status that says why.
-type Error struct {
-	Status int
-	Msg    string
-}
-
-func (e *Error) Error() string { return e.Msg }
-
-func refuse(status int, format string, args ...any) error {
-	return &Error{Status: status, Msg: fmt.Sprintf(format, args...)}
-}
-
-// unavailable is the fail-closed answer: state could not be read or recorded.
-func unavailable(format string, args ...any) error { return refuse(503, format, args...) }
-
 // Verifier answers for one policy in one namespace.
 type Verifier struct {
 	Namespace string
@@ -81,8 +66,8 @@ type Verifier struct {
 	// Client writes to the API server.
 	Client client.Client
 	Clock  clock.PassiveClock
-	// Events announces confirmations and lockouts; optional.
-	Events func(e *v1alpha1.UserEnrollment, reason, message string)
+	// Events announces confirmations and lockouts; optional. eventType is corev1.EventTypeNormal or Warning.
+	Events func(e *v1alpha1.UserEnrollment, eventType, reason, message string)
 	// MaxRetries bounds re-decisions after write conflicts (default 10).
 	MaxRetries int
 	// ProvisionTimeout bounds how long self-enrollment waits for the manager's Secret (default 10s).
@@ -170,16 +155,16 @@ func (v *Verifier) decide(ctx context.Context, user, code string, confirm bool) 
 		now := v.Clock.Now()
 		updated := e.DeepCopy()
 		st := &updated.Status
-		res := lockout.Attempt(st, lockout.SettingsFor(policy), now, func() bool {
+		res := enrollment.Attempt(st, enrollment.SettingsFor(policy), now, func() bool {
 			return check(st, params, key, code, now, policy)
 		})
-		if res.Outcome == lockout.RefusedLocked {
+		if res.Outcome == enrollment.RefusedLocked {
 			return Decision{Result: Locked, RetryAfter: res.RetryAfter}, nil // nothing changed, nothing written
 		}
-		if res.Outcome == lockout.Accepted && confirm {
-			st.ConfirmedAt = &metav1.Time{Time: now.Truncate(time.Second)}
+		if res.Outcome == enrollment.Accepted && confirm {
+			enrollment.Confirm(st, now)
 		}
-		lockout.SetConditions(st, updated.Generation, now)
+		enrollment.SetConditions(st, updated.Generation, now)
 		if err := v.Client.Status().Update(ctx, updated); err != nil {
 			if apierrors.IsConflict(err) {
 				// Another replica (or the manager) wrote first: decide again on what it wrote.
@@ -202,18 +187,18 @@ func (v *Verifier) decide(ctx context.Context, user, code string, confirm bool) 
 func (v *Verifier) precheck(p v1alpha1.ResolvedPolicy, e *v1alpha1.UserEnrollment, confirm bool) (Decision, bool, error) {
 	if p.Mode == v1alpha1.ModeDisabled {
 		if confirm {
-			return Decision{}, true, refuse(403, "two-factor authentication is disabled by policy %s", v.Policy)
+			return Decision{}, true, refuse(ErrDisabled, "two-factor authentication is disabled by policy %s", v.Policy)
 		}
 		return Decision{Result: NotRequired}, true, nil
 	}
 	confirmed := e != nil && e.Status.ConfirmedAt != nil
 	switch {
 	case confirm && e == nil:
-		return Decision{}, true, refuse(404, "no enrollment for this user")
+		return Decision{}, true, refuse(ErrNoEnrollment, "no enrollment for this user")
 	case confirm && confirmed:
-		return Decision{}, true, refuse(409, "the enrollment is already confirmed")
+		return Decision{}, true, refuse(ErrAlreadyConfirmed, "the enrollment is already confirmed")
 	case confirm && e.Status.SecretUID == "":
-		return Decision{}, true, refuse(409, "the enrollment has no key yet (%s)", readyReason(e))
+		return Decision{}, true, refuse(ErrNoKey, "the enrollment has no key yet (%s)", readyReason(e))
 	case confirm:
 		return Decision{}, false, nil
 	case confirmed:
@@ -246,25 +231,26 @@ func check(st *v1alpha1.UserEnrollmentStatus, params otp.Params, key []byte, cod
 	return false
 }
 
-func (v *Verifier) announce(e *v1alpha1.UserEnrollment, res lockout.Result, confirm bool) Decision {
+func (v *Verifier) announce(e *v1alpha1.UserEnrollment, res enrollment.Result, confirm bool) Decision {
 	switch res.Outcome {
-	case lockout.Accepted:
+	case enrollment.Accepted:
 		if confirm {
-			v.event(e, "Enrolled", "Enrollment confirmed with a first valid code")
+			v.event(e, corev1.EventTypeNormal, v1alpha1.EventReasonEnrolled, "Enrollment confirmed with a first valid code")
 			return Decision{Result: Confirmed}
 		}
 		return Decision{Result: Accepted}
 	default:
 		if res.LockedNow {
-			v.event(e, "LockedOut", fmt.Sprintf("Locked after %d wrong codes", e.Status.FailedAttempts))
+			v.event(e, corev1.EventTypeWarning, v1alpha1.EventReasonLockedOut,
+				fmt.Sprintf("Locked after %d wrong codes", e.Status.FailedAttempts))
 		}
 		return Decision{Result: Rejected, RemainingAttempts: res.RemainingAttempts, RetryAfter: res.RetryAfter, LockedNow: res.LockedNow}
 	}
 }
 
-func (v *Verifier) event(e *v1alpha1.UserEnrollment, reason, msg string) {
+func (v *Verifier) event(e *v1alpha1.UserEnrollment, eventType, reason, msg string) {
 	if v.Events != nil {
-		v.Events(e, reason, msg)
+		v.Events(e, eventType, reason, msg)
 	}
 }
 
@@ -297,25 +283,15 @@ func (v *Verifier) resolvedPolicy(ctx context.Context) (v1alpha1.ResolvedPolicy,
 	return p, nil
 }
 
-// enrollment returns the user's enrollment under the policy (the oldest, as the manager decides for
-// duplicates), or nil. The enrollment is the cache's own object, shared: callers copy before changing it.
+// enrollment returns the user's enrollment under the policy (the one that precedes any duplicate, as the
+// manager decides), or nil. The enrollment is the cache's own object, shared: callers copy before changing it.
 func (v *Verifier) enrollment(ctx context.Context, user string) (*v1alpha1.UserEnrollment, error) {
 	var list v1alpha1.UserEnrollmentList
-	if err := v.Cache.List(ctx, &list, client.InNamespace(v.Namespace), client.MatchingFields{IndexUser: user},
-		client.UnsafeDisableDeepCopy); err != nil {
+	if err := v.Cache.List(ctx, &list, client.InNamespace(v.Namespace),
+		client.MatchingFields{IndexKey: enrollment.Key(v.Policy, user)}, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, unavailable("reading enrollments failed: %v", apiReason(err))
 	}
-	var found *v1alpha1.UserEnrollment
-	for i := range list.Items {
-		e := &list.Items[i]
-		if e.Spec.PolicyRef.Name != v.Policy || !e.DeletionTimestamp.IsZero() {
-			continue
-		}
-		if found == nil || e.CreationTimestamp.Before(&found.CreationTimestamp) ||
-			(e.CreationTimestamp.Equal(&found.CreationTimestamp) && e.Name < found.Name) {
-			found = e
-		}
-	}
+	found := enrollment.Winner(list.Items)
 	if found == nil {
 		return nil, nil
 	}

@@ -1,8 +1,4 @@
-// Package lockout is the enrollment state machine shared by the manager and the verifier: how wrong codes
-// lock an enrollment, how a lock ends (throttle expiry or an administrator's unlock), and the conditions
-// every client reads, derived from the status facts alone. It is pure: time is passed in, nothing is read
-// or written outside the status it is given.
-package lockout
+package enrollment
 
 import (
 	"time"
