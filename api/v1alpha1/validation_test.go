@@ -3,6 +3,7 @@ package v1alpha1_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -11,6 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
+	"github.com/kube2fa/kube2fa/internal/otp"
 	"github.com/kube2fa/kube2fa/internal/testenv"
 )
 
@@ -87,6 +89,24 @@ func TestAPIServerRefusesBadManifestsNamingTheField(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// The code length is one rule: the CRD's enum must allow exactly what the otp package computes.
+func TestTheAPIAllowsExactlyTheDigitsOTPSupports(t *testing.T) {
+	ns := env.Namespace(t)
+	for d := int32(4); d <= 10; d++ {
+		for _, method := range []string{"totp", "hotp"} {
+			u := object(t, policy(fmt.Sprintf("%s-%d", method, d), totp+fmt.Sprintf("  %s: {digits: %d}", method, d)))
+			u.SetNamespace(ns)
+			err := env.Client.Create(context.Background(), u)
+			if err != nil && !apierrors.IsInvalid(err) {
+				t.Fatalf("%s digits %d: %v", method, d, err)
+			}
+			if accepted := err == nil; accepted != otp.ValidDigits(d) {
+				t.Errorf("%s digits %d: the API server accepts it: %v, otp.ValidDigits: %v", method, d, accepted, otp.ValidDigits(d))
+			}
+		}
 	}
 }
 

@@ -28,6 +28,7 @@ import (
 	"github.com/kube2fa/kube2fa/internal/devcluster"
 	"github.com/kube2fa/kube2fa/internal/enrollment"
 	"github.com/kube2fa/kube2fa/internal/render"
+	"github.com/kube2fa/kube2fa/internal/scheme"
 	"github.com/kube2fa/kube2fa/internal/testenv"
 )
 
@@ -49,7 +50,7 @@ type bench struct {
 func newBench(ctx context.Context, c config, env *testenv.Env, cl *devcluster.Cluster) (*bench, error) {
 	cfg := rest.CopyConfig(env.Config)
 	cfg.QPS, cfg.Burst = -1, 0
-	k, err := client.NewWithWatch(cfg, client.Options{Scheme: testenv.Scheme})
+	k, err := client.NewWithWatch(cfg, client.Options{Scheme: scheme.Scheme})
 	if err != nil {
 		return nil, err
 	}

@@ -7,25 +7,15 @@ import (
 	"flag"
 	"os"
 
-	"k8s.io/apimachinery/pkg/runtime"
-	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
-	"github.com/kube2fa/kube2fa/api/v1alpha1"
 	"github.com/kube2fa/kube2fa/controllers"
+	"github.com/kube2fa/kube2fa/internal/scheme"
 )
-
-var scheme = runtime.NewScheme()
-
-func init() {
-	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
-	utilruntime.Must(v1alpha1.AddToScheme(scheme))
-}
 
 func main() {
 	var (
@@ -58,7 +48,7 @@ func main() {
 	cfg.QPS, cfg.Burst = float32(qps), burst
 
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:                        scheme,
+		Scheme:                        scheme.Scheme,
 		Cache:                         controllers.CacheOptions(watchNamespace),
 		Metrics:                       metricsserver.Options{BindAddress: metricsAddr, TLSOpts: tlsOpts},
 		WebhookServer:                 webhook.NewServer(webhook.Options{TLSOpts: tlsOpts}),

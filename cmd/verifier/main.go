@@ -20,14 +20,11 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"k8s.io/apimachinery/pkg/runtime"
-	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
-	"github.com/kube2fa/kube2fa/api/v1alpha1"
+	"github.com/kube2fa/kube2fa/internal/scheme"
 	"github.com/kube2fa/kube2fa/internal/verifier"
 )
 
@@ -93,9 +90,6 @@ func run(log logr.Logger, policy, namespace, listen, metricsListen, kubeconfig s
 		}
 	}
 
-	scheme := runtime.NewScheme()
-	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
-	utilruntime.Must(v1alpha1.AddToScheme(scheme))
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
@@ -112,7 +106,7 @@ func run(log logr.Logger, policy, namespace, listen, metricsListen, kubeconfig s
 	}
 
 	log.Info("Starting watch caches", "policy", policy, "namespace", namespace)
-	running, err := verifier.Start(ctx, verifier.Config{Rest: cfg, Scheme: scheme, Namespace: namespace, Policy: policy})
+	running, err := verifier.Start(ctx, verifier.Config{Rest: cfg, Scheme: scheme.Scheme, Namespace: namespace, Policy: policy})
 	if err != nil {
 		return err
 	}

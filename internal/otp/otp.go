@@ -25,8 +25,7 @@ import (
 const (
 	// MinSecretBytes is the smallest key size accepted (128 bits, RFC 4226 §4 R6).
 	MinSecretBytes = 16
-	// MinDigits and MaxDigits bound the code length (RFC 4226 §5.3); the API narrows it to 6 or 8.
-	MinDigits = 6
+	// MaxDigits is the longest code (see ValidDigits).
 	MaxDigits = 8
 	// MaxSkewSteps is the widest TOTP window, in periods on each side of the current one.
 	MaxSkewSteps = 10
@@ -48,11 +47,11 @@ func (p Params) Validate() error {
 	switch p.Method {
 	case v1alpha1.MethodTOTP:
 		if p.PeriodSeconds <= 0 {
-			return fmt.Errorf("otp: TOTP period must be positive, got %d", p.PeriodSeconds)
+			return fmt.Errorf("otp: periodSeconds must be positive, not %d", p.PeriodSeconds)
 		}
 	case v1alpha1.MethodHOTP:
 	default:
-		return fmt.Errorf("otp: unknown method %q", p.Method)
+		return fmt.Errorf("otp: method must be TOTP or HOTP, not %q", p.Method)
 	}
 	if _, err := hashFor(p.Algorithm); err != nil {
 		return err
@@ -69,12 +68,17 @@ func hashFor(alg v1alpha1.Algorithm) (func() hash.Hash, error) {
 	case v1alpha1.AlgorithmSHA512:
 		return sha512.New, nil
 	}
-	return nil, fmt.Errorf("otp: unknown algorithm %q", alg)
+	return nil, fmt.Errorf("otp: algorithm must be SHA1, SHA256 or SHA512, not %q", alg)
 }
 
+// ValidDigits reports whether codes may be d digits long: 6 or 8, the lengths authenticator apps show.
+// RFC 4226 §5.3 allows 6 to 8; the API's enum on totp.digits and hotp.digits is this same rule, and a test
+// against the API server holds the two together.
+func ValidDigits(d int32) bool { return d == 6 || d == 8 }
+
 func checkDigits(d int32) error {
-	if d < MinDigits || d > MaxDigits {
-		return fmt.Errorf("otp: digits must be between %d and %d, got %d", MinDigits, MaxDigits, d)
+	if !ValidDigits(d) {
+		return fmt.Errorf("otp: digits must be 6 or 8, not %d", d)
 	}
 	return nil
 }

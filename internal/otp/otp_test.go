@@ -128,6 +128,7 @@ func TestCodeRejectsInvalidInput(t *testing.T) {
 		{"unknown algorithm", seed20, "MD5", 6},
 		{"empty algorithm", seed20, "", 6},
 		{"five digits", seed20, v1alpha1.AlgorithmSHA1, 5},
+		{"seven digits", seed20, v1alpha1.AlgorithmSHA1, 7},
 		{"nine digits", seed20, v1alpha1.AlgorithmSHA1, 9},
 		{"short secret", seed20[:15], v1alpha1.AlgorithmSHA1, 6},
 		{"no secret", nil, v1alpha1.AlgorithmSHA1, 6},

@@ -141,37 +141,33 @@ func DropEnrollmentMaterial(s *corev1.Secret) {
 	delete(s.Data, SecretKeyQR)
 }
 
-// ParseOTPSecret returns the code parameters and the key of an enrollment Secret. Errors name the Secret
-// and the faulty field, never the key.
+// ParseOTPSecret returns the code parameters and the key of an enrollment Secret, refusing parameters that
+// otp.Params.Validate refuses. Errors name the Secret and the faulty field, never the key.
 func ParseOTPSecret(s *corev1.Secret) (otp.Params, []byte, error) {
-	var p otp.Params
 	bad := func(field string) error {
 		return fmt.Errorf("secret %s/%s: missing or invalid %q", s.Namespace, s.Name, field)
 	}
-	p.Method = v1alpha1.Method(s.Data[SecretKeyMethod])
-	if p.Method != v1alpha1.MethodTOTP && p.Method != v1alpha1.MethodHOTP {
-		return p, nil, bad(SecretKeyMethod)
+	p := otp.Params{
+		Method:    v1alpha1.Method(s.Data[SecretKeyMethod]),
+		Algorithm: v1alpha1.Algorithm(s.Data[SecretKeyAlgorithm]),
 	}
-	switch a := v1alpha1.Algorithm(s.Data[SecretKeyAlgorithm]); a {
-	case v1alpha1.AlgorithmSHA1, v1alpha1.AlgorithmSHA256, v1alpha1.AlgorithmSHA512:
-		p.Algorithm = a
-	default:
-		return p, nil, bad(SecretKeyAlgorithm)
-	}
-	digits, err := strconv.Atoi(string(s.Data[SecretKeyDigits]))
-	if err != nil || (digits != 6 && digits != 8) {
+	digits, err := strconv.ParseInt(string(s.Data[SecretKeyDigits]), 10, 32)
+	if err != nil {
 		return p, nil, bad(SecretKeyDigits)
 	}
 	p.Digits = int32(digits)
 	if p.Method == v1alpha1.MethodTOTP {
-		period, err := strconv.Atoi(string(s.Data[SecretKeyPeriod]))
-		if err != nil || period < 1 {
+		period, err := strconv.ParseInt(string(s.Data[SecretKeyPeriod]), 10, 32)
+		if err != nil {
 			return p, nil, bad(SecretKeyPeriod)
 		}
 		p.PeriodSeconds = int32(period)
 	}
+	if err := p.Validate(); err != nil {
+		return p, nil, fmt.Errorf("secret %s/%s: %w", s.Namespace, s.Name, err)
+	}
 	key, err := otp.DecodeSecret(string(s.Data[SecretKeySecret]))
-	if err != nil || len(key) == 0 {
+	if err != nil {
 		return p, nil, bad(SecretKeySecret)
 	}
 	return p, key, nil

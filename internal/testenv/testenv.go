@@ -17,9 +17,6 @@ import (
 	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	k8sruntime "k8s.io/apimachinery/pkg/runtime"
-	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -30,17 +27,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
-	"github.com/kube2fa/kube2fa/api/v1alpha1"
 	"github.com/kube2fa/kube2fa/controllers"
+	"github.com/kube2fa/kube2fa/internal/scheme"
 )
-
-// Scheme knows the built-in kinds and kube2fa's.
-var Scheme = k8sruntime.NewScheme()
-
-func init() {
-	utilruntime.Must(clientgoscheme.AddToScheme(Scheme))
-	utilruntime.Must(v1alpha1.AddToScheme(Scheme))
-}
 
 // Options choose what runs beside etcd and kube-apiserver.
 type Options struct {
@@ -98,7 +87,7 @@ func Start(opts Options) (*Env, error) {
 		BinaryAssetsDirectory:   bin,
 		CRDDirectoryPaths:       []string{filepath.Join(RepoRoot(), "config", "crd", "bases")},
 		ErrorIfCRDPathMissing:   true,
-		Scheme:                  Scheme,
+		Scheme:                  scheme.Scheme,
 		ControlPlaneStopTimeout: opts.StopTimeout,
 	}}
 	e.env.ControlPlane.Etcd = &envtest.Etcd{DataDir: opts.DataDir}
@@ -113,7 +102,7 @@ func Start(opts Options) (*Env, error) {
 	if e.dir, err = os.MkdirTemp("", "kube2fa-testenv-"); err != nil {
 		return nil, errors.Join(err, e.Stop())
 	}
-	if e.Client, err = client.NewWithWatch(cfg, client.Options{Scheme: Scheme}); err != nil {
+	if e.Client, err = client.NewWithWatch(cfg, client.Options{Scheme: scheme.Scheme}); err != nil {
 		return nil, errors.Join(err, e.Stop())
 	}
 	admin, err := e.env.AddUser(envtest.User{Name: "kube2fa-admin", Groups: []string{"system:masters"}}, cfg)
@@ -220,7 +209,7 @@ func (e *Env) Namespace(t testing.TB) string {
 func (e *Env) StartManager(t testing.TB, opts controllers.Options) (stop func()) {
 	t.Helper()
 	mgr, err := ctrl.NewManager(e.Config, ctrl.Options{
-		Scheme:                 Scheme,
+		Scheme:                 scheme.Scheme,
 		Cache:                  controllers.CacheOptions(""),
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",

@@ -30,6 +30,7 @@ import (
 	"github.com/kube2fa/kube2fa/controllers"
 	"github.com/kube2fa/kube2fa/internal/otp"
 	"github.com/kube2fa/kube2fa/internal/render"
+	"github.com/kube2fa/kube2fa/internal/scheme"
 	"github.com/kube2fa/kube2fa/internal/testenv"
 	"github.com/kube2fa/kube2fa/internal/verifier"
 )
@@ -54,7 +55,7 @@ func startVerifier(t *testing.T, e *testenv.Env, ns, policy string) *replica {
 	cfg := verifierUser(t, e, ns)
 	c, cancel := context.WithCancel(ctx)
 	t.Cleanup(cancel)
-	running, err := verifier.Start(c, verifier.Config{Rest: cfg, Scheme: testenv.Scheme, Namespace: ns, Policy: policy})
+	running, err := verifier.Start(c, verifier.Config{Rest: cfg, Scheme: scheme.Scheme, Namespace: ns, Policy: policy})
 	if err != nil {
 		t.Fatalf("starting verifier: %v", err)
 	}
