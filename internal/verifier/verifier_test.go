@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -119,6 +121,23 @@ func TestLockoutWithoutThrottleNeedsTheAdministrator(t *testing.T) {
 	e := enrollment(t, ns, "alice")
 	if e.Status.FailedAttempts != 3 || !meta.IsStatusConditionTrue(e.Status.Conditions, v1alpha1.ConditionLocked) {
 		t.Fatalf("lock state: %+v", e.Status)
+	}
+	var lockedOut eventsv1.Event
+	waitFor(t, "a LockedOut Event", func() bool {
+		var list eventsv1.EventList
+		if err := env.Client.List(ctx, &list, client.InNamespace(ns)); err != nil {
+			return false
+		}
+		for _, ev := range list.Items {
+			if ev.Reason == v1alpha1.EventReasonLockedOut && ev.Regarding.Name == "alice" {
+				lockedOut = ev
+				return true
+			}
+		}
+		return false
+	})
+	if lockedOut.Type != corev1.EventTypeWarning {
+		t.Errorf("a lockout is announced as %s, want a Warning", lockedOut.Type)
 	}
 
 	patch := client.MergeFrom(e.DeepCopy())
