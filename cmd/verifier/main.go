@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/kube2fa/kube2fa/internal/scheme"
@@ -30,60 +31,76 @@ import (
 
 const serviceAccountNamespace = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
-func main() {
-	var (
-		policy, namespace, listen, metricsListen, pprofListen, kubeconfig string
-		qps                                                               float64
-		burst                                                             int
-	)
-	flag.StringVar(&policy, "policy", "", "Name of the TwoFactorPolicy to verify codes for (required).")
-	flag.StringVar(&namespace, "namespace", "", "Namespace of the policy (default: the pod's namespace, else the kubeconfig context's).")
-	flag.StringVar(&listen, "listen", "127.0.0.1:8089", "Address of the HTTP API: loopback by default, for the application beside it.")
-	flag.StringVar(&metricsListen, "metrics-listen", "", "Extra address serving only /healthz, /readyz and /metrics (e.g. :9090 for kubelet probes); empty: none.")
-	flag.StringVar(&pprofListen, "pprof-listen", "", "Address serving /debug/pprof for profiling; empty disables it.")
-	flag.StringVar(&kubeconfig, "kubeconfig", "", "Path of a kubeconfig (default: $KUBECONFIG, ~/.kube/config, or in-cluster).")
-	flag.Float64Var(&qps, "kube-api-qps", 100, "Client-side limit of API requests per second (each state-changing decision is one).")
-	flag.IntVar(&burst, "kube-api-burst", 200, "Client-side burst above --kube-api-qps.")
-	zapOpts := zap.Options{}
-	zapOpts.BindFlags(flag.CommandLine)
-	flag.Usage = func() {
-		fmt.Fprintf(flag.CommandLine.Output(), "Usage: verifier --policy NAME [flags]\n\n"+
+// options are the verifier's flags.
+type options struct {
+	policy, namespace, listen, metricsListen, pprofListen, kubeconfig string
+	qps                                                               float64
+	burst                                                             int
+	zap                                                               zap.Options
+}
+
+// bind registers the flags on fs.
+func (o *options) bind(fs *flag.FlagSet) {
+	fs.StringVar(&o.policy, "policy", "", "Name of the TwoFactorPolicy to verify codes for (required).")
+	fs.StringVar(&o.namespace, "namespace", "", "Namespace of the policy (default: the pod's namespace, else the kubeconfig context's).")
+	fs.StringVar(&o.listen, "listen", "127.0.0.1:8089", "Address of the HTTP API: loopback by default, for the application beside it.")
+	fs.StringVar(&o.metricsListen, "metrics-listen", "", "Extra address serving only /healthz, /readyz and /metrics (e.g. :9090 for kubelet probes); empty: none.")
+	fs.StringVar(&o.pprofListen, "pprof-listen", "", "Address serving /debug/pprof for profiling; empty disables it.")
+	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "Path of a kubeconfig (default: $KUBECONFIG, ~/.kube/config, or in-cluster).")
+	fs.Float64Var(&o.qps, "kube-api-qps", 100, "Client-side limit of API requests per second (each state-changing decision is one).")
+	fs.IntVar(&o.burst, "kube-api-burst", 200, "Client-side burst above --kube-api-qps.")
+	o.zap.BindFlags(fs)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: verifier --policy NAME [flags]\n\n"+
 			"Checks one-time codes for the users of one TwoFactorPolicy; see the README for the HTTP API.\n\n")
-		flag.PrintDefaults()
+		fs.PrintDefaults()
 	}
+}
+
+func main() {
+	var o options
+	o.bind(flag.CommandLine)
 	flag.Parse()
-	log := zap.New(zap.UseFlagOptions(&zapOpts)).WithName("verifier")
-	klog.SetLogger(log)
-	if policy == "" {
+	log := setupLogging(zap.New(zap.UseFlagOptions(&o.zap)))
+	if o.policy == "" {
 		fmt.Fprintln(os.Stderr, "verifier: --policy is required")
 		flag.Usage()
 		os.Exit(2)
 	}
-	if pprofListen != "" {
+	if o.pprofListen != "" {
 		go func() {
 			srv := newServer(http.DefaultServeMux) // net/http/pprof registers there
-			srv.Addr, srv.WriteTimeout = pprofListen, 0
+			srv.Addr, srv.WriteTimeout = o.pprofListen, 0
 			log.Error(srv.ListenAndServe(), "pprof server stopped")
 		}()
 	}
-	if err := run(log, policy, namespace, listen, metricsListen, kubeconfig, float32(qps), burst); err != nil {
+	if err := run(log, o); err != nil {
 		log.Error(err, "Verifier stopped")
 		os.Exit(1)
 	}
 }
 
-func run(log logr.Logger, policy, namespace, listen, metricsListen, kubeconfig string, qps float32, burst int) error {
+// setupLogging makes logger the one logger of every library the verifier uses: client-go's (klog) and
+// controller-runtime's, whose caches the verifier runs. It returns the verifier's own named logger.
+func setupLogging(logger logr.Logger) logr.Logger {
+	klog.SetLogger(logger)
+	ctrllog.SetLogger(logger)
+	return logger.WithName("verifier")
+}
+
+func run(log logr.Logger, o options) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
 	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	rules.ExplicitPath = kubeconfig
+	rules.ExplicitPath = o.kubeconfig
 	loader := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{})
 	cfg, err := loader.ClientConfig()
 	if err != nil {
 		return fmt.Errorf("loading kubeconfig: %w", err)
 	}
-	cfg.QPS, cfg.Burst = qps, burst
+	cfg.QPS, cfg.Burst = float32(o.qps), o.burst
+	namespace := o.namespace
 	if namespace == "" {
 		if namespace, err = defaultNamespace(loader); err != nil {
 			return err
@@ -94,19 +111,19 @@ func run(log logr.Logger, policy, namespace, listen, metricsListen, kubeconfig s
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	// Bind first: a taken port is a clear error before anything else starts.
-	apiLn, err := net.Listen("tcp", listen)
+	apiLn, err := net.Listen("tcp", o.listen)
 	if err != nil {
-		return fmt.Errorf("listening on --listen %s: %w", listen, err)
+		return fmt.Errorf("listening on --listen %s: %w", o.listen, err)
 	}
 	var metricsLn net.Listener
-	if metricsListen != "" {
-		if metricsLn, err = net.Listen("tcp", metricsListen); err != nil {
-			return fmt.Errorf("listening on --metrics-listen %s: %w", metricsListen, err)
+	if o.metricsListen != "" {
+		if metricsLn, err = net.Listen("tcp", o.metricsListen); err != nil {
+			return fmt.Errorf("listening on --metrics-listen %s: %w", o.metricsListen, err)
 		}
 	}
 
-	log.Info("Starting watch caches", "policy", policy, "namespace", namespace)
-	running, err := verifier.Start(ctx, verifier.Config{Rest: cfg, Scheme: scheme.Scheme, Namespace: namespace, Policy: policy})
+	log.Info("Starting watch caches", "policy", o.policy, "namespace", namespace)
+	running, err := verifier.Start(ctx, verifier.Config{Rest: cfg, Scheme: scheme.Scheme, Namespace: namespace, Policy: o.policy})
 	if err != nil {
 		return err
 	}
@@ -123,7 +140,7 @@ func run(log logr.Logger, policy, namespace, listen, metricsListen, kubeconfig s
 	for i, s := range servers {
 		go func() { errc <- s.Serve(lns[i]) }()
 	}
-	log.Info("Serving", "listen", apiLn.Addr().String(), "metricsListen", metricsListen)
+	log.Info("Serving", "listen", apiLn.Addr().String(), "metricsListen", o.metricsListen)
 
 	select {
 	case <-ctx.Done():
