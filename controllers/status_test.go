@@ -73,7 +73,7 @@ func TestAStatusWriteThatLosesARaceRunsThePassAgain(t *testing.T) {
 	for _, tt := range []struct {
 		name string
 		r    func(c client.Client) reconcile.Reconciler
-		obj func(*v1alpha1.TwoFactorPolicy, *v1alpha1.UserEnrollment) client.Object
+		obj  func(*v1alpha1.TwoFactorPolicy, *v1alpha1.UserEnrollment) client.Object
 	}{
 		{"policy", func(c client.Client) reconcile.Reconciler {
 			return &PolicyReconciler{Client: c}

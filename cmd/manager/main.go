@@ -5,79 +5,104 @@ package main
 import (
 	"crypto/tls"
 	"flag"
+	"fmt"
 	"os"
 
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
-	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	"github.com/kube2fa/kube2fa/controllers"
 	"github.com/kube2fa/kube2fa/internal/scheme"
 )
 
-func main() {
-	var (
-		metricsAddr, probeAddr, pprofAddr, watchNamespace string
-		leaderElect, enableHTTP2                          bool
-		concurrency                                       int
-		qps                                               float64
-		burst                                             int
-	)
-	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "Address the Prometheus metrics endpoint binds to; 0 disables it.")
-	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address the /healthz and /readyz probes bind to.")
-	flag.StringVar(&pprofAddr, "pprof-bind-address", "", "Address serving /debug/pprof for profiling; empty disables it.")
-	flag.BoolVar(&leaderElect, "leader-elect", false, "Elect a leader so that only one of several manager replicas reconciles.")
-	flag.BoolVar(&enableHTTP2, "enable-http2", false, "Serve metrics over HTTP/2 too (off: HTTP/2 rapid-reset and stream-cancellation CVEs).")
-	flag.IntVar(&concurrency, "max-concurrent-reconciles", 4, "Reconciles each controller runs in parallel.")
-	flag.Float64Var(&qps, "kube-api-qps", 50, "Client-side limit of API requests per second; raise it for thousands of enrollments.")
-	flag.IntVar(&burst, "kube-api-burst", 100, "Client-side burst of API requests above --kube-api-qps.")
-	flag.StringVar(&watchNamespace, "watch-namespace", "", "Only reconcile objects in this namespace (default: all namespaces).")
-	zapOpts := zap.Options{}
-	zapOpts.BindFlags(flag.CommandLine)
-	flag.Parse()
-	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
-	log := ctrl.Log.WithName("setup")
+// options are the manager's flags.
+type options struct {
+	metricsAddr, probeAddr, pprofAddr, watchNamespace string
+	secureMetrics, leaderElect, enableHTTP2           bool
+	concurrency, burst                                int
+	qps                                               float64
+	zap                                               zap.Options
+}
 
+// bind registers the flags on fs.
+func (o *options) bind(fs *flag.FlagSet) {
+	fs.StringVar(&o.metricsAddr, "metrics-bind-address", "0", "Address of the Prometheus metrics endpoint, e.g. :8443 (HTTPS) or :8080 (with --metrics-secure=false); 0 disables it.")
+	fs.BoolVar(&o.secureMetrics, "metrics-secure", true, "Serve metrics over HTTPS, only to callers whose token the API server authenticates and authorizes for GET /metrics.")
+	fs.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "Address the /healthz and /readyz probes bind to.")
+	fs.StringVar(&o.pprofAddr, "pprof-bind-address", "", "Address serving /debug/pprof for profiling; empty disables it.")
+	fs.BoolVar(&o.leaderElect, "leader-elect", false, "Elect a leader so that only one of several manager replicas reconciles.")
+	fs.BoolVar(&o.enableHTTP2, "enable-http2", false, "Serve metrics over HTTP/2 too (off: HTTP/2 rapid-reset and stream-cancellation CVEs).")
+	fs.IntVar(&o.concurrency, "max-concurrent-reconciles", 4, "Reconciles each controller runs in parallel.")
+	fs.Float64Var(&o.qps, "kube-api-qps", 50, "Client-side limit of API requests per second; raise it for thousands of enrollments.")
+	fs.IntVar(&o.burst, "kube-api-burst", 100, "Client-side burst of API requests above --kube-api-qps.")
+	fs.StringVar(&o.watchNamespace, "watch-namespace", "", "Only reconcile objects in this namespace (default: all namespaces).")
+	o.zap.BindFlags(fs)
+}
+
+// Checking who may read the metrics takes a TokenReview and a SubjectAccessReview per scrape.
+// +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
+// +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
+
+// managerOptions are controller-runtime's options for o: the scaffold's secure metrics, no webhook server
+// (nothing is served but metrics and probes), leader election with a stable ID.
+func (o *options) managerOptions() ctrl.Options {
 	var tlsOpts []func(*tls.Config)
-	if !enableHTTP2 {
+	if !o.enableHTTP2 {
 		tlsOpts = append(tlsOpts, func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} })
 	}
-	cfg := ctrl.GetConfigOrDie()
-	cfg.QPS, cfg.Burst = float32(qps), burst
-
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+	metrics := metricsserver.Options{BindAddress: o.metricsAddr, SecureServing: o.secureMetrics, TLSOpts: tlsOpts}
+	if o.secureMetrics {
+		// TokenReview and SubjectAccessReview: only a caller allowed to GET /metrics reads them.
+		metrics.FilterProvider = filters.WithAuthenticationAndAuthorization
+	}
+	return ctrl.Options{
 		Scheme:                        scheme.Scheme,
-		Cache:                         controllers.CacheOptions(watchNamespace),
-		Metrics:                       metricsserver.Options{BindAddress: metricsAddr, TLSOpts: tlsOpts},
-		WebhookServer:                 webhook.NewServer(webhook.Options{TLSOpts: tlsOpts}),
-		HealthProbeBindAddress:        probeAddr,
-		PprofBindAddress:              pprofAddr,
-		LeaderElection:                leaderElect,
+		Cache:                         controllers.CacheOptions(o.watchNamespace),
+		Metrics:                       metrics,
+		HealthProbeBindAddress:        o.probeAddr,
+		PprofBindAddress:              o.pprofAddr,
+		LeaderElection:                o.leaderElect,
 		LeaderElectionID:              "manager.twofactor.kube2fa.io",
 		LeaderElectionReleaseOnCancel: true,
-	})
-	if err != nil {
-		log.Error(err, "Failed to create manager")
+	}
+}
+
+func main() {
+	var o options
+	o.bind(flag.CommandLine)
+	flag.Parse()
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&o.zap)))
+	if err := run(o); err != nil {
+		ctrl.Log.WithName("setup").Error(err, "Manager stopped")
 		os.Exit(1)
+	}
+}
+
+func run(o options) error {
+	log := ctrl.Log.WithName("setup")
+	cfg, err := ctrl.GetConfig()
+	if err != nil {
+		return fmt.Errorf("loading kubeconfig: %w", err)
+	}
+	cfg.QPS, cfg.Burst = float32(o.qps), o.burst
+	mgr, err := ctrl.NewManager(cfg, o.managerOptions())
+	if err != nil {
+		return fmt.Errorf("creating manager: %w", err)
 	}
 	ctx := ctrl.SetupSignalHandler()
-	if err := controllers.Setup(ctx, mgr, controllers.Options{MaxConcurrentReconciles: concurrency}); err != nil {
-		log.Error(err, "Failed to set up controllers")
-		os.Exit(1)
+	if err := controllers.Setup(ctx, mgr, controllers.Options{MaxConcurrentReconciles: o.concurrency}); err != nil {
+		return fmt.Errorf("setting up controllers: %w", err)
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
-		log.Error(err, "Failed to add health check")
-		os.Exit(1)
+		return fmt.Errorf("adding health check: %w", err)
 	}
 	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
-		log.Error(err, "Failed to add ready check")
-		os.Exit(1)
+		return fmt.Errorf("adding ready check: %w", err)
 	}
-	log.Info("Starting manager", "watchNamespace", watchNamespace, "maxConcurrentReconciles", concurrency)
-	if err := mgr.Start(ctx); err != nil {
-		log.Error(err, "Manager stopped with an error")
-		os.Exit(1)
-	}
+	log.Info("Starting manager", "watchNamespace", o.watchNamespace, "maxConcurrentReconciles", o.concurrency,
+		"metrics", o.metricsAddr, "secureMetrics", o.secureMetrics)
+	return mgr.Start(ctx)
 }
