@@ -12,6 +12,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -39,6 +40,8 @@ type EnrollmentReconciler struct {
 	APIReader client.Reader
 	Recorder  recorder.EventRecorder
 	Clock     clock.PassiveClock
+	// QueueClock, when set, is the clock the work queue waits on for RequeueAfter (a test's fake clock).
+	QueueClock clock.WithTicker
 	// Rand is the source of keys; crypto/rand when nil.
 	Rand io.Reader
 	// MaxConcurrentReconciles bounds parallel reconciles (default 1).
@@ -220,8 +223,19 @@ func (r *EnrollmentReconciler) SetupWithManager(mgr ctrl.Manager) error {
 				CreateFunc: func(event.CreateEvent) bool { return false },
 				UpdateFunc: func(event.UpdateEvent) bool { return false },
 			})).
-		WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrentReconciles}).
+		WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrentReconciles, NewQueue: r.newQueue()}).
 		Complete(r)
+}
+
+// newQueue returns a work queue that waits on QueueClock, or nil (controller-runtime's default queue).
+func (r *EnrollmentReconciler) newQueue() func(string, workqueue.TypedRateLimiter[reconcile.Request]) workqueue.TypedRateLimitingInterface[reconcile.Request] {
+	if r.QueueClock == nil {
+		return nil
+	}
+	return func(name string, rl workqueue.TypedRateLimiter[reconcile.Request]) workqueue.TypedRateLimitingInterface[reconcile.Request] {
+		return workqueue.NewTypedRateLimitingQueueWithConfig(rl,
+			workqueue.TypedRateLimitingQueueConfig[reconcile.Request]{Name: name, Clock: r.QueueClock})
+	}
 }
 
 // needsManager reports whether a change of an enrollment is one the manager acts on: its spec, the unlock

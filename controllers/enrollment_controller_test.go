@@ -13,13 +13,16 @@ import (
 	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	clocktesting "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/kube2fa/kube2fa/api/v1alpha1"
+	"github.com/kube2fa/kube2fa/controllers"
 	"github.com/kube2fa/kube2fa/internal/enrollment"
 	"github.com/kube2fa/kube2fa/internal/otp"
 	"github.com/kube2fa/kube2fa/internal/render"
+	"github.com/kube2fa/kube2fa/internal/testenv"
 )
 
 func TestEnrollmentGetsItsOwnImmutableKeySecret(t *testing.T) {
@@ -99,14 +102,14 @@ func TestKeysNeverChangeAcrossManagerRestartsAndPolicyEdits(t *testing.T) {
 
 	stop()
 	// While the manager is down, the policy changes every parameter of new keys.
-	p := editPolicy(t, ns, "webapp", func(s *v1alpha1.TwoFactorPolicySpec) {
+	p := testenv.EditPolicy(t, env.Client, client.ObjectKey{Namespace: ns, Name: "webapp"}, func(s *v1alpha1.TwoFactorPolicySpec) {
 		s.TOTP = &v1alpha1.TOTPSettings{Algorithm: v1alpha1.AlgorithmSHA256, Digits: 8, PeriodSeconds: 60}
 		s.SecretBytes = 32
 	})
 	startManager(t)
 	createEnrollment(t, ns, "newcomer", "webapp", "newcomer")
 	waitCondition(t, ns, "newcomer", v1alpha1.ConditionReady, metav1.ConditionTrue, "")
-	waitFor(t, "the policy to be observed", func() (bool, error) {
+	testenv.EventuallyErr(t, "the policy to be observed", func() (bool, error) {
 		err := env.Client.Get(ctx, client.ObjectKeyFromObject(p), p)
 		return p.Status.ObservedGeneration == p.Generation, err
 	})
@@ -127,27 +130,43 @@ func TestKeysNeverChangeAcrossManagerRestartsAndPolicyEdits(t *testing.T) {
 	}
 }
 
+// The manager ends a throttled lock at lockedUntil with no event to wake it: it requeues itself for then.
+// Its clock is a fake one that the test steps, so the test waits no real throttle time.
 func TestThrottledLockEndsByItself(t *testing.T) {
 	ns := env.Namespace(t)
-	startManager(t)
+	clk := clocktesting.NewFakeClock(time.Now())
+	env.StartManager(t, controllers.Options{MaxConcurrentReconciles: 4, Clock: clk})
 	spec := enforcedTOTP()
-	spec.Lockout = &v1alpha1.LockoutSettings{MaxFailures: 3, ThrottleSeconds: ptr.To[int32](5)}
+	throttle := 300 * time.Second
+	spec.Lockout = &v1alpha1.LockoutSettings{MaxFailures: 3, ThrottleSeconds: ptr.To(int32(throttle.Seconds()))}
 	createPolicy(t, ns, "webapp", spec)
 	createEnrollment(t, ns, "alice", "webapp", "alice")
 	waitCondition(t, ns, "alice", v1alpha1.ConditionReady, metav1.ConditionTrue, "")
 
-	recordAttempts(t, ns, "alice", enrollment.Settings{MaxFailures: 3, Throttle: 5 * time.Second}, 3, false)
-	e := getEnrollment(t, ns, "alice")
-	if !meta.IsStatusConditionTrue(e.Status.Conditions, v1alpha1.ConditionLocked) || e.Status.LockedUntil == nil {
+	recordAttemptsAt(t, ns, "alice", enrollment.Settings{MaxFailures: 3, Throttle: throttle}, 3, false, clk.Now)
+	e := waitCondition(t, ns, "alice", v1alpha1.ConditionLocked, metav1.ConditionTrue, v1alpha1.ReasonTooManyFailures)
+	if e.Status.LockedUntil == nil {
 		t.Fatalf("three wrong codes did not lock with a throttle: %+v", e.Status)
 	}
 	lockedUntil := e.Status.LockedUntil.Time
-	e = waitCondition(t, ns, "alice", v1alpha1.ConditionLocked, metav1.ConditionFalse, v1alpha1.ReasonNotLocked)
+
+	// Step the manager's clock second by second until the lock ends: the requeue it scheduled for
+	// lockedUntil is what ends it.
+	testenv.EventuallyErr(t, "the lock to end by itself", func() (bool, error) {
+		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(e), e); err != nil {
+			return false, err
+		}
+		if meta.IsStatusConditionFalse(e.Status.Conditions, v1alpha1.ConditionLocked) {
+			return true, nil
+		}
+		clk.Step(time.Second)
+		return false, nil
+	})
 	if e.Status.FailedAttempts != 0 || e.Status.LockedAt != nil || e.Status.LockedUntil != nil {
 		t.Errorf("the expired lock left state behind: %+v", e.Status)
 	}
-	if time.Now().Before(lockedUntil) {
-		t.Errorf("unlocked before the throttle ended")
+	if clk.Now().Before(lockedUntil) {
+		t.Errorf("unlocked at %v, before the throttle ended at %v", clk.Now(), lockedUntil)
 	}
 }
 
@@ -190,7 +209,7 @@ func TestUnlockAnnotationClearsALockOnce(t *testing.T) {
 	waitCondition(t, ns, "alice", v1alpha1.ConditionLocked, metav1.ConditionFalse, "")
 
 	var events eventsv1.EventList
-	waitFor(t, "Unlocked events", func() (bool, error) {
+	testenv.EventuallyErr(t, "Unlocked events", func() (bool, error) {
 		err := env.Client.List(ctx, &events, client.InNamespace(ns))
 		n := 0
 		for _, ev := range events.Items {
@@ -214,7 +233,7 @@ func TestDeletingAnEnrollmentGarbageCollectsItsSecret(t *testing.T) {
 		t.Fatal(err)
 	}
 	// kube-controller-manager's garbage collector follows the owner reference, as in a real cluster.
-	waitFor(t, "the secret to be garbage-collected", func() (bool, error) {
+	testenv.EventuallyErr(t, "the secret to be garbage-collected", func() (bool, error) {
 		return isNotFound(env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "alice-otp"}, &corev1.Secret{}))
 	})
 }
@@ -241,7 +260,7 @@ func TestADeletedSecretMeansANewKeyAndPendingAgain(t *testing.T) {
 		t.Errorf("status still holds the old key's state: %+v", e.Status)
 	}
 	var events eventsv1.EventList
-	waitFor(t, "a KeyReplaced warning", func() (bool, error) {
+	testenv.EventuallyErr(t, "a KeyReplaced warning", func() (bool, error) {
 		err := env.Client.List(ctx, &events, client.InNamespace(ns))
 		for _, ev := range events.Items {
 			if ev.Reason == "KeyReplaced" && ev.Type == corev1.EventTypeWarning && ev.Regarding.Name == "alice" {
@@ -270,7 +289,7 @@ func TestEnrollmentReadinessFollowsThePolicy(t *testing.T) {
 	waitCondition(t, ns, "hotp-user", v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonMethodNotAllowed)
 
 	// Disabled: the existing key is kept, a new enrollment gets none until the policy allows it again.
-	editPolicy(t, ns, "webapp", func(s *v1alpha1.TwoFactorPolicySpec) { s.Mode = v1alpha1.ModeDisabled })
+	testenv.EditPolicy(t, env.Client, client.ObjectKey{Namespace: ns, Name: "webapp"}, func(s *v1alpha1.TwoFactorPolicySpec) { s.Mode = v1alpha1.ModeDisabled })
 	createEnrollment(t, ns, "late", "webapp", "late")
 	waitCondition(t, ns, "late", v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonPolicyDisabled)
 	waitCondition(t, ns, "early", v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonKeyProvisioned)
@@ -279,7 +298,7 @@ func TestEnrollmentReadinessFollowsThePolicy(t *testing.T) {
 		t.Fatal("a Disabled policy provisioned a key")
 	}
 
-	editPolicy(t, ns, "webapp", func(s *v1alpha1.TwoFactorPolicySpec) {
+	testenv.EditPolicy(t, env.Client, client.ObjectKey{Namespace: ns, Name: "webapp"}, func(s *v1alpha1.TwoFactorPolicySpec) {
 		s.Mode = v1alpha1.ModeOptional
 		s.Methods = []v1alpha1.Method{v1alpha1.MethodTOTP, v1alpha1.MethodHOTP}
 	})

@@ -18,6 +18,7 @@ import (
 	"github.com/kube2fa/kube2fa/controllers"
 	"github.com/kube2fa/kube2fa/internal/enrollment"
 	"github.com/kube2fa/kube2fa/internal/render"
+	"github.com/kube2fa/kube2fa/internal/testenv"
 )
 
 func TestPolicyIsRenderedIntoTheVerifierConfigMap(t *testing.T) {
@@ -26,7 +27,7 @@ func TestPolicyIsRenderedIntoTheVerifierConfigMap(t *testing.T) {
 	createPolicy(t, ns, "webapp", enforcedTOTP())
 
 	p := &v1alpha1.TwoFactorPolicy{}
-	waitFor(t, "the policy to be Ready", func() (bool, error) {
+	testenv.EventuallyErr(t, "the policy to be Ready", func() (bool, error) {
 		err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "webapp"}, p)
 		return meta.IsStatusConditionTrue(p.Status.Conditions, v1alpha1.ConditionReady) && p.Status.ObservedGeneration == p.Generation, err
 	})
@@ -44,10 +45,10 @@ func TestPolicyIsRenderedIntoTheVerifierConfigMap(t *testing.T) {
 
 	// A GitOps edit lands in the ConfigMap, with a new content hash.
 	oldHash := cm.Annotations[v1alpha1.AnnotationConfigHash]
-	editPolicy(t, ns, "webapp", func(s *v1alpha1.TwoFactorPolicySpec) {
+	testenv.EditPolicy(t, env.Client, client.ObjectKey{Namespace: ns, Name: "webapp"}, func(s *v1alpha1.TwoFactorPolicySpec) {
 		s.Lockout = &v1alpha1.LockoutSettings{MaxFailures: 5}
 	})
-	waitFor(t, "the ConfigMap to follow the edit", func() (bool, error) {
+	testenv.EventuallyErr(t, "the ConfigMap to follow the edit", func() (bool, error) {
 		err := env.Client.Get(ctx, client.ObjectKeyFromObject(cm), cm)
 		got, perr := render.ParseVerifierConfigMap(cm)
 		return err == nil && perr == nil && got.Lockout.MaxFailures == 5, err
@@ -65,7 +66,7 @@ func TestPolicyIsRenderedIntoTheVerifierConfigMap(t *testing.T) {
 	if err := env.Client.Update(ctx, cm); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the ConfigMap to be restored", func() (bool, error) {
+	testenv.EventuallyErr(t, "the ConfigMap to be restored", func() (bool, error) {
 		err := env.Client.Get(ctx, client.ObjectKeyFromObject(cm), cm)
 		got, _ := render.ParseVerifierConfigMap(cm)
 		return got.Mode == v1alpha1.ModeEnforced, err
@@ -92,7 +93,7 @@ func TestPolicyCountsEnrollmentsWithCoalescedStatusWrites(t *testing.T) {
 	ns := env.Namespace(t)
 	startManager(t)
 	createPolicy(t, ns, "webapp", enforcedTOTP())
-	waitFor(t, "the policy to be Ready", func() (bool, error) {
+	testenv.EventuallyErr(t, "the policy to be Ready", func() (bool, error) {
 		p := &v1alpha1.TwoFactorPolicy{}
 		err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "webapp"}, p)
 		return meta.IsStatusConditionTrue(p.Status.Conditions, v1alpha1.ConditionReady), err
@@ -128,7 +129,7 @@ func TestPolicyCountsEnrollmentsWithCoalescedStatusWrites(t *testing.T) {
 
 	want := v1alpha1.EnrollmentCounts{Total: n, Confirmed: 1, Pending: n - 1, Locked: 1}
 	p := &v1alpha1.TwoFactorPolicy{}
-	waitFor(t, fmt.Sprintf("counts %+v", want), func() (bool, error) {
+	testenv.EventuallyErr(t, fmt.Sprintf("counts %+v", want), func() (bool, error) {
 		err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "webapp"}, p)
 		return p.Status.Enrollments != nil && *p.Status.Enrollments == want, err
 	})

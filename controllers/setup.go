@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 
@@ -18,8 +19,10 @@ import (
 type Options struct {
 	// MaxConcurrentReconciles per controller.
 	MaxConcurrentReconciles int
-	// Clock drives lock expiry; the real clock when nil.
-	Clock clock.PassiveClock
+	// Clock drives lock expiry: the enrollment controller reads the time from it, and when it is set, its work
+	// queue waits on it too, so that a test's fake clock ends a lock when the test steps it. When nil, the
+	// real clock and controller-runtime's default (priority) queue.
+	Clock clock.WithTicker
 }
 
 // CacheOptions returns the manager's cache configuration: only the Secrets and ConfigMaps kube2fa manages
@@ -56,9 +59,6 @@ func ownershipOnly(o any) (any, error) {
 
 // Setup registers the field indexes and both reconcilers with mgr.
 func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
-	if opts.Clock == nil {
-		opts.Clock = clock.RealClock{}
-	}
 	if err := SetupIndexes(ctx, mgr); err != nil {
 		return fmt.Errorf("registering field indexes: %w", err)
 	}
@@ -72,7 +72,8 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 		Client:                  mgr.GetClient(),
 		APIReader:               mgr.GetAPIReader(),
 		Recorder:                mgr.GetEventRecorder("kube2fa-manager"),
-		Clock:                   opts.Clock,
+		Clock:                   cmp.Or[clock.PassiveClock](opts.Clock, clock.RealClock{}),
+		QueueClock:              opts.Clock,
 		MaxConcurrentReconciles: opts.MaxConcurrentReconciles,
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up userenrollment controller: %w", err)

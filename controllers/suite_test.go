@@ -10,7 +10,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -27,21 +26,6 @@ func TestMain(m *testing.M) {
 }
 
 var ctx = context.Background()
-
-// waitFor polls cond until it holds, failing the test after a generous timeout. Assertions read through
-// env.Client, straight from the API server, never through the manager's cache.
-func waitFor(t *testing.T, what string, cond func() (bool, error)) {
-	t.Helper()
-	var last error
-	err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 60*time.Second, true, func(context.Context) (bool, error) {
-		ok, err := cond()
-		last = err
-		return ok && err == nil, nil
-	})
-	if err != nil {
-		t.Fatalf("waiting for %s: %v (last error: %v)", what, err, last)
-	}
-}
 
 func startManager(t *testing.T) (stop func()) {
 	return env.StartManager(t, controllers.Options{MaxConcurrentReconciles: 4})
@@ -84,7 +68,7 @@ func getEnrollment(t *testing.T, ns, name string) *v1alpha1.UserEnrollment {
 func waitCondition(t *testing.T, ns, name, condType string, status metav1.ConditionStatus, reason string) *v1alpha1.UserEnrollment {
 	t.Helper()
 	var e v1alpha1.UserEnrollment
-	waitFor(t, fmt.Sprintf("%s %s=%s %s", name, condType, status, reason), func() (bool, error) {
+	testenv.EventuallyErr(t, fmt.Sprintf("%s %s=%s %s", name, condType, status, reason), func() (bool, error) {
 		if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &e); err != nil {
 			return false, err
 		}
@@ -108,15 +92,21 @@ func getSecret(t *testing.T, ns, name string) *corev1.Secret {
 // state machine and writes them the way the verifier does (one update with the resourceVersion read).
 func recordAttempts(t *testing.T, ns, name string, s enrollment.Settings, n int, right bool) {
 	t.Helper()
+	recordAttemptsAt(t, ns, name, s, n, right, time.Now)
+}
+
+// recordAttemptsAt is recordAttempts at the times now tells.
+func recordAttemptsAt(t *testing.T, ns, name string, s enrollment.Settings, n int, right bool, now func() time.Time) {
+	t.Helper()
 	for range n {
 		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 			e := getEnrollment(t, ns, name)
-			now := time.Now()
-			enrollment.Attempt(&e.Status, s, now, func() bool { return right })
+			at := now()
+			enrollment.Attempt(&e.Status, s, at, func() bool { return right })
 			if right {
-				enrollment.Confirm(&e.Status, now)
+				enrollment.Confirm(&e.Status, at)
 			}
-			enrollment.SetConditions(&e.Status, e.Generation, now)
+			enrollment.SetConditions(&e.Status, e.Generation, at)
 			return env.Client.Status().Update(ctx, e)
 		})
 		if err != nil {
@@ -130,22 +120,4 @@ func isNotFound(err error) (bool, error) {
 		return true, nil
 	}
 	return false, err
-}
-
-// editPolicy changes a policy's spec the way a person or a GitOps tool does: read, change, write, retried
-// when the manager's status write came in between.
-func editPolicy(t *testing.T, ns, name string, edit func(*v1alpha1.TwoFactorPolicySpec)) *v1alpha1.TwoFactorPolicy {
-	t.Helper()
-	p := &v1alpha1.TwoFactorPolicy{}
-	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, p); err != nil {
-			return err
-		}
-		edit(&p.Spec)
-		return env.Client.Update(ctx, p)
-	})
-	if err != nil {
-		t.Fatalf("editing policy: %v", err)
-	}
-	return p
 }

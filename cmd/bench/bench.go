@@ -19,22 +19,37 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/kube2fa/kube2fa/api/v1alpha1"
+	"github.com/kube2fa/kube2fa/internal/controlplane"
 	"github.com/kube2fa/kube2fa/internal/devcluster"
 	"github.com/kube2fa/kube2fa/internal/enrollment"
 	"github.com/kube2fa/kube2fa/internal/render"
 	"github.com/kube2fa/kube2fa/internal/scheme"
-	"github.com/kube2fa/kube2fa/internal/testenv"
 )
 
+// The processes the benchmark names: the keys of bench.procs and bench.pprof, the names in the CPU figures and
+// in the profiles' file names. The control plane's are named after their binaries.
+const (
+	procAPIServer   = "kube-apiserver"
+	procEtcd        = "etcd"
+	procManager     = "manager"
+	procVerifierA   = "verifier-a"
+	procVerifierB   = "verifier-b"
+	procVerifierMem = "verifier-mem"
+	procBench       = "bench"
+)
+
+// bench is one benchmark run against one local control plane: its clients, and the processes it meters.
 type bench struct {
 	c       config
-	env     *testenv.Env
+	env     *controlplane.Env
 	cluster *devcluster.Cluster
 	// client has no client-side rate limit: the benchmark measures the server.
 	client  client.WithWatch
@@ -47,7 +62,9 @@ type bench struct {
 	pprof map[string]string
 }
 
-func newBench(ctx context.Context, c config, env *testenv.Env, cl *devcluster.Cluster) (*bench, error) {
+// newBench connects to the control plane without a client-side rate limit and finds the API server's and
+// etcd's processes, to meter them.
+func newBench(ctx context.Context, c config, env *controlplane.Env, cl *devcluster.Cluster) (*bench, error) {
 	cfg := rest.CopyConfig(env.Config)
 	cfg.QPS, cfg.Burst = -1, 0
 	k, err := client.NewWithWatch(cfg, client.Options{Scheme: scheme.Scheme})
@@ -58,9 +75,9 @@ func newBench(ctx context.Context, c config, env *testenv.Env, cl *devcluster.Cl
 	if err != nil {
 		return nil, err
 	}
-	procs := map[string]int{"bench": os.Getpid()}
-	for _, name := range []string{"kube-apiserver", "etcd"} {
-		path, err := filepath.EvalSymlinks(filepath.Join(testenv.BinDir(), name))
+	procs := map[string]int{procBench: os.Getpid()}
+	for _, name := range []string{procAPIServer, procEtcd} {
+		path, err := filepath.EvalSymlinks(filepath.Join(controlplane.BinDir(), name))
 		if err == nil {
 			path, err = filepath.Abs(path)
 		}
@@ -100,6 +117,8 @@ func (b *bench) requests() (map[string]float64, error) {
 	return out, nil
 }
 
+// diff returns the requests counted between two readings of requests: each counter's increase, only where
+// it increased.
 func diff(after, before map[string]float64) map[string]float64 {
 	d := map[string]float64{}
 	for k, v := range after {
@@ -110,6 +129,7 @@ func diff(after, before map[string]float64) map[string]float64 {
 	return d
 }
 
+// writes sums the write requests (POST, PUT, PATCH, DELETE) of a diff of request counters.
 func writes(d map[string]float64) float64 {
 	var n float64
 	for k, v := range d {
@@ -121,16 +141,20 @@ func writes(d map[string]float64) float64 {
 	return n
 }
 
+// namespace creates a namespace named prefix and a random suffix, and returns its name.
 func (b *bench) namespace(ctx context.Context, prefix string) (string, error) {
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: prefix + "-"}}
 	return ns.Name, b.client.Create(ctx, ns)
 }
 
+// policy creates the enforced TwoFactorPolicy "webapp" in ns with the given methods.
 func (b *bench) policy(ctx context.Context, ns string, methods ...v1alpha1.Method) error {
 	return b.client.Create(ctx, &v1alpha1.TwoFactorPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "webapp"},
 		Spec: v1alpha1.TwoFactorPolicySpec{Mode: v1alpha1.ModeEnforced, Methods: methods}})
 }
 
+// newEnrollment returns the i-th user's enrollment in ns under the policy "webapp", for method m ("" for the
+// policy's default).
 func newEnrollment(ns string, i int, m v1alpha1.Method) *v1alpha1.UserEnrollment {
 	return &v1alpha1.UserEnrollment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("user-%05d", i)},
 		Spec: v1alpha1.UserEnrollmentSpec{PolicyRef: v1alpha1.PolicyReference{Name: "webapp"}, User: fmt.Sprintf("user-%05d", i), Method: m}}
@@ -165,50 +189,10 @@ func parallel(n, workers int, f func(i int) error) (time.Duration, error) {
 // plain client doing the same writes with the same parallelism. The manager runs alone for the burst
 // (its memory is that of N enrollments) and is stopped while the plain client writes.
 func (b *bench) reconcileBurst(ctx context.Context, t *table) error {
-	n, r := b.c.n, b.c.reconcilers
-	if err := b.startManager(ctx); err != nil {
-		return err
-	}
-	ns, err := b.namespace(ctx, "burst")
+	res, err := b.burst(ctx)
 	if err != nil {
 		return err
 	}
-	b.burstNS = ns
-	if err := b.policy(ctx, ns, v1alpha1.MethodTOTP); err != nil {
-		return err
-	}
-	allReady, err := b.watchReady(ctx, ns, n)
-	if err != nil {
-		return err
-	}
-	b.settle()
-	before, err := b.requests()
-	if err != nil {
-		return err
-	}
-	start := time.Now()
-	if _, err := parallel(n, r, func(i int) error { return b.client.Create(ctx, newEnrollment(ns, i, "")) }); err != nil {
-		return err
-	}
-	select {
-	case <-allReady:
-	case <-time.After(10 * time.Minute):
-		return fmt.Errorf("not all %d enrollments were Ready within 10 minutes", n)
-	}
-	took := time.Since(start)
-	after, err := b.requests()
-	if err != nil {
-		return err
-	}
-	d := diff(after, before)
-	perEnrollment := (writes(d) - float64(n)) / float64(n) // minus the benchmark's own N creates
-	hwm, rss := procMemory(b.manager.PID())
-	heap := heapAfterGC("http://" + b.pprof["manager"])
-	b.saveHeapProfile("burst", "manager")
-	if err := b.stopManager(); err != nil {
-		return err
-	}
-
 	ceiling, err := b.reconcileCeiling(ctx)
 	if err != nil {
 		return fmt.Errorf("ceiling: %w", err)
@@ -219,18 +203,91 @@ func (b *bench) reconcileBurst(ctx context.Context, t *table) error {
 			return err
 		}
 	}
+	b.reportBurst(t, res, ceiling)
+	return nil
+}
 
-	ceilRate, rate := float64(n)/ceiling.Seconds(), float64(n)/took.Seconds()
-	t.add(fmt.Sprintf("Reconcile burst, N=%d: enrollments Ready with their Secret", n), fmt.Sprintf("%.0f /s (%.1fs)", rate, took.Seconds()),
+// burstResult is what a reconcile burst measured.
+type burstResult struct {
+	// took is the time from the first create to the last Ready; requests are the API server's requests
+	// meanwhile, as a diff of its counters.
+	took     time.Duration
+	requests map[string]float64
+	// peakRSS and rss are the manager's peak and final resident set size, heap its Go heap after a GC.
+	peakRSS, rss, heap uint64
+}
+
+// burst starts the manager, has it reconcile N enrollments created at once in a namespace of their own
+// (b.burstNS), measures it, and stops it.
+func (b *bench) burst(ctx context.Context) (burstResult, error) {
+	if err := b.startManager(ctx); err != nil {
+		return burstResult{}, err
+	}
+	ns, err := b.namespace(ctx, "burst")
+	if err != nil {
+		return burstResult{}, err
+	}
+	b.burstNS = ns
+	if err := b.policy(ctx, ns, v1alpha1.MethodTOTP); err != nil {
+		return burstResult{}, err
+	}
+	res, err := b.createReady(ctx, ns)
+	if err != nil {
+		return burstResult{}, err
+	}
+	res.peakRSS, res.rss = procMemory(b.manager.PID())
+	res.heap = heapAfterGC("http://" + b.pprof[procManager])
+	b.saveHeapProfile("burst", procManager)
+	return res, b.stopManager()
+}
+
+// createReady creates N enrollments in ns, with the configured parallelism, once the control plane is idle,
+// and waits until all are Ready; it returns how long that took and the API server's requests meanwhile.
+func (b *bench) createReady(ctx context.Context, ns string) (burstResult, error) {
+	n := b.c.n
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // stops the watch, should the enrollments not all get Ready
+	allReady, err := b.watchReady(ctx, ns, n)
+	if err != nil {
+		return burstResult{}, err
+	}
+	b.settle()
+	before, err := b.requests()
+	if err != nil {
+		return burstResult{}, err
+	}
+	start := time.Now()
+	if _, err := parallel(n, b.c.reconcilers, func(i int) error { return b.client.Create(ctx, newEnrollment(ns, i, "")) }); err != nil {
+		return burstResult{}, err
+	}
+	select {
+	case <-allReady:
+	case <-time.After(10 * time.Minute):
+		return burstResult{}, fmt.Errorf("not all %d enrollments were Ready within 10 minutes", n)
+	}
+	took := time.Since(start)
+	after, err := b.requests()
+	if err != nil {
+		return burstResult{}, err
+	}
+	return burstResult{took: took, requests: diff(after, before)}, nil
+}
+
+// reportBurst adds the burst's rows: its rate next to the ceiling's, the manager's writes per enrollment
+// and its memory.
+func (b *bench) reportBurst(t *table, res burstResult, ceiling time.Duration) {
+	n, r := b.c.n, b.c.reconcilers
+	perEnrollment := (writes(res.requests) - float64(n)) / float64(n) // minus the benchmark's own N creates
+	ceilRate, rate := float64(n)/ceiling.Seconds(), float64(n)/res.took.Seconds()
+	t.add(fmt.Sprintf("Reconcile burst, N=%d: enrollments Ready with their Secret", n), fmt.Sprintf("%.0f /s (%.1fs)", rate, res.took.Seconds()),
 		"from the first create to the last Ready")
 	t.add("Ceiling: plain client, same writes (create, Secret, status)", fmt.Sprintf("%.0f /s (%.1fs)", ceilRate, ceiling.Seconds()),
 		fmt.Sprintf("%d workers", r))
 	t.add("Reconcile ratio to the ceiling", fmt.Sprintf("%.2f", rate/ceilRate), "bar: >= 0.7 at N=10,000")
 	t.add("Manager API writes per enrollment", fmt.Sprintf("%.2f", perEnrollment),
-		fmt.Sprintf("minimum: Secret create + status update = 2; breakdown: %s", breakdown(d, n)))
-	t.add(fmt.Sprintf("Manager peak RSS, N=%d", n), mib(hwm), "bar: <= 150 MiB at N=10,000")
-	t.add("Manager RSS / Go heap after GC, after the burst", mib(rss)+" / "+mib(heap), "")
-	return nil
+		fmt.Sprintf("minimum: Secret create + status update = 2; breakdown: %s", breakdown(res.requests, n)))
+	t.add(fmt.Sprintf("Manager peak RSS, N=%d", n), mib(res.peakRSS), "bar: <= 150 MiB at N=10,000")
+	t.add("Manager RSS / Go heap after GC, after the burst", mib(res.rss)+" / "+mib(res.heap), "")
 }
 
 // reconcileCeiling makes the writes a reconcile burst makes, with a plain client and the same parallelism.
@@ -272,24 +329,29 @@ func (b *bench) reconcileCeiling(ctx context.Context) (time.Duration, error) {
 	})
 }
 
+// startManager starts the manager, with pprof and b.c.reconcilers concurrent reconciles, meters it, and
+// waits until it is ready.
 func (b *bench) startManager(ctx context.Context) error {
 	probe, pprof := devcluster.FreeAddr(), devcluster.FreeAddr()
-	m, err := b.cluster.Start("manager", b.c.manager, "--metrics-bind-address=0",
+	m, err := b.cluster.Start(procManager, b.c.manager, "--metrics-bind-address=0",
 		"--health-probe-bind-address="+probe, "--pprof-bind-address="+pprof,
 		fmt.Sprintf("--max-concurrent-reconciles=%d", b.c.reconcilers), "--kube-api-qps=100000", "--kube-api-burst=100000")
 	if err != nil {
 		return err
 	}
-	b.manager, b.procs["manager"], b.pprof["manager"] = m, m.PID(), pprof
+	b.manager, b.procs[procManager], b.pprof[procManager] = m, m.PID(), pprof
 	return m.WaitHTTP(ctx, "http://"+probe+"/readyz", time.Minute)
 }
 
+// stopManager stops the manager and no longer meters it.
 func (b *bench) stopManager() error {
-	delete(b.procs, "manager")
-	delete(b.pprof, "manager")
+	delete(b.procs, procManager)
+	delete(b.pprof, procManager)
 	return b.manager.Stop()
 }
 
+// breakdown lists the requests of a diff of request counters that come to at least 0.05 per enrollment, as
+// "verb resource per-enrollment".
 func breakdown(d map[string]float64, n int) string {
 	var parts []string
 	for k, v := range d {
@@ -300,71 +362,59 @@ func breakdown(d map[string]float64, n int) string {
 	return strings.Join(parts, ", ")
 }
 
-// watchReady reports on the returned channel once n enrollments in ns are Ready. The API server closes a
-// watch that falls behind a burst; the watch then resumes where it stopped, or from a fresh list when
-// that point has been compacted away.
+// watchReady reports on the returned channel once n enrollments in ns are Ready. An informer keeps count:
+// its reflector lists and then watches, and when the API server closes a watch that falls behind a burst,
+// it resumes the watch, or lists again when that point has been compacted away. watchReady returns once
+// the first list is in; the informer stops once n are Ready, or when ctx ends.
 func (b *bench) watchReady(ctx context.Context, ns string, n int) (<-chan struct{}, error) {
-	ready := map[string]bool{}
-	see := func(e *v1alpha1.UserEnrollment) {
-		if meta.IsStatusConditionTrue(e.Status.Conditions, v1alpha1.ConditionReady) {
+	ctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	ready := map[string]bool{} // only the informer's one handler goroutine touches it
+	see := func(obj any) {
+		if e, ok := obj.(*v1alpha1.UserEnrollment); ok && meta.IsStatusConditionTrue(e.Status.Conditions, v1alpha1.ConditionReady) {
 			ready[e.Name] = true
 		}
-	}
-	list := func() (string, error) {
-		var l v1alpha1.UserEnrollmentList
-		if err := b.client.List(ctx, &l, client.InNamespace(ns)); err != nil {
-			return "", err
-		}
-		for i := range l.Items {
-			see(&l.Items[i])
-		}
-		return l.ResourceVersion, nil
-	}
-	rv, err := list()
-	if err != nil {
-		return nil, err
-	}
-	done := make(chan struct{})
-	go func() {
-		for len(ready) < n && ctx.Err() == nil {
-			if rv == "" {
-				if rv, err = list(); err != nil {
-					fmt.Println("    listing enrollments:", err)
-					time.Sleep(time.Second) // back off while the API server cannot answer
-					continue
-				}
-			}
-			w, err := b.client.Watch(ctx, &v1alpha1.UserEnrollmentList{}, &client.ListOptions{Namespace: ns,
-				Raw: &metav1.ListOptions{ResourceVersion: rv, AllowWatchBookmarks: true}})
-			if err != nil {
-				fmt.Println("    watching enrollments:", err)
-				rv = ""
-				continue
-			}
-			for ev := range w.ResultChan() {
-				if ev.Type == watch.Error {
-					rv = "" // most likely 410 Gone: list again
-					break
-				}
-				e, ok := ev.Object.(*v1alpha1.UserEnrollment)
-				if !ok {
-					continue
-				}
-				rv = e.ResourceVersion
-				if ev.Type != watch.Deleted && ev.Type != watch.Bookmark {
-					see(e)
-				}
-				if len(ready) == n {
-					break
-				}
-			}
-			w.Stop()
-		}
-		if len(ready) == n {
+		if len(ready) == n && ctx.Err() == nil {
 			close(done)
+			stop()
 		}
-	}()
+	}
+	_, informer := cache.NewInformerWithOptions(cache.InformerOptions{
+		ListerWatcher: b.enrollmentsIn(ns),
+		ObjectType:    &v1alpha1.UserEnrollment{},
+		Handler:       cache.ResourceEventHandlerFuncs{AddFunc: see, UpdateFunc: func(_, obj any) { see(obj) }},
+	})
+	go informer.RunWithContext(ctx)
+	listed, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if !cache.WaitForCacheSync(listed.Done(), informer.HasSynced) {
+		stop()
+		return nil, fmt.Errorf("listing the enrollments in %s: %w", ns, listed.Err())
+	}
 	return done, nil
+}
+
+// enrollmentsIn lists and watches the UserEnrollments in ns for an informer, through the benchmark's client,
+// which has no client-side rate limit.
+func (b *bench) enrollmentsIn(ns string) *cache.ListWatch {
+	return &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
+			l := &v1alpha1.UserEnrollmentList{}
+			// Limit and Continue are set apart: the client takes them from there, not from Raw, for a list.
+			err := b.client.List(ctx, l, &client.ListOptions{Namespace: ns, Limit: opts.Limit, Continue: opts.Continue, Raw: &opts})
+			if err != nil {
+				return nil, fmt.Errorf("listing the enrollments in %s: %w", ns, err)
+			}
+			return l, nil
+		},
+		WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
+			w, err := b.client.Watch(ctx, &v1alpha1.UserEnrollmentList{}, &client.ListOptions{Namespace: ns, Raw: &opts})
+			if err != nil {
+				return nil, fmt.Errorf("watching the enrollments in %s: %w", ns, err)
+			}
+			return w, nil
+		},
+	}
 }
 
 // procMemory returns a process's peak and current resident set size in bytes.
@@ -406,4 +456,5 @@ func heapAfterGC(pprof string) uint64 {
 	return 0
 }
 
+// mib formats a number of bytes in whole MiB.
 func mib(b uint64) string { return fmt.Sprintf("%.0f MiB", float64(b)/(1<<20)) }

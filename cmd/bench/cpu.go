@@ -81,11 +81,13 @@ type cpuShare struct {
 	used  []time.Duration
 }
 
+// per returns d shared over the n decisions, in milliseconds.
 func (s cpuShare) per(d time.Duration) float64 {
 	return float64(d.Microseconds()) / 1000 / float64(s.n)
 }
 
-// String reads "6.1 ms (kube-apiserver 4.3, etcd 0.9, ...)".
+// String reads "6.10 ms (kube-apiserver 4.30, etcd 0.90, ...)": the total and each process's share, per
+// decision.
 func (s cpuShare) String() string {
 	parts := make([]string, len(s.names))
 	for i, d := range s.used {
@@ -109,7 +111,7 @@ func (s cpuShare) total() time.Duration {
 func (b *bench) settle() {
 	const window = 500 * time.Millisecond
 	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); {
-		m := newCPUMeter(b.procs, "kube-apiserver", "etcd", "manager")
+		m := newCPUMeter(b.procs, procAPIServer, procEtcd, procManager)
 		time.Sleep(window)
 		if m.since(1).total() < window/10 {
 			return

@@ -14,10 +14,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kube2fa/kube2fa/internal/controlplane"
 	"github.com/kube2fa/kube2fa/internal/devcluster"
-	"github.com/kube2fa/kube2fa/internal/testenv"
 )
 
+// config is the benchmark's flags.
 type config struct {
 	n, clients, reconcilers int
 	duration                time.Duration
@@ -27,8 +28,9 @@ type config struct {
 	rounds                  int
 }
 
+// main reads the flags and runs the benchmark.
 func main() {
-	root := testenv.RepoRoot()
+	root := controlplane.RepoRoot()
 	var c config
 	flag.IntVar(&c.n, "n", 2000, "Enrollments created in the reconcile burst (also the verifier-memory figure).")
 	flag.IntVar(&c.clients, "clients", 16, "Concurrent clients in the verification runs.")
@@ -54,11 +56,13 @@ func main() {
 // table collects the report's rows.
 type table struct{ rows [][3]string }
 
+// add adds a row and prints it.
 func (t *table) add(what, value, note string) {
 	t.rows = append(t.rows, [3]string{what, value, note})
 	fmt.Printf("  %-58s %-22s %s\n", what, value, note)
 }
 
+// markdown renders the table as Markdown below header.
 func (t *table) markdown(header string) string {
 	var b strings.Builder
 	b.WriteString(header)
@@ -69,6 +73,7 @@ func (t *table) markdown(header string) string {
 	return b.String()
 }
 
+// run starts a local control plane, measures, and writes the table to c.out.
 func run(c config) error {
 	ctx := context.Background()
 	for _, b := range []string{c.manager, c.verifier} {
@@ -82,7 +87,7 @@ func run(c config) error {
 		}
 	}
 	fmt.Println("Starting etcd (fsync on) and kube-apiserver ...")
-	env, err := testenv.Start(testenv.Options{Fsync: true})
+	env, err := controlplane.Start(controlplane.Options{Fsync: true})
 	if err != nil {
 		return err
 	}
@@ -110,8 +115,8 @@ func run(c config) error {
 
 	header := fmt.Sprintf("# kube2fa benchmark\n\n%s; %d CPUs; %s; %s; etcd with fsync on (production setting).\n"+
 		"N=%d enrollments, C=%d clients, %d reconcilers, %v per verification run, %d rounds of ceiling and verifier.\n",
-		time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), version(filepath.Join(testenv.BinDir(), "kube-apiserver"), "--version"),
-		firstLine(version(filepath.Join(testenv.BinDir(), "etcd"), "--version")), c.n, c.clients, c.reconcilers, c.duration, c.rounds)
+		time.Now().UTC().Format("2006-01-02"), runtime.NumCPU(), version(filepath.Join(controlplane.BinDir(), procAPIServer), "--version"),
+		firstLine(version(filepath.Join(controlplane.BinDir(), procEtcd), "--version")), c.n, c.clients, c.reconcilers, c.duration, c.rounds)
 	md := t.markdown(header)
 	if err := os.MkdirAll(filepath.Dir(c.out), 0o755); err != nil {
 		return err
@@ -125,6 +130,7 @@ func run(c config) error {
 	return nil
 }
 
+// version returns what bin prints when run with args, or "unknown".
 func version(bin string, args ...string) string {
 	out, err := exec.Command(bin, args...).Output()
 	if err != nil {
@@ -133,4 +139,5 @@ func version(bin string, args ...string) string {
 	return strings.TrimSpace(string(out))
 }
 
+// firstLine returns s up to its first newline.
 func firstLine(s string) string { return strings.SplitN(s, "\n", 2)[0] }

@@ -31,7 +31,7 @@ func (b *bench) profile(run string, d time.Duration) (wait func()) {
 			}
 		})
 	}
-	save("kube-apiserver", func() ([]byte, error) {
+	save(procAPIServer, func() ([]byte, error) {
 		return b.metrics.Get().AbsPath("/debug/pprof/profile").Param("seconds", seconds).DoRaw(context.Background())
 	})
 	for process, addr := range b.pprof {

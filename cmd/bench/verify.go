@@ -37,11 +37,13 @@ type user struct {
 	counter uint64
 }
 
+// code is the user's next valid code.
 func (u *user) code() string {
 	c, _ := otp.Code(u.key, u.params.Algorithm, u.params.Digits, u.counter)
 	return c
 }
 
+// runResult is what one run, verification or ceiling, measured.
 type runResult struct {
 	decisions int
 	rate      float64
@@ -55,6 +57,8 @@ type runResult struct {
 	conflicts float64
 }
 
+// pct returns the latency at fraction p of the sorted latencies: the one at index floor(n*p), the last at
+// most, and 0 for a run without any.
 func (r runResult) pct(p float64) time.Duration {
 	if len(r.latencies) == 0 {
 		return 0
@@ -62,14 +66,19 @@ func (r runResult) pct(p float64) time.Duration {
 	return r.latencies[min(len(r.latencies)-1, int(float64(len(r.latencies))*p))]
 }
 
+// summary reads "p50 …, p95 …, p99 …".
 func (r runResult) summary() string {
 	return fmt.Sprintf("p50 %v, p95 %v, p99 %v", ms(r.pct(.50)), ms(r.pct(.95)), ms(r.pct(.99)))
 }
 
+// ms formats a duration in milliseconds with one decimal.
 func ms(d time.Duration) string { return fmt.Sprintf("%.1fms", float64(d.Microseconds())/1000) }
 
+// verification measures the verifier next to its ceiling, the API server making the very writes the
+// decisions make: one verifier taking turns with the ceiling, two verifiers with valid and with partly
+// wrong codes, the latency at half the maximum rate next to the ceiling's at that rate, and the verifier's
+// memory where the burst left N enrollments.
 func (b *bench) verification(ctx context.Context, t *table) error {
-	c := b.c.clients
 	ns, err := b.namespace(ctx, "storm")
 	if err != nil {
 		return err
@@ -77,98 +86,141 @@ func (b *bench) verification(ctx context.Context, t *table) error {
 	if err := b.policy(ctx, ns, v1alpha1.MethodHOTP); err != nil {
 		return err
 	}
-	users, err := b.enrolledUsers(ctx, ns, max(c*32, 512))
+	users, err := b.enrolledUsers(ctx, ns, max(b.c.clients*32, 512))
 	if err != nil {
 		return err
 	}
-	// The ceiling and one verifier take turns, round after round, and the figures are medians, so that the
-	// machine's noise (a neighbour, the API server's garbage collector) falls on both alike. The ceiling
-	// runs while no verifier does: the API server alone, making the very writes the decisions below make,
-	// on the very same enrollments. Round 0 warms up and is not counted: in three runs of four without it,
-	// the first verifier run was the slowest, 6-20% below the later ones.
-	var ceilings, ones []runResult
-	var ratios []float64
+	a, rs, err := b.alternatingRounds(ctx, ns, users)
+	if err != nil {
+		return err
+	}
+	rs.report(t, b.c.clients)
+	twos, err := b.twoVerifiers(ctx, t, ns, users, a)
+	if err != nil {
+		return err
+	}
+	moderate, err := b.halfLoad(ctx, t, ns, users, a, max(medianRun(rs.ones).rate/2, 1))
+	if err != nil {
+		return err
+	}
+	reportUnanswered(t, slices.Concat(rs.ones, twos, []runResult{moderate}))
+	return b.verifierMemory(t)
+}
+
+// roundResults are the results of the rounds in which the ceiling and one verifier take turns, the warm-up
+// round left out: each round's runs, and the ratio of the verifier's rate to the ceiling's.
+type roundResults struct {
+	ceilings, ones []runResult
+	ratios         []float64
+}
+
+// alternatingRounds runs the ceiling and one verifier, verifier-a, by turns, round after round, so that the
+// machine's noise (a neighbour, the API server's garbage collector) falls on both alike. The ceiling runs
+// while no verifier does: the API server alone, making the very writes the decisions make, on the very
+// same enrollments. Round 0 warms up and is not counted: in three runs of four without it, the first
+// verifier run was the slowest, 6-20% below the later ones. verifier-a is left running.
+func (b *bench) alternatingRounds(ctx context.Context, ns string, users []*user) (runningVerifier, roundResults, error) {
 	var a runningVerifier
+	var rs roundResults
 	for r := 0; r <= b.c.rounds; r++ {
 		if r > 0 {
 			if err := b.stopVerifier(a); err != nil {
-				return err
+				return a, rs, err
 			}
 		}
 		ceiling, err := b.statusCeiling(ctx, fmt.Sprintf("ceiling-r%d", r), ns, users, 0)
 		if err != nil {
-			return err
+			return a, rs, err
 		}
-		if a, err = b.startVerifier(ctx, ns, "verifier-a"); err != nil {
-			return err
+		if a, err = b.startVerifier(ctx, ns, procVerifierA); err != nil {
+			return a, rs, err
 		}
 		one, err := b.load(ctx, fmt.Sprintf("verify-1-r%d", r), users, []string{a.url}, 0, 0)
 		if err != nil {
-			return err
+			return a, rs, err
 		}
 		if r > 0 {
-			ceilings, ones, ratios = append(ceilings, ceiling), append(ones, one), append(ratios, one.rate/ceiling.rate)
+			rs.ceilings, rs.ones, rs.ratios = append(rs.ceilings, ceiling), append(rs.ones, one), append(rs.ratios, one.rate/ceiling.rate)
 		}
 	}
-	one, ceiling := medianRun(ones), medianRun(ceilings)
-	t.add(fmt.Sprintf("Verification, 1 verifier, %d clients, valid codes", c), fmt.Sprintf("%.0f /s", one.rate), one.summary())
+	return a, rs, nil
+}
+
+// report adds the rounds' rows: the medians of the verifier's and of the ceiling's rates, the median of
+// their ratios, the writes per decision of the worst round, and the CPU per decision.
+func (rs roundResults) report(t *table, clients int) {
+	one, ceiling := medianRun(rs.ones), medianRun(rs.ceilings)
+	t.add(fmt.Sprintf("Verification, 1 verifier, %d clients, valid codes", clients), fmt.Sprintf("%.0f /s", one.rate), one.summary())
 	t.add("Ceiling: raw status updates of the same enrollments", fmt.Sprintf("%.0f /s", ceiling.rate), ceiling.summary())
-	t.add("Verification ratio to the ceiling", fmt.Sprintf("%.2f", median(ratios)),
-		fmt.Sprintf("bar: >= 0.8; median of %d rounds: %s", len(ratios), ratioList(ratios)))
+	t.add("Verification ratio to the ceiling", fmt.Sprintf("%.2f", median(rs.ratios)),
+		fmt.Sprintf("bar: >= 0.8; median of %d rounds: %s", len(rs.ratios), ratioList(rs.ratios)))
 	var conflicts float64
-	for _, r := range ones {
+	for _, r := range rs.ones {
 		conflicts += r.conflicts
 		one.writes = max(one.writes, r.writes) // the worst round: every one must write exactly once
 	}
 	t.add("API writes per decision", fmt.Sprintf("%.3f", one.writes), fmt.Sprintf("must be 1.0; %.0f refused with a conflict", conflicts))
 	t.add("CPU per decision, 1 verifier (all processes)", one.cpu.String(), "ceiling: "+ceiling.cpu.String())
+}
 
-	bv, err := b.startVerifier(ctx, ns, "verifier-b")
+// twoVerifiers starts a second verifier, verifier-b, next to a, runs the clients against both, with valid
+// codes and then with 20% wrong codes, adds their rows, stops verifier-b, and returns the two runs.
+func (b *bench) twoVerifiers(ctx context.Context, t *table, ns string, users []*user, a runningVerifier) ([]runResult, error) {
+	bv, err := b.startVerifier(ctx, ns, procVerifierB)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	two, err := b.load(ctx, "verify-2", users, []string{a.url, bv.url}, 0, 0)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	t.add("Verification, 2 verifiers, valid codes", fmt.Sprintf("%.0f /s", two.rate), two.summary())
 	mixed, err := b.load(ctx, "verify-2-mixed", users, []string{a.url, bv.url}, 0.2, 0)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	t.add("Verification, 2 verifiers, 20% wrong codes", fmt.Sprintf("%.0f /s", mixed.rate),
 		fmt.Sprintf("%s; %.3f writes/decision", mixed.summary(), mixed.writes))
+	return []runResult{two, mixed}, b.stopVerifier(bv)
+}
 
-	half := max(one.rate/2, 1)
-	if err := b.stopVerifier(bv); err != nil {
-		return err
-	}
+// halfLoad offers half the maximum rate, half, to verifier a alone, then stops a and offers the same rate
+// to the ceiling; it adds the latency rows of both and returns the verifier's run.
+func (b *bench) halfLoad(ctx context.Context, t *table, ns string, users []*user, a runningVerifier, half float64) (runResult, error) {
 	moderate, err := b.load(ctx, "verify-half", users, []string{a.url}, 0, half)
 	if err != nil {
-		return err
+		return runResult{}, err
 	}
 	t.add(fmt.Sprintf("Latency at half the maximum (%.0f /s offered, 1 verifier)", half), "p99 "+ms(moderate.pct(.99)),
 		fmt.Sprintf("p50 %v; bar: p99 <= 25ms; %s", ms(moderate.pct(.50)), moderate.fsync))
 	if err := b.stopVerifier(a); err != nil {
-		return err
+		return runResult{}, err
 	}
 	ceilHalf, err := b.statusCeiling(ctx, "ceiling-half", ns, users, half)
 	if err != nil {
-		return err
+		return runResult{}, err
 	}
 	t.add("Ceiling latency at the same offered rate (raw status updates)", "p99 "+ms(ceilHalf.pct(.99)),
 		fmt.Sprintf("p50 %v: what the API server and etcd take for the one write a decision needs; %s",
 			ms(ceilHalf.pct(.50)), ceilHalf.fsync))
-	errs := two.errors + mixed.errors + moderate.errors
-	for _, r := range ones {
+	return moderate, nil
+}
+
+// reportUnanswered adds a row for the requests to verifiers answered other than accepted or rejected as
+// expected, if there were any in runs.
+func reportUnanswered(t *table, runs []runResult) {
+	errs := 0
+	for _, r := range runs {
 		errs += r.errors
 	}
 	if errs > 0 {
 		t.add("Requests answered other than accepted/rejected", fmt.Sprint(errs), "should be 0")
 	}
+}
 
-	// The verifier's memory where the burst left N enrollments.
-	p, err := b.cluster.StartVerifier("verifier-mem", b.c.verifier, "webapp", b.burstNS, devcluster.FreeAddr(),
+// verifierMemory adds the verifier's memory where the burst left N enrollments.
+func (b *bench) verifierMemory(t *table) error {
+	p, err := b.cluster.StartVerifier(procVerifierMem, b.c.verifier, "webapp", b.burstNS, devcluster.FreeAddr(),
 		"--kube-api-qps=100000", "--kube-api-burst=100000")
 	if err != nil {
 		return err
@@ -181,7 +233,9 @@ func (b *bench) verification(ctx context.Context, t *table) error {
 // enrolledUsers creates n HOTP enrollments, waits for the manager's Secrets, and confirms them directly in
 // status (the benchmark's setup, not what it measures).
 func (b *bench) enrolledUsers(ctx context.Context, ns string, n int) ([]*user, error) {
-	ready, err := b.watchReady(ctx, ns, n)
+	watchCtx, cancel := context.WithCancel(ctx)
+	defer cancel() // stops the watch, should the enrollments not all get Ready
+	ready, err := b.watchReady(watchCtx, ns, n)
 	if err != nil {
 		return nil, err
 	}
@@ -221,12 +275,15 @@ type runningVerifier struct {
 	name, url string
 }
 
+// stopVerifier stops a verifier and no longer meters it.
 func (b *bench) stopVerifier(v runningVerifier) error {
 	delete(b.procs, v.name)
 	delete(b.pprof, v.name)
 	return v.Stop()
 }
 
+// startVerifier starts a verifier named name for the policy "webapp" in ns, with pprof, meters it, and
+// waits until it is ready.
 func (b *bench) startVerifier(ctx context.Context, ns, name string) (runningVerifier, error) {
 	addr, pprof := devcluster.FreeAddr(), devcluster.FreeAddr()
 	p, err := b.cluster.StartVerifier(name, b.c.verifier, "webapp", ns, addr, "--kube-api-qps=100000", "--kube-api-burst=100000",
@@ -368,17 +425,23 @@ func (b *bench) measure(run string, users []*user, rate float64, do func(u *user
 	return res
 }
 
-// medianRun returns the run of median rate.
+// medianRun returns the run of median rate; of an even number of runs, the faster of the middle two (it must
+// be one of the runs).
 func medianRun(runs []runResult) runResult {
 	sorted := slices.SortedFunc(slices.Values(runs), func(a, b runResult) int { return cmp.Compare(a.rate, b.rate) })
 	return sorted[len(sorted)/2]
 }
 
+// median returns the median of xs: the middle value, or the mean of the middle two of an even number.
 func median(xs []float64) float64 {
-	sorted := slices.Sorted(slices.Values(xs))
-	return sorted[len(sorted)/2]
+	sorted, mid := slices.Sorted(slices.Values(xs)), len(xs)/2
+	if len(xs)%2 == 0 {
+		return (sorted[mid-1] + sorted[mid]) / 2
+	}
+	return sorted[mid]
 }
 
+// ratioList reads "0.93, 0.92, 0.95".
 func ratioList(xs []float64) string {
 	parts := make([]string, len(xs))
 	for i, x := range xs {
@@ -393,9 +456,10 @@ const verifierFieldOwner = "verifier"
 
 // cpuMeter meters the control plane's and kube2fa's processes, and the benchmark's own.
 func (b *bench) cpuMeter() *cpuMeter {
-	return newCPUMeter(b.procs, "kube-apiserver", "etcd", "manager", "verifier-a", "verifier-b", "bench")
+	return newCPUMeter(b.procs, procAPIServer, procEtcd, procManager, procVerifierA, procVerifierB, procBench)
 }
 
+// ptrTo returns a pointer to a copy of v.
 func ptrTo[T any](v T) *T { return &v }
 
 // microBenchmarks runs the code check next to a bare HMAC of the same algorithm, in this process.

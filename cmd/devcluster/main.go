@@ -13,8 +13,8 @@ import (
 	"path/filepath"
 	"syscall"
 
+	"github.com/kube2fa/kube2fa/internal/controlplane"
 	"github.com/kube2fa/kube2fa/internal/devcluster"
-	"github.com/kube2fa/kube2fa/internal/testenv"
 )
 
 type options struct {
@@ -23,7 +23,7 @@ type options struct {
 }
 
 func main() {
-	root := testenv.RepoRoot()
+	root := controlplane.RepoRoot()
 	var o options
 	flag.StringVar(&o.stateDir, "state-dir", filepath.Join(root, ".run"), "Directory for the local cluster's kubeconfig.")
 	flag.StringVar(&o.manager, "manager", filepath.Join(root, "bin", "manager"), "Path of the manager binary.")

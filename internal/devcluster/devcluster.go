@@ -20,13 +20,13 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/kube2fa/kube2fa/internal/testenv"
+	"github.com/kube2fa/kube2fa/internal/controlplane"
 )
 
 // Cluster is a control plane with kube2fa's CRDs, and the processes started against it.
 type Cluster struct {
 	// Env is the local control plane; nil when running against an existing cluster.
-	Env *testenv.Env
+	Env *controlplane.Env
 	// Kubeconfig reaches the cluster as an administrator.
 	Kubeconfig string
 
@@ -39,11 +39,11 @@ type Cluster struct {
 // stateDir, etcd keeps its data in stateDir/etcd across runs and the kubeconfig is written there. Process
 // logs go to out (nil: kept only in memory).
 func StartLocal(stateDir string, out io.Writer) (*Cluster, error) {
-	opts := testenv.Options{ControllerManager: true}
+	opts := controlplane.Options{ControllerManager: true}
 	if stateDir != "" {
 		opts.DataDir = filepath.Join(stateDir, "etcd")
 	}
-	env, err := testenv.Start(opts)
+	env, err := controlplane.Start(opts)
 	if err != nil {
 		return nil, err
 	}
@@ -67,7 +67,7 @@ func StartLocal(stateDir string, out io.Writer) (*Cluster, error) {
 // Existing uses the cluster of kubeconfig (empty: kubectl's default) and installs the CRDs into it.
 func Existing(kubeconfig string, out io.Writer) (*Cluster, error) {
 	c := &Cluster{Kubeconfig: kubeconfig, out: out}
-	crds := filepath.Join(testenv.RepoRoot(), "config", "crd", "bases")
+	crds := filepath.Join(controlplane.RepoRoot(), "config", "crd", "bases")
 	if _, err := c.Kubectl(context.Background(), "apply", "--server-side", "-f", crds); err != nil {
 		return nil, fmt.Errorf("installing the CRDs: %w", err)
 	}

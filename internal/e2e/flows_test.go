@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kube2fa/kube2fa/internal/testenv"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
@@ -49,22 +50,22 @@ func TestEnforcedPolicyFromApplyToRecovery(t *testing.T) {
 	}
 	kubectl(t, "annotate", "-n", ns, "ue", "alice", "twofactor.kube2fa.io/unlock=ticket-1")
 	kubectl(t, "wait", "-n", ns, "--for=condition=Locked=false", "--timeout=30s", "ue/alice")
-	eventually(t, "replica B to accept alice after the unlock", func() bool { return b.verify(t, "alice", phone.code(2)).Status == 200 })
+	testenv.Eventually(t, "replica B to accept alice after the unlock", func() bool { return b.verify(t, "alice", phone.code(2)).Status == 200 })
 
 	// 5. Recovery: deleting the enrollment takes her key with it (the real garbage collector).
 	kubectl(t, "delete", "userenrollment", "alice", "-n", ns)
-	eventually(t, "alice's Secret to be garbage-collected", func() bool {
+	testenv.Eventually(t, "alice's Secret to be garbage-collected", func() bool {
 		_, err := cluster.Kubectl(ctx, "get", "secret", "alice-otp", "-n", ns)
 		return err != nil && strings.Contains(err.Error(), "NotFound")
 	})
-	eventually(t, "verify to ask alice to enroll again", func() bool {
+	testenv.Eventually(t, "verify to ask alice to enroll again", func() bool {
 		return a.verify(t, "alice", phone.code(3)).result() == "enrollment_required"
 	})
 	// A GitOps edit makes 2FA optional, then disables it.
 	apply(t, ns, policy("Optional", "  totp: {skewSteps: 3}\n"), "--server-side", "--force-conflicts")
-	eventually(t, "Optional to apply", func() bool { return b.verify(t, "alice", "123456").result() == "not_required" })
+	testenv.Eventually(t, "Optional to apply", func() bool { return b.verify(t, "alice", "123456").result() == "not_required" })
 	apply(t, ns, policy("Disabled", "  totp: {skewSteps: 3}\n"), "--server-side", "--force-conflicts")
-	eventually(t, "Disabled to refuse self-enrollment", func() bool {
+	testenv.Eventually(t, "Disabled to refuse self-enrollment", func() bool {
 		return a.post(t, "/v1/enrollments", map[string]string{"user": "carol"}).Status == 403
 	})
 	if res := a.verify(t, "alice", "123456"); res.result() != "not_required" {
@@ -84,7 +85,7 @@ func alicesPhone(t *testing.T, a, b verifier) authenticator {
 		t.Fatalf("confirming through replica B: %v", res)
 	}
 	for _, v := range []verifier{a, b} {
-		eventually(t, v.Name+" to see alice confirmed", func() bool { return v.state(t, "alice") == "Confirmed" })
+		testenv.Eventually(t, v.Name+" to see alice confirmed", func() bool { return v.state(t, "alice") == "Confirmed" })
 	}
 	return phone
 }
@@ -110,8 +111,8 @@ func TestAThrottledLockEndsByItself(t *testing.T) {
 		t.Fatalf("right code during the throttle: %v %v", res, res.Header)
 	}
 	kubectl(t, "wait", "-n", ns, "--for=condition=Locked=false", "--timeout=30s", "ue/alice")
-	eventually(t, "a right code after the throttle", func() bool { return vs[1].verify(t, "alice", phone.code(1)).Status == 200 })
-	eventually(t, "the lock and its end in the Events", func() bool {
+	testenv.Eventually(t, "a right code after the throttle", func() bool { return vs[1].verify(t, "alice", phone.code(1)).Status == 200 })
+	testenv.Eventually(t, "the lock and its end in the Events", func() bool {
 		events, _ := cluster.Kubectl(ctx, "get", "events", "-n", ns)
 		return strings.Contains(events, "LockedOut") && strings.Contains(events, "LockExpired")
 	})
@@ -127,7 +128,7 @@ func TestParameterEditsApplyToNewEnrollmentsOnly(t *testing.T) {
 	alice := alicesPhone(t, vs[0], vs[1])
 
 	apply(t, ns, policy("Enforced", "  totp: {algorithm: SHA256, digits: 8}\n"))
-	eventually(t, "the ConfigMap to carry the edit", func() bool {
+	testenv.Eventually(t, "the ConfigMap to carry the edit", func() bool {
 		out, _ := cluster.Kubectl(ctx, "get", "cm", "webapp-verifier", "-n", ns, "-o", "jsonpath={.data.policy\\.json}")
 		return strings.Contains(out, `"algorithm":"SHA256","digits":8`)
 	})
@@ -158,7 +159,7 @@ func TestManagerCrashDuringABurstOfEnrollments(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { _, err := cluster.KubectlIn(ctx, manifest.String(), "apply", "-n", ns, "-f", "-"); done <- err }()
 
-	eventually(t, "some keys to be provisioned", func() bool { return len(secrets(t, ns)) >= 20 })
+	testenv.Eventually(t, "some keys to be provisioned", func() bool { return len(secrets(t, ns)) >= 20 })
 	manager.Kill()
 	before := secrets(t, ns)
 	if err := <-done; err != nil {

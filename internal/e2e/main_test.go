@@ -27,8 +27,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/wait"
 
+	"github.com/kube2fa/kube2fa/internal/controlplane"
 	"github.com/kube2fa/kube2fa/internal/devcluster"
 	"github.com/kube2fa/kube2fa/internal/testenv"
 )
@@ -61,7 +61,7 @@ func run(m *testing.M) int {
 	devclusterBin = filepath.Join(dir, "devcluster")
 	for bin, pkg := range map[string]string{managerBin: "./cmd/manager", verBin: "./cmd/verifier", devclusterBin: "./cmd/devcluster"} {
 		cmd := exec.Command("go", "build", "-o", bin, pkg)
-		cmd.Dir = testenv.RepoRoot()
+		cmd.Dir = controlplane.RepoRoot()
 		if out, err := cmd.CombinedOutput(); err != nil {
 			fmt.Fprintf(os.Stderr, "e2e: building %s: %v\n%s", pkg, err, out)
 			return 1
@@ -142,14 +142,6 @@ func policy(mode, extra string) string {
 		"  mode: " + mode + "\n  methods: [TOTP]\n" + extra
 }
 
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	if err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, time.Minute, true,
-		func(context.Context) (bool, error) { return cond(), nil }); err != nil {
-		t.Fatalf("waiting for %s: %v", what, err)
-	}
-}
-
 type reply struct {
 	Status int
 	Header http.Header
@@ -200,7 +192,7 @@ func (v verifier) state(t *testing.T, user string) string {
 func handOver(t *testing.T, a, b verifier, user string) authenticator {
 	t.Helper()
 	phone := a.enroll(t, user)
-	eventually(t, b.Name+" to see "+user+" pending", func() bool { return b.state(t, user) == "Pending" })
+	testenv.Eventually(t, b.Name+" to see "+user+" pending", func() bool { return b.state(t, user) == "Pending" })
 	return phone
 }
 

@@ -30,7 +30,7 @@ func TestFailsClosedWhenTheAPIServerIsGone(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := startVerifier(t, own, ns, "webapp")
-	waitFor(t, "the verifier to load the policy", func() bool { return r.Ready() == nil })
+	testenv.Eventually(t, "the verifier to load the policy", func() bool { return r.Ready() == nil })
 	if res := r.enroll(t, "alice", ""); res.Status != 201 {
 		t.Fatalf("enroll: %d %v", res.Status, res.Body)
 	}

@@ -20,14 +20,13 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
 	"github.com/kube2fa/kube2fa/api/v1alpha1"
 	"github.com/kube2fa/kube2fa/controllers"
+	"github.com/kube2fa/kube2fa/internal/controlplane"
 	"github.com/kube2fa/kube2fa/internal/otp"
 	"github.com/kube2fa/kube2fa/internal/render"
 	"github.com/kube2fa/kube2fa/internal/scheme"
@@ -68,7 +67,7 @@ func startVerifier(t *testing.T, e *testenv.Env, ns, policy string) *replica {
 
 func verifierUser(t *testing.T, e *testenv.Env, ns string) *rest.Config {
 	t.Helper()
-	raw, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "config", "rbac", "verifier", "role.yaml"))
+	raw, err := os.ReadFile(filepath.Join(controlplane.RepoRoot(), "config", "rbac", "verifier", "role.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,18 +106,10 @@ func setup(t *testing.T, spec v1alpha1.TwoFactorPolicySpec, n int) (string, []*r
 	var rs []*replica
 	for range n {
 		r := startVerifier(t, env, ns, "webapp")
-		waitFor(t, "the verifier to load the policy", func() bool { return r.Ready() == nil })
+		testenv.Eventually(t, "the verifier to load the policy", func() bool { return r.Ready() == nil })
 		rs = append(rs, r)
 	}
 	return ns, rs
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	if err := wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, 30*time.Second, true,
-		func(context.Context) (bool, error) { return cond(), nil }); err != nil {
-		t.Fatalf("waiting for %s: %v", what, err)
-	}
 }
 
 func spec(mode v1alpha1.Mode, methods ...v1alpha1.Method) v1alpha1.TwoFactorPolicySpec {
@@ -202,21 +193,6 @@ func enrollment(t *testing.T, ns, name string) *v1alpha1.UserEnrollment {
 		t.Fatal(err)
 	}
 	return e
-}
-
-func editPolicy(t *testing.T, ns string, edit func(*v1alpha1.TwoFactorPolicySpec)) {
-	t.Helper()
-	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		p := &v1alpha1.TwoFactorPolicy{}
-		if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "webapp"}, p); err != nil {
-			return err
-		}
-		edit(&p.Spec)
-		return env.Client.Update(ctx, p)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
 }
 
 // enrolled self-enrolls user through r and confirms with the current code; it returns the key.

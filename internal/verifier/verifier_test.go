@@ -19,6 +19,7 @@ import (
 
 	"github.com/kube2fa/kube2fa/api/v1alpha1"
 	"github.com/kube2fa/kube2fa/internal/otp"
+	"github.com/kube2fa/kube2fa/internal/testenv"
 	"github.com/kube2fa/kube2fa/internal/verifier"
 )
 
@@ -66,7 +67,7 @@ func TestSelfEnrollConfirmAndVerifyAcrossReplicas(t *testing.T) {
 		t.Fatalf("after confirming: %+v", e.Status)
 	}
 	got := call(t, "GET", a.url+"/v1/enrollments/alice", "")
-	waitFor(t, "replica A to see the confirmation", func() bool {
+	testenv.Eventually(t, "replica A to see the confirmation", func() bool {
 		got = call(t, "GET", a.url+"/v1/enrollments/alice", "")
 		return got.Body["state"] == "Confirmed"
 	})
@@ -85,7 +86,7 @@ func TestSelfEnrollConfirmAndVerifyAcrossReplicas(t *testing.T) {
 	if res := a.verify(t, "alice", next); res.Status != 200 || res.result() != "accepted" {
 		t.Fatalf("verify: %d %v", res.Status, res.Body)
 	}
-	waitFor(t, "replica B to see the acceptance", func() bool {
+	testenv.Eventually(t, "replica B to see the acceptance", func() bool {
 		return enrollmentInCache(t, b, ns, "alice").Status.LastUsedStep != nil &&
 			*enrollmentInCache(t, b, ns, "alice").Status.LastUsedStep == now.Unix()/30+1
 	})
@@ -123,7 +124,7 @@ func TestLockoutWithoutThrottleNeedsTheAdministrator(t *testing.T) {
 		t.Fatalf("lock state: %+v", e.Status)
 	}
 	var lockedOut eventsv1.Event
-	waitFor(t, "a LockedOut Event", func() bool {
+	testenv.Eventually(t, "a LockedOut Event", func() bool {
 		var list eventsv1.EventList
 		if err := env.Client.List(ctx, &list, client.InNamespace(ns)); err != nil {
 			return false
@@ -145,7 +146,7 @@ func TestLockoutWithoutThrottleNeedsTheAdministrator(t *testing.T) {
 	if err := env.Client.Patch(ctx, e, patch); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the manager to unlock", func() bool {
+	testenv.Eventually(t, "the manager to unlock", func() bool {
 		return meta.IsStatusConditionFalse(enrollmentInCache(t, r, ns, "alice").Status.Conditions, v1alpha1.ConditionLocked)
 	})
 	if res := r.verify(t, "alice", totp(t, p, k, time.Now().Add(30*time.Second))); res.Status != 200 {
@@ -180,7 +181,7 @@ func TestThrottledLockRefusesThenExpires(t *testing.T) {
 			t.Fatalf("a refused attempt changed the lock: %v → %v", before.LockedUntil, after.LockedUntil)
 		}
 	}
-	waitFor(t, "the throttle to end", func() bool {
+	testenv.Eventually(t, "the throttle to end", func() bool {
 		return r.verify(t, "alice", totp(t, p, k, time.Now().Add(30*time.Second))).Status != 429
 	})
 	e := enrollment(t, ns, "alice")
@@ -192,7 +193,7 @@ func TestThrottledLockRefusesThenExpires(t *testing.T) {
 func TestConcurrentWrongCodesNeverExceedMaxFailures(t *testing.T) {
 	ns, rs := setup(t, spec(v1alpha1.ModeEnforced, v1alpha1.MethodTOTP), 2)
 	enrolled(t, rs[0], ns, "alice")
-	waitFor(t, "both replicas to see the confirmation", func() bool {
+	testenv.Eventually(t, "both replicas to see the confirmation", func() bool {
 		return enrollmentInCache(t, rs[1], ns, "alice").Status.ConfirmedAt != nil
 	})
 
@@ -210,7 +211,7 @@ func TestConcurrentWrongCodesNeverExceedMaxFailures(t *testing.T) {
 func TestAValidCodeSubmittedConcurrentlyIsAcceptedOnce(t *testing.T) {
 	ns, rs := setup(t, spec(v1alpha1.ModeEnforced, v1alpha1.MethodTOTP), 2)
 	p, k := enrolled(t, rs[0], ns, "alice")
-	waitFor(t, "both replicas to see the confirmation", func() bool {
+	testenv.Eventually(t, "both replicas to see the confirmation", func() bool {
 		return enrollmentInCache(t, rs[1], ns, "alice").Status.ConfirmedAt != nil
 	})
 	code := totp(t, p, k, time.Now().Add(30*time.Second))
@@ -253,11 +254,11 @@ func TestPolicyEditsApplyWithoutRestart(t *testing.T) {
 	}
 
 	start := time.Now()
-	editPolicy(t, ns, func(s *v1alpha1.TwoFactorPolicySpec) {
+	testenv.EditPolicy(t, env.Client, client.ObjectKey{Namespace: ns, Name: "webapp"}, func(s *v1alpha1.TwoFactorPolicySpec) {
 		s.Mode = v1alpha1.ModeEnforced
 		s.TOTP = &v1alpha1.TOTPSettings{Digits: 8}
 	})
-	waitFor(t, "Enforced to apply", func() bool { return r.verify(t, "bob", "123456").result() == "enrollment_required" })
+	testenv.Eventually(t, "Enforced to apply", func() bool { return r.verify(t, "bob", "123456").result() == "enrollment_required" })
 	t.Logf("the policy edit applied after %v", time.Since(start)) // a figure, not an assertion: see make bench
 	// alice keeps her 6-digit authenticator; a newcomer gets 8 digits.
 	if res := r.verify(t, "alice", totp(t, p, k, time.Now().Add(30*time.Second))); res.Status != 200 {
@@ -267,8 +268,8 @@ func TestPolicyEditsApplyWithoutRestart(t *testing.T) {
 		t.Fatalf("a new enrollment did not get 8 digits: %v", res.Body)
 	}
 
-	editPolicy(t, ns, func(s *v1alpha1.TwoFactorPolicySpec) { s.Mode = v1alpha1.ModeDisabled })
-	waitFor(t, "Disabled to apply", func() bool { return r.verify(t, "bob", "123456").result() == "not_required" })
+	testenv.EditPolicy(t, env.Client, client.ObjectKey{Namespace: ns, Name: "webapp"}, func(s *v1alpha1.TwoFactorPolicySpec) { s.Mode = v1alpha1.ModeDisabled })
+	testenv.Eventually(t, "Disabled to apply", func() bool { return r.verify(t, "bob", "123456").result() == "not_required" })
 	before := enrollment(t, ns, "alice").Status.FailedAttempts
 	if res := r.verify(t, "alice", "000000"); res.Status != 200 || res.result() != "not_required" {
 		t.Fatalf("Disabled, enrolled: %d %v", res.Status, res.Body)
