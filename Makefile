@@ -10,6 +10,9 @@ CONTROLLER_GEN_VERSION ?= v0.23.0
 KUSTOMIZE_VERSION ?= v5.8.2
 CONTROLLER_GEN := $(BIN)/controller-gen-$(CONTROLLER_GEN_VERSION)
 KUSTOMIZE := $(BIN)/kustomize-$(KUSTOMIZE_VERSION)
+# golangci-lint with the logcheck and kube-api-linter module plugins; versions pinned in its go.mod.
+GOLANGCI_LINT_DIR := hack/tools/golangci-lint
+GOLANGCI_LINT := $(BIN)/golangci-lint
 
 GO_TEST_FLAGS ?= -count=1 -timeout 30m
 
@@ -40,6 +43,10 @@ fmt: ## Run gofmt on the code.
 vet: ## Run go vet.
 	go vet ./...
 
+.PHONY: lint
+lint: $(GOLANGCI_LINT) ## Run golangci-lint with logcheck and kube-api-linter (see .golangci.yml).
+	$(GOLANGCI_LINT) run ./...
+
 .PHONY: control-plane
 control-plane: ## Build etcd, kube-apiserver and kube-controller-manager from source into bin/k8s (once).
 	hack/build-control-plane.sh $(K8S_BIN)
@@ -53,7 +60,7 @@ bench: build control-plane ## Measure kube2fa against the API server's own ceili
 	KUBEBUILDER_ASSETS=$(K8S_ASSETS) go run ./cmd/bench $(BENCH_FLAGS)
 
 .PHONY: verify
-verify: manifests generate fmt vet ## Regenerate everything and fail if the tree changed.
+verify: manifests generate fmt vet lint ## Regenerate everything, lint, and fail if the tree changed.
 	@if [ -n "$$(git status --porcelain)" ]; then \
 		echo "verify: the tree is dirty after regenerating; commit the result:"; git status --porcelain; git --no-pager diff --stat; exit 1; fi
 
@@ -96,6 +103,9 @@ undeploy: $(KUSTOMIZE) ## Remove kube2fa from the cluster.
 $(CONTROLLER_GEN):
 	GOBIN=$(BIN) go install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_GEN_VERSION)
 	mv $(BIN)/controller-gen $@
+
+$(GOLANGCI_LINT): $(GOLANGCI_LINT_DIR)/go.mod $(GOLANGCI_LINT_DIR)/go.sum $(GOLANGCI_LINT_DIR)/main.go
+	cd $(GOLANGCI_LINT_DIR) && go build -o $@ .
 
 $(KUSTOMIZE):
 	GOBIN=$(BIN) go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)

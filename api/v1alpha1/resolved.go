@@ -19,36 +19,69 @@ const (
 // ConfigMap, the contract between the manager and the verifier.
 // +kubebuilder:object:generate=false
 type ResolvedPolicy struct {
-	Mode        Mode            `json:"mode"`
-	Methods     []Method        `json:"methods"`
-	Issuer      string          `json:"issuer"`
-	TOTP        ResolvedTOTP    `json:"totp"`
-	HOTP        ResolvedHOTP    `json:"hotp"`
-	SecretBytes int32           `json:"secretBytes"`
-	Lockout     ResolvedLockout `json:"lockout"`
+	// mode is the policy's mode.
+	// +required
+	Mode Mode `json:"mode"`
+	// methods are the methods users may enroll with, the default first; empty, never null.
+	// +required
+	// +listType=set
+	Methods []Method `json:"methods"`
+	// issuer is the issuer label of new enrollments: spec.issuer or the policy name.
+	// +required
+	Issuer string `json:"issuer"`
+	// totp holds the TOTP parameters.
+	// +required
+	TOTP ResolvedTOTP `json:"totp"`
+	// hotp holds the HOTP parameters.
+	// +required
+	HOTP ResolvedHOTP `json:"hotp"`
+	// secretBytes is the size of new keys in bytes.
+	// +required
+	SecretBytes int32 `json:"secretBytes"`
+	// lockout holds the lockout parameters.
+	// +required
+	Lockout ResolvedLockout `json:"lockout"`
 }
 
 // ResolvedTOTP holds every TOTP parameter.
 // +kubebuilder:object:generate=false
 type ResolvedTOTP struct {
-	Algorithm     Algorithm `json:"algorithm"`
-	Digits        int32     `json:"digits"`
-	PeriodSeconds int32     `json:"periodSeconds"`
-	SkewSteps     int32     `json:"skewSteps"`
+	// algorithm is the HMAC hash function of new enrollments.
+	// +required
+	Algorithm Algorithm `json:"algorithm"`
+	// digits is the code length of new enrollments.
+	// +required
+	Digits int32 `json:"digits"`
+	// periodSeconds is the time step of new enrollments.
+	// +required
+	PeriodSeconds int32 `json:"periodSeconds"`
+	// skewSteps is how many steps before and after the current one every enrollment accepts.
+	// +required
+	SkewSteps int32 `json:"skewSteps"`
 }
 
 // ResolvedHOTP holds every HOTP parameter.
 // +kubebuilder:object:generate=false
 type ResolvedHOTP struct {
+	// algorithm is the HMAC hash function of new enrollments.
+	// +required
 	Algorithm Algorithm `json:"algorithm"`
-	Digits    int32     `json:"digits"`
-	LookAhead int32     `json:"lookAhead"`
+	// digits is the code length of new enrollments.
+	// +required
+	Digits int32 `json:"digits"`
+	// lookAhead is how many counter values past the stored one every enrollment accepts.
+	// +required
+	LookAhead int32 `json:"lookAhead"`
 }
 
 // ResolvedLockout holds every lockout parameter.
 // +kubebuilder:object:generate=false
 type ResolvedLockout struct {
-	MaxFailures     int32 `json:"maxFailures"`
+	// maxFailures consecutive wrong codes lock an enrollment.
+	// +required
+	MaxFailures int32 `json:"maxFailures"`
+	// throttleSeconds is how long a lock lasts; 0 until an administrator unlocks.
+	// +required
 	ThrottleSeconds int32 `json:"throttleSeconds"`
 }
 

@@ -33,8 +33,11 @@ const (
 type Algorithm string
 
 const (
-	AlgorithmSHA1   Algorithm = "SHA1"
+	// AlgorithmSHA1 is HMAC-SHA-1, RFC 4226's own and the only one every authenticator app supports.
+	AlgorithmSHA1 Algorithm = "SHA1"
+	// AlgorithmSHA256 is HMAC-SHA-256, which RFC 6238 allows.
 	AlgorithmSHA256 Algorithm = "SHA256"
+	// AlgorithmSHA512 is HMAC-SHA-512, which RFC 6238 allows.
 	AlgorithmSHA512 Algorithm = "SHA512"
 )
 
@@ -141,22 +144,33 @@ type LockoutSettings struct {
 // EnrollmentCounts summarise the enrollments of a policy: the policy-level "who has 2FA".
 type EnrollmentCounts struct {
 	// total is the number of UserEnrollments that name this policy.
+	// +required
+	// +kubebuilder:validation:Minimum=0
 	Total int32 `json:"total"`
 	// confirmed is the number of enrollments confirmed with a first code.
+	// +required
+	// +kubebuilder:validation:Minimum=0
 	Confirmed int32 `json:"confirmed"`
-	// pending is the number of enrollments waiting for their first code.
+	// pending is the number of enrollments with a key, waiting for their first code.
+	// +required
+	// +kubebuilder:validation:Minimum=0
 	Pending int32 `json:"pending"`
 	// locked is the number of enrollments locked by wrong codes.
+	// +required
+	// +kubebuilder:validation:Minimum=0
 	Locked int32 `json:"locked"`
 }
 
 // TwoFactorPolicyStatus is what the manager observed and did for a policy.
 type TwoFactorPolicyStatus struct {
-	// conditions: Ready is True once the verifier ConfigMap holds the current spec.
+	// conditions holds Ready, True once the verifier ConfigMap holds the current spec.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
-	Conditions []metav1.Condition `json:"conditions,omitempty"`
+	// +patchStrategy=merge
+	// +patchMergeKey=type
+	// +kubebuilder:validation:MaxItems=8
+	Conditions []metav1.Condition `json:"conditions,omitempty" patchStrategy:"merge" patchMergeKey:"type" protobuf:"bytes,1,rep,name=conditions"`
 
 	// observedGeneration is the generation of the spec this status describes.
 	// +optional
@@ -183,7 +197,9 @@ type TwoFactorPolicyStatus struct {
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 63",message="policy name must be at most 63 characters: it is used as a label value"
 type TwoFactorPolicy struct {
-	metav1.TypeMeta   `json:",inline"`
+	metav1.TypeMeta `json:",inline"`
+	// metadata is the standard object metadata.
+	// +optional
 	metav1.ObjectMeta `json:"metadata,omitempty"`
 
 	// spec is the desired policy.
@@ -201,8 +217,4 @@ type TwoFactorPolicyList struct {
 	metav1.TypeMeta `json:",inline"`
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []TwoFactorPolicy `json:"items"`
-}
-
-func init() {
-	SchemeBuilder.Register(&TwoFactorPolicy{}, &TwoFactorPolicyList{})
 }

@@ -36,12 +36,15 @@ type UserEnrollmentSpec struct {
 // UserEnrollmentStatus holds the enrollment's conditions and its verification state. The manager writes
 // the provisioning facts; the verifier writes the verification facts; both with optimistic concurrency.
 type UserEnrollmentStatus struct {
-	// conditions: Ready (a key is provisioned and the verifier can use it), Enrolled (confirmed with a
-	// first code), Locked (too many wrong codes).
+	// conditions holds Ready (a key is provisioned and the verifier can use it), Enrolled (confirmed with
+	// a first code) and Locked (too many wrong codes).
 	// +optional
 	// +listType=map
 	// +listMapKey=type
-	Conditions []metav1.Condition `json:"conditions,omitempty"`
+	// +patchStrategy=merge
+	// +patchMergeKey=type
+	// +kubebuilder:validation:MaxItems=8
+	Conditions []metav1.Condition `json:"conditions,omitempty" patchStrategy:"merge" patchMergeKey:"type" protobuf:"bytes,1,rep,name=conditions"`
 
 	// observedGeneration is the generation of the spec this status describes.
 	// +optional
@@ -115,7 +118,9 @@ type UserEnrollmentStatus struct {
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 249",message="enrollment name must be at most 249 characters: its Secret is named <name>-otp"
 type UserEnrollment struct {
-	metav1.TypeMeta   `json:",inline"`
+	metav1.TypeMeta `json:",inline"`
+	// metadata is the standard object metadata.
+	// +optional
 	metav1.ObjectMeta `json:"metadata,omitempty"`
 
 	// spec names the user and the policy.
@@ -133,8 +138,4 @@ type UserEnrollmentList struct {
 	metav1.TypeMeta `json:",inline"`
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []UserEnrollment `json:"items"`
-}
-
-func init() {
-	SchemeBuilder.Register(&UserEnrollment{}, &UserEnrollmentList{})
 }

@@ -91,9 +91,13 @@ func run(c config) error {
 	if err != nil {
 		return err
 	}
-	defer env.Stop()
+	// Stopping the cluster stops its processes, then the control plane.
 	cl := &devcluster.Cluster{Env: env, Kubeconfig: env.Kubeconfig}
-	defer cl.Stop()
+	defer func() {
+		if err := cl.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "bench: stopping:", err)
+		}
+	}()
 	b, err := newBench(ctx, c, env, cl)
 	if err != nil {
 		return err

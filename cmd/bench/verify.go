@@ -233,9 +233,9 @@ func (b *bench) verifierMemory(t *table) error {
 // enrolledUsers creates n HOTP enrollments, waits for the manager's Secrets, and confirms them directly in
 // status (the benchmark's setup, not what it measures).
 func (b *bench) enrolledUsers(ctx context.Context, ns string, n int) ([]*user, error) {
-	watchCtx, cancel := context.WithCancel(ctx)
+	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // stops the watch, should the enrollments not all get Ready
-	ready, err := b.watchReady(watchCtx, ns, n)
+	ready, err := b.watchReady(ctx, ns, n)
 	if err != nil {
 		return nil, err
 	}
@@ -359,7 +359,7 @@ func (b *bench) load(ctx context.Context, run string, users []*user, urls []stri
 			return false
 		}
 		_, _ = io.Copy(io.Discard, r.Body) // drained, so the connection is reused
-		r.Body.Close()
+		_ = r.Body.Close()
 		switch {
 		case r.StatusCode == 200 && !bad:
 			u.counter++

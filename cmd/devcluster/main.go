@@ -107,8 +107,8 @@ Press Ctrl-C to stop.
 	case <-ctx.Done():
 		return nil
 	case <-mgr.Done():
-		return fmt.Errorf("the manager exited: %v", mgr.Err())
+		return fmt.Errorf("the manager exited: %w", mgr.Err())
 	case <-ver.Done():
-		return fmt.Errorf("the verifier exited: %v", ver.Err())
+		return fmt.Errorf("the verifier exited: %w", ver.Err())
 	}
 }

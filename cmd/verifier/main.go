@@ -51,7 +51,7 @@ func (o *options) bind(fs *flag.FlagSet) {
 	fs.IntVar(&o.burst, "kube-api-burst", 200, "Client-side burst above --kube-api-qps.")
 	o.zap.BindFlags(fs)
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: verifier --policy NAME [flags]\n\n"+
+		_, _ = fmt.Fprintf(fs.Output(), "Usage: verifier --policy NAME [flags]\n\n"+
 			"Checks one-time codes for the users of one TwoFactorPolicy; see the README for the HTTP API.\n\n")
 		fs.PrintDefaults()
 	}

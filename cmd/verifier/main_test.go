@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"flag"
 	"strings"
 	"testing"
@@ -27,7 +28,7 @@ func TestHelpNamesEveryFlag(t *testing.T) {
 	var out bytes.Buffer
 	fs.SetOutput(&out)
 	o.bind(fs)
-	if err := fs.Parse([]string{"--help"}); err != flag.ErrHelp {
+	if err := fs.Parse([]string{"--help"}); !errors.Is(err, flag.ErrHelp) {
 		t.Fatalf("--help: %v", err)
 	}
 	for _, want := range []string{"Usage: verifier --policy NAME", "-policy", "-namespace", "-listen", "-metrics-listen",

@@ -107,7 +107,7 @@ func (c *Cluster) Start(name, bin string, args ...string) (*Process, error) {
 	go p.copyLogs(r, c.out)
 	go func() {
 		p.err = p.cmd.Wait()
-		w.Close()
+		_ = w.Close() // ends copyLogs; a pipe's writer closes without error
 		close(p.done)
 	}()
 	c.mu.Lock()
@@ -121,7 +121,7 @@ func (c *Cluster) StartVerifier(name, bin, policy, namespace, listen string, ext
 	if ln, err := net.Listen("tcp", listen); err != nil {
 		return nil, fmt.Errorf("the address %s of %s is taken: %w", listen, name, err)
 	} else {
-		ln.Close()
+		_ = ln.Close()
 	}
 	args := append([]string{"--policy=" + policy, "--namespace=" + namespace, "--listen=" + listen}, extra...)
 	p, err := c.Start(name, bin, args...)
@@ -156,7 +156,7 @@ func FreeAddr() string {
 	if err != nil {
 		panic(fmt.Sprintf("no free loopback port: %v", err))
 	}
-	defer ln.Close()
+	defer func() { _ = ln.Close() }()
 	return ln.Addr().String()
 }
 
@@ -180,7 +180,7 @@ func (p *Process) copyLogs(r io.Reader, out io.Writer) {
 		p.logs.WriteByte('\n')
 		p.mu.Unlock()
 		if out != nil {
-			fmt.Fprintf(out, "[%s] %s\n", p.Name, s.Text())
+			_, _ = fmt.Fprintf(out, "[%s] %s\n", p.Name, s.Text())
 		}
 	}
 }
@@ -230,14 +230,14 @@ func (p *Process) WaitHTTP(ctx context.Context, url string, timeout time.Duratio
 	defer cancel()
 	for {
 		if res, err := http.Get(url); err == nil {
-			res.Body.Close()
+			_ = res.Body.Close()
 			if res.StatusCode == http.StatusOK {
 				return nil
 			}
 		}
 		select {
 		case <-p.done:
-			return fmt.Errorf("%s exited before it was ready: %v", p.Name, p.err)
+			return fmt.Errorf("%s exited before it was ready: %w", p.Name, p.err)
 		case <-ctx.Done():
 			return fmt.Errorf("%s was not ready at %s within %v", p.Name, url, timeout)
 		case <-time.After(50 * time.Millisecond):

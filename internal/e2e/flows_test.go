@@ -6,9 +6,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kube2fa/kube2fa/internal/testenv"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/kube2fa/kube2fa/internal/testenv"
 )
 
 // Flows 1-5 and 8 of the README's admin guide, one after the other, as a platform team and its users do them.

@@ -56,7 +56,7 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	defer os.RemoveAll(dir)
+	defer func() { _ = os.RemoveAll(dir) }()
 	managerBin, verBin = filepath.Join(dir, "manager"), filepath.Join(dir, "verifier")
 	devclusterBin = filepath.Join(dir, "devcluster")
 	for bin, pkg := range map[string]string{managerBin: "./cmd/manager", verBin: "./cmd/verifier", devclusterBin: "./cmd/devcluster"} {
@@ -71,7 +71,11 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		return 1
 	}
-	defer cluster.Stop()
+	defer func() {
+		if err := cluster.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "e2e: stopping:", err)
+		}
+	}()
 	if manager, err = startManager(); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		return 1
@@ -158,7 +162,7 @@ func (v verifier) post(t *testing.T, path string, body any) reply {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer res.Body.Close()
+	defer func() { _ = res.Body.Close() }()
 	data, _ := io.ReadAll(res.Body)
 	out := reply{Status: res.StatusCode, Header: res.Header}
 	_ = json.Unmarshal(data, &out.Body)
@@ -177,7 +181,7 @@ func (v verifier) state(t *testing.T, user string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer res.Body.Close()
+	defer func() { _ = res.Body.Close() }()
 	var body map[string]any
 	_ = json.NewDecoder(res.Body).Decode(&body)
 	s, _ := body["state"].(string)

@@ -73,7 +73,7 @@ func TestManagerMetricsAreServedOnlyToCallersAllowedToReadThem(t *testing.T) {
 		if err != nil {
 			return 0, err.Error()
 		}
-		defer res.Body.Close()
+		defer func() { _ = res.Body.Close() }()
 		body, _ := io.ReadAll(res.Body)
 		return res.StatusCode, string(body)
 	}

@@ -14,10 +14,11 @@ import (
 	"github.com/boombuler/barcode"
 	"github.com/boombuler/barcode/qr"
 
-	"github.com/kube2fa/kube2fa/api/v1alpha1"
 	potp "github.com/pquerna/otp"
 	"github.com/pquerna/otp/hotp"
 	"github.com/pquerna/otp/totp"
+
+	"github.com/kube2fa/kube2fa/api/v1alpha1"
 )
 
 var pquernaAlgorithms = map[v1alpha1.Algorithm]potp.Algorithm{

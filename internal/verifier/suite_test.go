@@ -134,7 +134,7 @@ func call(t *testing.T, method, url, body string) response {
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, url, err)
 	}
-	defer res.Body.Close()
+	defer func() { _ = res.Body.Close() }()
 	raw, _ := io.ReadAll(res.Body)
 	out := response{Status: res.StatusCode, Header: res.Header}
 	_ = json.Unmarshal(raw, &out.Body)

@@ -343,7 +343,7 @@ func TestMetricsCountDecisionsWithoutUserNamesOrKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer res.Body.Close()
+	defer func() { _ = res.Body.Close() }()
 	body, _ := io.ReadAll(res.Body)
 	text := string(body)
 	for _, want := range []string{`kube2fa_verifications_total{result="confirmed"} 1`, `kube2fa_verifications_total{result="rejected"} 1`,
