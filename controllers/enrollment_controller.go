@@ -91,7 +91,9 @@ func (r *EnrollmentReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 			facts.ProvisionFailed = true
 		}
 	}
-	e.Status.Method = facts.Method
+	if facts.Policy != nil {
+		e.Status.Method = facts.Method
+	}
 	if facts.Secret != nil && facts.Secret.Owned {
 		if enrollment.BindKey(&e.Status, facts.Secret.Name, facts.Secret.UID) {
 			notes = append(notes, note{corev1.EventTypeWarning, v1alpha1.EventReasonKeyReplaced, "Provision",

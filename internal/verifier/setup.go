@@ -1,6 +1,7 @@
 package verifier
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -27,6 +28,8 @@ type Config struct {
 	Scheme    *runtime.Scheme
 	Namespace string
 	Policy    string
+	// Clock tells the time of decisions; the real clock when nil (a test's fake clock otherwise).
+	Clock clock.PassiveClock
 }
 
 // Running is a started verifier: its decision engine over synced watch caches.
@@ -57,7 +60,7 @@ func Start(ctx context.Context, cfg Config) (*Running, error) {
 		Policy:    cfg.Policy,
 		Cache:     c,
 		Client:    cl,
-		Clock:     clock.RealClock{},
+		Clock:     cmp.Or[clock.PassiveClock](cfg.Clock, clock.RealClock{}),
 		Events:    events,
 	}}
 	if err := r.forgetOnChange(ctx); err != nil {

@@ -21,6 +21,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
@@ -51,10 +52,16 @@ type replica struct {
 // in ns: every test thereby proves that Role is enough.
 func startVerifier(t *testing.T, e *testenv.Env, ns, policy string) *replica {
 	t.Helper()
+	return startVerifierAt(t, e, ns, policy, nil)
+}
+
+// startVerifierAt is startVerifier with the replica's decisions timed by clk (the real clock when nil).
+func startVerifierAt(t *testing.T, e *testenv.Env, ns, policy string, clk clock.PassiveClock) *replica {
+	t.Helper()
 	cfg := verifierUser(t, e, ns)
 	c, cancel := context.WithCancel(ctx)
 	t.Cleanup(cancel)
-	running, err := verifier.Start(c, verifier.Config{Rest: cfg, Scheme: scheme.Scheme, Namespace: ns, Policy: policy})
+	running, err := verifier.Start(c, verifier.Config{Rest: cfg, Scheme: scheme.Scheme, Namespace: ns, Policy: policy, Clock: clk})
 	if err != nil {
 		t.Fatalf("starting verifier: %v", err)
 	}

@@ -14,6 +14,7 @@ import (
 	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	clocktesting "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -154,36 +155,49 @@ func TestLockoutWithoutThrottleNeedsTheAdministrator(t *testing.T) {
 	}
 }
 
+// The replica decides on a fake clock an hour ahead of the manager's real one: the throttle ends when the
+// test steps that clock, and the manager, which would end the lock on its own clock, does not come in
+// between, however slow the machine.
 func TestThrottledLockRefusesThenExpires(t *testing.T) {
 	s := spec(v1alpha1.ModeEnforced, v1alpha1.MethodTOTP)
-	s.Lockout = &v1alpha1.LockoutSettings{MaxFailures: 2, ThrottleSeconds: ptr.To[int32](5)}
-	ns, rs := setup(t, s, 1)
-	r := rs[0]
-	p, k := enrolled(t, r, ns, "alice")
+	s.Lockout = &v1alpha1.LockoutSettings{MaxFailures: 2, ThrottleSeconds: ptr.To[int32](300)}
+	ns, _ := setup(t, s, 0)
+	clk := clocktesting.NewFakePassiveClock(time.Now().Add(time.Hour))
+	r := startVerifierAt(t, env, ns, "webapp", clk)
+	testenv.Eventually(t, "the verifier to load the policy", func() bool { return r.Ready() == nil })
+	if res := r.enroll(t, "alice", ""); res.Status != 201 {
+		t.Fatalf("enroll: %d %v", res.Status, res.Body)
+	}
+	p, k := key(t, ns, "alice")
+	if res := r.confirm(t, "alice", totp(t, p, k, clk.Now())); res.Status != 200 {
+		t.Fatalf("confirm: %d %v", res.Status, res.Body)
+	}
 
+	clk.SetTime(clk.Now().Add(time.Minute)) // a later code than the confirming one
 	r.verify(t, "alice", "111111")
 	if res := r.verify(t, "alice", "222222"); res.Status != 401 || res.Body["remainingAttempts"] != 0.0 {
 		t.Fatalf("locking failure: %d %v", res.Status, res.Body)
 	}
-	locked := time.Now() // locked for at least 4s from here (5s from a time truncated to the second)
-	res := r.verify(t, "alice", totp(t, p, k, time.Now().Add(30*time.Second)))
+	clk.SetTime(clk.Now().Add(100 * time.Second))
 	before := enrollment(t, ns, "alice").Status
+	res := r.verify(t, "alice", totp(t, p, k, clk.Now()))
+	if res.Status != 429 || res.Body["retryAfterSeconds"] == nil || res.Header.Get("Retry-After") == "" {
+		t.Fatalf("right code while throttled: %d %v %v", res.Status, res.Header, res.Body)
+	}
+	if secs := res.Body["retryAfterSeconds"].(float64); secs < 199 || secs > 201 {
+		t.Errorf("retryAfterSeconds = %v 100 s into a 300 s throttle, want about 200", secs)
+	}
 	r.verify(t, "alice", "333333")
 	after := enrollment(t, ns, "alice").Status
-	if time.Since(locked) < 3*time.Second { // a slower machine can only check the expiry below
-		if res.Status != 429 || res.Header.Get("Retry-After") == "" || res.Body["retryAfterSeconds"] == nil {
-			t.Fatalf("right code while throttled: %d %v %v", res.Status, res.Header, res.Body)
-		}
-		if before.FailedAttempts != 2 {
-			t.Fatalf("a refused attempt was counted: %d failures", before.FailedAttempts)
-		}
-		if !after.LockedUntil.Equal(before.LockedUntil) || after.FailedAttempts != 2 {
-			t.Fatalf("a refused attempt changed the lock: %v → %v", before.LockedUntil, after.LockedUntil)
-		}
+	if before.FailedAttempts != 2 || after.FailedAttempts != 2 || !after.LockedUntil.Equal(before.LockedUntil) {
+		t.Fatalf("refused attempts changed the lock: %d failures until %v, then %d until %v",
+			before.FailedAttempts, before.LockedUntil, after.FailedAttempts, after.LockedUntil)
 	}
-	testenv.Eventually(t, "the throttle to end", func() bool {
-		return r.verify(t, "alice", totp(t, p, k, time.Now().Add(30*time.Second))).Status != 429
-	})
+
+	clk.SetTime(before.LockedUntil.Time)
+	if res := r.verify(t, "alice", totp(t, p, k, clk.Now())); res.Status != 200 {
+		t.Fatalf("right code when the throttle ended: %d %v", res.Status, res.Body)
+	}
 	e := enrollment(t, ns, "alice")
 	if e.Status.FailedAttempts != 0 || e.Status.LockedAt != nil {
 		t.Fatalf("after expiry: %+v", e.Status)
