@@ -18,7 +18,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/kube2fa/kube2fa/api/v1alpha1"
@@ -395,8 +394,11 @@ func (b *bench) statusCeiling(ctx context.Context, run, ns string, users []*user
 	}
 	return b.measure(run, users, rate, func(u *user, _, _ int) bool {
 		e := current[u.name]
-		e.Status.HOTPCounter = ptrTo(int64(u.counter) + 1)
-		e.Status.LastSuccessAt = &metav1.Time{Time: time.Now().Truncate(time.Second)}
+		// What an accepted decision records, by the shared state machine: the next counter, the success.
+		enrollment.Attempt(&e.Status, enrollment.Settings{MaxFailures: 1}, time.Now(), func() bool {
+			e.Status.HOTPCounter = ptrTo(int64(u.counter) + 1)
+			return true
+		})
 		if err := b.client.Status().Update(ctx, e, client.FieldOwner(verifierFieldOwner)); err != nil {
 			return false
 		}
