@@ -20,13 +20,21 @@ import (
 type State string
 
 const (
-	StateNone      State = "None"
-	StatePending   State = "Pending"
+	// StateNone: the user has no enrollment under the policy.
+	StateNone State = "None"
+	// StateProvisioning: the user's enrollment waits for the manager's key.
+	StateProvisioning State = "Provisioning"
+	// StatePending: the key exists; the user has not confirmed it with a first code.
+	StatePending State = "Pending"
+	// StateConfirmed: a first code confirmed the enrollment.
 	StateConfirmed State = "Confirmed"
-	StateLocked    State = "Locked"
+	// StateLocked: wrong codes locked the enrollment.
+	StateLocked State = "Locked"
 )
 
-// Enrollment describes a user's enrollment. Provisioning material is filled in only while pending.
+// Enrollment describes a user's enrollment. Provisioning material (the otpauth URI and its QR code) is
+// filled in only by Enroll, the POST: never by Get, so that nothing that can only read (a GET-only SSRF in
+// the application, another container of the pod) obtains a user's key.
 type Enrollment struct {
 	User       string          `json:"user"`
 	Method     v1alpha1.Method `json:"method,omitempty"`
@@ -41,13 +49,7 @@ func (v *Verifier) Get(ctx context.Context, user string) (Enrollment, error) {
 	if err != nil || e == nil {
 		return Enrollment{User: user, State: StateNone}, err
 	}
-	out := Enrollment{User: user, Method: e.Status.Method, State: state(e, v.Clock.Now())}
-	if out.State == StatePending && e.Status.SecretUID != "" {
-		if err := v.material(ctx, e, &out); err != nil {
-			return out, err
-		}
-	}
-	return out, nil
+	return Enrollment{User: user, Method: e.Status.Method, State: state(e, v.Clock.Now())}, nil
 }
 
 func state(e *v1alpha1.UserEnrollment, now time.Time) State {
@@ -56,6 +58,8 @@ func state(e *v1alpha1.UserEnrollment, now time.Time) State {
 		return StateLocked
 	case e.Status.ConfirmedAt != nil:
 		return StateConfirmed
+	case e.Status.SecretUID == "":
+		return StateProvisioning
 	default:
 		return StatePending
 	}
@@ -89,6 +93,8 @@ func (v *Verifier) Enroll(ctx context.Context, user string, method v1alpha1.Meth
 	switch {
 	case e.Status.ConfirmedAt != nil:
 		return out, false, refuse(ErrAlreadyConfirmed, "the user is already enrolled")
+	case enrollment.IsLocked(&e.Status, v.Clock.Now()):
+		return out, false, refuse(ErrLocked, "the enrollment is locked by wrong codes")
 	case e.Spec.Method != "" && e.Spec.Method != method:
 		return out, false, refuse(ErrOtherMethodPending, "a pending %s enrollment exists for this user", e.Spec.Method)
 	}

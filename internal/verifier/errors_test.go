@@ -20,6 +20,7 @@ func TestEveryRefusalHasItsHTTPStatusAndFaultsFailClosed(t *testing.T) {
 		{refuse(ErrNoKey, "no key"), http.StatusConflict, "no key"},
 		{refuse(ErrOtherMethodPending, "TOTP pending"), http.StatusConflict, "TOTP pending"},
 		{refuse(ErrNameTaken, "taken"), http.StatusConflict, "taken"},
+		{refuse(ErrLocked, "locked"), http.StatusTooManyRequests, "locked"},
 		{unavailable("recording failed"), http.StatusServiceUnavailable, "recording failed"},
 		{fmt.Errorf("wrapped: %w", refuse(ErrNoEnrollment, "none")), http.StatusNotFound, "wrapped: none"},
 		// Not a refusal: a fault whose text may say anything, so it is not shown.

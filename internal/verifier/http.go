@@ -203,6 +203,7 @@ var statuses = []struct {
 	{ErrNoKey, http.StatusConflict},
 	{ErrOtherMethodPending, http.StatusConflict},
 	{ErrNameTaken, http.StatusConflict},
+	{ErrLocked, http.StatusTooManyRequests},
 	{ErrUnavailable, http.StatusServiceUnavailable},
 }
 

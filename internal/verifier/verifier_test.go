@@ -47,7 +47,9 @@ func TestSelfEnrollConfirmAndVerifyAcrossReplicas(t *testing.T) {
 	if again := b.enroll(t, "alice", ""); again.Status != 200 || again.Body["otpauthURI"] != uri {
 		t.Fatalf("enroll while pending: %d, same material %v", again.Status, again.Body["otpauthURI"] == uri)
 	}
-	if got := call(t, "GET", b.url+"/v1/enrollments/alice", ""); got.Body["state"] != "Pending" || got.Body["otpauthURI"] != uri {
+	// Only a POST shows the key: a GET (an SSRF, another container of the pod) reports the state alone.
+	if got := call(t, "GET", b.url+"/v1/enrollments/alice", ""); got.Body["state"] != "Pending" || got.Body["method"] != "TOTP" ||
+		got.Body["otpauthURI"] != nil || got.Body["qrPNG"] != nil {
 		t.Fatalf("GET while pending: %v", got.Body)
 	}
 	if res := a.verify(t, "alice", "123456"); res.result() != "enrollment_required" {
@@ -93,6 +95,28 @@ func TestSelfEnrollConfirmAndVerifyAcrossReplicas(t *testing.T) {
 	})
 	if res := b.verify(t, "alice", next); res.Status != 401 || res.result() != "rejected" {
 		t.Fatalf("replay on the other replica: %d %v", res.Status, res.Body)
+	}
+}
+
+// Wrong confirming codes lock a pending enrollment like any other: then even a POST shows no key.
+func TestALockedPendingEnrollmentShowsNoProvisioningMaterial(t *testing.T) {
+	ns, rs := setup(t, spec(v1alpha1.ModeEnforced, v1alpha1.MethodTOTP), 1)
+	r := rs[0]
+	if res := r.enroll(t, "mallory", ""); res.Status != 201 {
+		t.Fatalf("enroll: %d %v", res.Status, res.Body)
+	}
+	for i := range 3 { // the default maxFailures, with no throttle: locked until an administrator acts
+		r.confirm(t, "mallory", fmt.Sprintf("00000%d", i))
+	}
+	if e := enrollment(t, ns, "mallory"); !meta.IsStatusConditionTrue(e.Status.Conditions, v1alpha1.ConditionLocked) {
+		t.Fatalf("three wrong confirming codes did not lock: %+v", e.Status)
+	}
+	res := r.enroll(t, "mallory", "")
+	if res.Status != 429 || res.Body["otpauthURI"] != nil || res.Body["qrPNG"] != nil {
+		t.Fatalf("enroll while locked: %d %v", res.Status, res.Body)
+	}
+	if got := call(t, "GET", r.url+"/v1/enrollments/mallory", ""); got.Body["state"] != "Locked" || got.Body["otpauthURI"] != nil {
+		t.Fatalf("GET while locked: %v", got.Body)
 	}
 }
 
