@@ -21,6 +21,7 @@ import (
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
 	"github.com/kube2fa/kube2fa/api/v1alpha1"
 	"github.com/kube2fa/kube2fa/internal/enrollment"
@@ -33,6 +34,7 @@ const DefaultCountsDelay = time.Second
 // PolicyReconciler renders each TwoFactorPolicy into its verifier ConfigMap and keeps its status counts.
 type PolicyReconciler struct {
 	client.Client
+	Recorder recorder.EventRecorder
 	// CountsDelay coalesces enrollment changes: a burst of them rewrites the policy status once.
 	CountsDelay time.Duration
 	// MaxConcurrentReconciles bounds parallel reconciles (default 1).
@@ -55,7 +57,15 @@ func (r *PolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res
 	}
 	before := p.Status.DeepCopy()
 	defer func() {
-		_, res, err = recordStatus(ctx, r.Client, p, !equality.Semantic.DeepEqual(before, &p.Status), res, err)
+		var recorded bool
+		recorded, res, err = recordStatus(ctx, r.Client, p, !equality.Semantic.DeepEqual(before, &p.Status), res, err)
+		// A conflict is announced once, when it begins: the verifier refuses to work until it is resolved.
+		ready, prev := meta.FindStatusCondition(p.Status.Conditions, v1alpha1.ConditionReady),
+			meta.FindStatusCondition(before.Conditions, v1alpha1.ConditionReady)
+		if recorded && ready != nil && ready.Reason == v1alpha1.ReasonConfigMapConflict &&
+			(prev == nil || prev.Reason != v1alpha1.ReasonConfigMapConflict) {
+			r.Recorder.Eventf(p, nil, corev1.EventTypeWarning, v1alpha1.ReasonConfigMapConflict, "Render", "%s", ready.Message)
+		}
 	}()
 
 	name := render.ConfigMapName(p.Name)
@@ -94,7 +104,9 @@ func (r *PolicyReconciler) applyConfigMap(ctx context.Context, p *v1alpha1.TwoFa
 	case err != nil:
 		return configMapFailed, fmt.Errorf("getting configmap: %w", err)
 	case !metav1.IsControlledBy(have, p):
-		return configMapConflict, reconcile.TerminalError(fmt.Errorf("configmap %s exists and is not owned by this policy", want.Name))
+		// Not terminal: the verifier refuses to obey a ConfigMap its policy does not control, so the manager
+		// keeps trying (with backoff) until an administrator removes it.
+		return configMapConflict, fmt.Errorf("configmap %s exists and is not owned by this policy", want.Name)
 	}
 	if have.Annotations[v1alpha1.AnnotationConfigHash] == want.Annotations[v1alpha1.AnnotationConfigHash] &&
 		equality.Semantic.DeepEqual(have.Data, want.Data) && equality.Semantic.DeepEqual(have.Labels, want.Labels) {

@@ -4,11 +4,13 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
@@ -143,4 +145,54 @@ func TestPolicyCountsEnrollmentsWithCoalescedStatusWrites(t *testing.T) {
 	} else {
 		t.Logf("%d policy status writes for %d enrollments in %v", got, n, elapsed.Round(time.Millisecond))
 	}
+}
+
+// A ConfigMap of the verifier ConfigMap's name that the policy does not control is never taken over and
+// never left silently: Ready=False ConfigMapConflict with a Warning Event, and the manager keeps trying, so
+// that it renders its own once the foreign one is gone.
+func TestAForeignConfigMapIsAConflictUntilItGoes(t *testing.T) {
+	ns := env.Namespace(t)
+	startManager(t)
+	foreign := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "webapp-verifier",
+		Labels: map[string]string{v1alpha1.LabelManagedBy: v1alpha1.ManagedByValue, v1alpha1.LabelPolicy: "webapp"}},
+		Data: map[string]string{render.ConfigMapKeyPolicy: `{"mode":"Disabled"}`}}
+	if err := env.Client.Create(ctx, foreign); err != nil {
+		t.Fatal(err)
+	}
+	p := createPolicy(t, ns, "webapp", enforcedTOTP())
+	policyReady := func(reason string) func() (bool, error) {
+		return func() (bool, error) {
+			err := env.Client.Get(ctx, client.ObjectKeyFromObject(p), p)
+			c := meta.FindStatusCondition(p.Status.Conditions, v1alpha1.ConditionReady)
+			return c != nil && c.Reason == reason, err
+		}
+	}
+	testenv.EventuallyErr(t, "Ready=False ConfigMapConflict", policyReady(v1alpha1.ReasonConfigMapConflict))
+	testenv.EventuallyErr(t, "a ConfigMapConflict Warning Event", func() (bool, error) {
+		var list eventsv1.EventList
+		err := env.Client.List(ctx, &list, client.InNamespace(ns))
+		return slices.ContainsFunc(list.Items, func(ev eventsv1.Event) bool {
+			return ev.Reason == v1alpha1.ReasonConfigMapConflict && ev.Type == corev1.EventTypeWarning && ev.Regarding.Name == "webapp"
+		}), err
+	})
+	if got := getConfigMap(t, ns, "webapp-verifier"); got.Data[render.ConfigMapKeyPolicy] != `{"mode":"Disabled"}` || len(got.OwnerReferences) != 0 {
+		t.Fatalf("the foreign ConfigMap was changed: %+v", got)
+	}
+
+	if err := env.Client.Delete(ctx, foreign); err != nil {
+		t.Fatal(err)
+	}
+	testenv.EventuallyErr(t, "the manager to render its own ConfigMap", policyReady(v1alpha1.ReasonReconciled))
+	if cm := getConfigMap(t, ns, "webapp-verifier"); !metav1.IsControlledBy(cm, p) {
+		t.Errorf("the ConfigMap after the conflict is not the policy's: %+v", cm.OwnerReferences)
+	}
+}
+
+func getConfigMap(t *testing.T, ns, name string) *corev1.ConfigMap {
+	t.Helper()
+	cm := &corev1.ConfigMap{}
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, cm); err != nil {
+		t.Fatal(err)
+	}
+	return cm
 }

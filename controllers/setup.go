@@ -64,6 +64,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 	}
 	if err := (&PolicyReconciler{
 		Client:                  mgr.GetClient(),
+		Recorder:                mgr.GetEventRecorder("kube2fa-manager"),
 		MaxConcurrentReconciles: opts.MaxConcurrentReconciles,
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up twofactorpolicy controller: %w", err)

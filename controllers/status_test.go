@@ -76,7 +76,7 @@ func TestAStatusWriteThatLosesARaceRunsThePassAgain(t *testing.T) {
 		obj  func(*v1alpha1.TwoFactorPolicy, *v1alpha1.UserEnrollment) client.Object
 	}{
 		{"policy", func(c client.Client) reconcile.Reconciler {
-			return &PolicyReconciler{Client: c}
+			return &PolicyReconciler{Client: c, Recorder: events.NewFakeRecorder(10)}
 		}, func(p *v1alpha1.TwoFactorPolicy, _ *v1alpha1.UserEnrollment) client.Object { return p }},
 		{"enrollment", func(c client.Client) reconcile.Reconciler {
 			return &EnrollmentReconciler{Client: c, APIReader: c, Recorder: events.NewFakeRecorder(10),

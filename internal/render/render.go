@@ -6,8 +6,10 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -77,17 +79,80 @@ func VerifierConfigMap(p *v1alpha1.TwoFactorPolicy) (*corev1.ConfigMap, error) {
 	}, nil
 }
 
-// ParseVerifierConfigMap returns the resolved policy held by a verifier ConfigMap.
+// ParseVerifierConfigMap returns the resolved policy held by a verifier ConfigMap. It reads the JSON
+// exactly (no unknown field, nothing after the object) and refuses a policy that the CRD could never have
+// produced (see ValidateResolved): the verifier must never act on content it does not understand.
 func ParseVerifierConfigMap(cm *corev1.ConfigMap) (v1alpha1.ResolvedPolicy, error) {
 	var p v1alpha1.ResolvedPolicy
 	raw, ok := cm.Data[ConfigMapKeyPolicy]
 	if !ok {
 		return p, fmt.Errorf("configmap %s/%s has no %q", cm.Namespace, cm.Name, ConfigMapKeyPolicy)
 	}
-	if err := json.Unmarshal([]byte(raw), &p); err != nil {
+	dec := json.NewDecoder(strings.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&p); err != nil {
 		return p, fmt.Errorf("decoding %q of configmap %s/%s: %w", ConfigMapKeyPolicy, cm.Namespace, cm.Name, err)
 	}
+	if dec.More() {
+		return p, fmt.Errorf("decoding %q of configmap %s/%s: more than one JSON value", ConfigMapKeyPolicy, cm.Namespace, cm.Name)
+	}
+	if err := ValidateResolved(p); err != nil {
+		return p, fmt.Errorf("configmap %s/%s: %w", cm.Namespace, cm.Name, err)
+	}
 	return p, nil
+}
+
+// Bounds of a resolved policy that are not otp's: the CRD's own (see the TwoFactorPolicy markers; a test
+// holds the two together).
+const (
+	maxIssuerLength    = 64
+	minPeriodSeconds   = 15
+	maxPeriodSeconds   = 300
+	maxSecretBytes     = 64
+	maxMaxFailures     = 100
+	maxThrottleSeconds = 604800
+)
+
+// ValidateResolved reports the first way p differs from what Resolve makes of a valid TwoFactorPolicy.
+func ValidateResolved(p v1alpha1.ResolvedPolicy) error {
+	switch p.Mode {
+	case v1alpha1.ModeDisabled, v1alpha1.ModeOptional, v1alpha1.ModeEnforced:
+	default:
+		return fmt.Errorf("mode %q is not Disabled, Optional or Enforced", p.Mode)
+	}
+	if len(p.Methods) == 0 && p.Mode != v1alpha1.ModeDisabled {
+		return errors.New("methods is empty while mode is not Disabled")
+	}
+	seen := map[v1alpha1.Method]bool{}
+	for _, m := range p.Methods {
+		if (m != v1alpha1.MethodTOTP && m != v1alpha1.MethodHOTP) || seen[m] {
+			return fmt.Errorf("methods %q: unknown or repeated method", p.Methods)
+		}
+		seen[m] = true
+	}
+	if p.Issuer == "" || len(p.Issuer) > maxIssuerLength || strings.Contains(p.Issuer, ":") {
+		return fmt.Errorf("issuer must be 1 to %d characters without ':'", maxIssuerLength)
+	}
+	totp := otp.Params{Method: v1alpha1.MethodTOTP, Algorithm: p.TOTP.Algorithm, Digits: p.TOTP.Digits, PeriodSeconds: p.TOTP.PeriodSeconds}
+	hotp := otp.Params{Method: v1alpha1.MethodHOTP, Algorithm: p.HOTP.Algorithm, Digits: p.HOTP.Digits}
+	for _, check := range []struct {
+		ok   bool
+		what string
+	}{
+		{totp.Validate() == nil, "totp parameters are invalid"},
+		{hotp.Validate() == nil, "hotp parameters are invalid"},
+		{p.TOTP.PeriodSeconds >= minPeriodSeconds && p.TOTP.PeriodSeconds <= maxPeriodSeconds, "totp.periodSeconds is out of bounds"},
+		{p.TOTP.SkewSteps >= 0 && p.TOTP.SkewSteps <= otp.MaxSkewSteps, "totp.skewSteps is out of bounds"},
+		{p.HOTP.LookAhead >= 0 && p.HOTP.LookAhead <= otp.MaxLookAhead, "hotp.lookAhead is out of bounds"},
+		{p.SecretBytes >= otp.MinSecretBytes && p.SecretBytes <= maxSecretBytes, "secretBytes is out of bounds"},
+		{p.Lockout.MaxFailures >= 1 && p.Lockout.MaxFailures <= maxMaxFailures, "lockout.maxFailures is out of bounds"},
+		{p.Lockout.ThrottleSeconds >= 0 && p.Lockout.ThrottleSeconds <= maxThrottleSeconds, "lockout.throttleSeconds is out of bounds"},
+	} {
+		if !check.ok {
+			return errors.New(check.what)
+		}
+	}
+	return nil
 }
 
 // ParamsFor returns the code parameters a new enrollment with method m gets under policy p.

@@ -39,7 +39,7 @@ type Running struct {
 	synced bool
 }
 
-// Start starts the watch caches of one policy's objects (its ConfigMap, its enrollments by field
+// Start starts the watch caches of one policy's objects (the policy, its ConfigMap, its enrollments by field
 // selector, their Secrets by label: nothing else in the namespace) and waits until they are synced.
 // Everything stops when ctx ends.
 func Start(ctx context.Context, cfg Config) (*Running, error) {
@@ -83,9 +83,10 @@ func newCache(ctx context.Context, cfg Config) (cache.Cache, error) {
 		ReaderFailOnMissingInformer: true,
 		DefaultTransform:            cache.TransformStripManagedFields(), // not needed, and resent on every update
 		ByObject: map[client.Object]cache.ByObject{
-			&corev1.ConfigMap{}:        {Field: fields.OneTermEqualSelector("metadata.name", render.ConfigMapName(cfg.Policy)), Label: ours},
-			&v1alpha1.UserEnrollment{}: {Field: fields.OneTermEqualSelector("spec.policyRef.name", cfg.Policy)},
-			&corev1.Secret{}:           {Label: ours, Transform: keyOnly},
+			&corev1.ConfigMap{}:         {Field: fields.OneTermEqualSelector("metadata.name", render.ConfigMapName(cfg.Policy)), Label: ours},
+			&v1alpha1.TwoFactorPolicy{}: {Field: fields.OneTermEqualSelector("metadata.name", cfg.Policy)},
+			&v1alpha1.UserEnrollment{}:  {Field: fields.OneTermEqualSelector("spec.policyRef.name", cfg.Policy)},
+			&corev1.Secret{}:            {Label: ours, Transform: keyOnly},
 		},
 	})
 	if err != nil {
@@ -132,6 +133,9 @@ func (r *Running) forgetOnChange(ctx context.Context) error {
 	}
 	if _, err := r.cache.GetInformer(ctx, &corev1.ConfigMap{}); err != nil {
 		return fmt.Errorf("watching configmaps: %w", err)
+	}
+	if _, err := r.cache.GetInformer(ctx, &v1alpha1.TwoFactorPolicy{}); err != nil {
+		return fmt.Errorf("watching twofactorpolicies: %w", err)
 	}
 	return nil
 }

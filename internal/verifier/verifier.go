@@ -83,7 +83,9 @@ type Verifier struct {
 }
 
 type parsedPolicy struct {
+	// resourceVersion is the ConfigMap's, owner the UID of the policy that controls it.
 	resourceVersion string
+	owner           types.UID
 	policy          v1alpha1.ResolvedPolicy
 }
 
@@ -266,20 +268,31 @@ func (v *Verifier) awaitNewer(ctx context.Context, e *v1alpha1.UserEnrollment, t
 	})
 }
 
-// resolvedPolicy reads the policy the manager rendered into the verifier ConfigMap.
+// resolvedPolicy reads the policy the manager rendered into the verifier ConfigMap. It obeys only a
+// ConfigMap that its TwoFactorPolicy, as it exists now, controls, and whose content is one the CRD allows:
+// anything else (a copy anyone who may create ConfigMaps could plant, a forged owner, content it does not
+// understand) makes every decision unavailable, never lowers the bar.
 func (v *Verifier) resolvedPolicy(ctx context.Context) (v1alpha1.ResolvedPolicy, error) {
 	cm := &corev1.ConfigMap{}
 	if err := v.Cache.Get(ctx, client.ObjectKey{Namespace: v.Namespace, Name: render.ConfigMapName(v.Policy)}, cm); err != nil {
 		return v1alpha1.ResolvedPolicy{}, unavailable("policy %s is not loaded: %v", v.Policy, apiReason(err))
 	}
-	if last := v.policy.Load(); last != nil && last.resourceVersion == cm.ResourceVersion {
+	owner := &v1alpha1.TwoFactorPolicy{}
+	if err := v.Cache.Get(ctx, client.ObjectKey{Namespace: v.Namespace, Name: v.Policy}, owner); err != nil {
+		return v1alpha1.ResolvedPolicy{}, unavailable("TwoFactorPolicy %s is not loaded: %v", v.Policy, apiReason(err))
+	}
+	if !metav1.IsControlledBy(cm, owner) {
+		return v1alpha1.ResolvedPolicy{}, unavailable("ConfigMap %s is not controlled by TwoFactorPolicy %s: not obeyed",
+			cm.Name, v.Policy)
+	}
+	if last := v.policy.Load(); last != nil && last.resourceVersion == cm.ResourceVersion && last.owner == owner.UID {
 		return last.policy, nil
 	}
 	p, err := render.ParseVerifierConfigMap(cm)
 	if err != nil {
 		return p, unavailable("policy %s cannot be read: %v", v.Policy, err)
 	}
-	v.policy.Store(&parsedPolicy{resourceVersion: cm.ResourceVersion, policy: p})
+	v.policy.Store(&parsedPolicy{resourceVersion: cm.ResourceVersion, owner: owner.UID, policy: p})
 	return p, nil
 }
 

@@ -19,7 +19,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/kube2fa/kube2fa/api/v1alpha1"
+	"github.com/kube2fa/kube2fa/controllers"
 	"github.com/kube2fa/kube2fa/internal/otp"
+	"github.com/kube2fa/kube2fa/internal/render"
 	"github.com/kube2fa/kube2fa/internal/testenv"
 	"github.com/kube2fa/kube2fa/internal/verifier"
 )
@@ -393,5 +395,56 @@ func TestMetricsCountDecisionsWithoutUserNamesOrKeys(t *testing.T) {
 	_, k := key(t, ns, verifier.EnrollmentName("alice-in-metrics"))
 	if strings.Contains(text, "alice-in-metrics") || strings.Contains(text, otp.EncodeSecret(k)) {
 		t.Error("metrics name a user or hold key material")
+	}
+}
+
+// Anyone allowed to create ConfigMaps in the namespace could replace the policy's with a copy of their own
+// saying Disabled. The verifier obeys only the ConfigMap that its TwoFactorPolicy controls: a copy without
+// an owner, or with a forged one, stops it (503, not ready) rather than turning 2FA off.
+func TestTheVerifierObeysOnlyTheConfigMapItsPolicyControls(t *testing.T) {
+	ns := env.Namespace(t)
+	stopManager := env.StartManager(t, controllers.Options{})
+	p := &v1alpha1.TwoFactorPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "webapp"},
+		Spec: spec(v1alpha1.ModeEnforced, v1alpha1.MethodTOTP)}
+	if err := env.Client.Create(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	r := startVerifier(t, env, ns, "webapp")
+	testenv.Eventually(t, "the verifier to load the policy", func() bool { return r.Ready() == nil })
+	if res := r.verify(t, "alice", "123456"); res.result() != "enrollment_required" {
+		t.Fatalf("before the forgery: %d %v", res.Status, res.Body)
+	}
+	stopManager() // it would re-create its own ConfigMap; the verifier must hold without it
+
+	disabled := p.DeepCopy()
+	disabled.Spec.Mode = v1alpha1.ModeDisabled
+	for name, owners := range map[string][]metav1.OwnerReference{
+		"no owner": nil,
+		"a forged owner": {{APIVersion: v1alpha1.GroupVersion.String(), Kind: "TwoFactorPolicy", Name: "webapp",
+			UID: "forged", Controller: ptr.To(true)}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			forged, err := render.VerifierConfigMap(disabled)
+			if err != nil {
+				t.Fatal(err)
+			}
+			forged.OwnerReferences = owners
+			if err := env.Client.Delete(ctx, forged); client.IgnoreNotFound(err) != nil {
+				t.Fatal(err)
+			}
+			if err := env.Client.Create(ctx, forged); err != nil {
+				t.Fatal(err)
+			}
+			testenv.Eventually(t, "the verifier to see the forged ConfigMap", func() bool {
+				seen := &corev1.ConfigMap{}
+				return r.Cache.Get(ctx, client.ObjectKeyFromObject(forged), seen) == nil && seen.ResourceVersion == forged.ResourceVersion
+			})
+			if res := r.verify(t, "alice", "123456"); res.Status != 503 {
+				t.Errorf("a wrong code under a forged Disabled policy: %d %v, want 503", res.Status, res.Body)
+			}
+			if err := r.Ready(); err == nil {
+				t.Error("the verifier is ready on a ConfigMap its policy does not control")
+			}
+		})
 	}
 }
