@@ -86,6 +86,15 @@ func (r *EnrollmentReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	if err != nil {
 		return ctrl.Result{}, err // a fact that could not be read decides nothing: Ready stays as it was
 	}
+	facts.KeyLost = enrollment.KeyLost(&e.Status, facts.Secret)
+	if enrollment.Reissue(&e.Status, e.Annotations[v1alpha1.AnnotationReissue], facts.KeyLost) {
+		facts.KeyLost = false
+	}
+	if facts.KeyLost && !readyReasonIs(before.Conditions, v1alpha1.ReasonKeyLost) {
+		notes = append(notes, note{corev1.EventTypeWarning, v1alpha1.EventReasonKeyLost, "Provision",
+			"The key Secret " + e.Status.SecretName + " of this confirmed enrollment is gone: codes are refused until an " +
+				"administrator deletes the enrollment or sets the " + v1alpha1.AnnotationReissue + " annotation"})
+	}
 	if enrollment.NeedsKey(facts) {
 		if facts.Secret, err = r.createSecret(ctx, e, *facts.Policy, facts.Method); err != nil {
 			facts.ProvisionFailed = true
@@ -94,7 +103,7 @@ func (r *EnrollmentReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	if facts.Policy != nil {
 		e.Status.Method = facts.Method
 	}
-	if facts.Secret != nil && facts.Secret.Owned {
+	if facts.Secret != nil && facts.Secret.Owned && !facts.KeyLost {
 		if enrollment.BindKey(&e.Status, facts.Secret.Name, facts.Secret.UID) {
 			notes = append(notes, note{corev1.EventTypeWarning, v1alpha1.EventReasonKeyReplaced, "Provision",
 				"Secret " + e.Status.SecretName + " was replaced with a new key: the enrollment must be confirmed again"})
@@ -241,10 +250,11 @@ func (r *EnrollmentReconciler) newQueue() func(string, workqueue.TypedRateLimite
 }
 
 // needsManager reports whether a change of an enrollment is one the manager acts on: its spec, the unlock
-// annotation, deletion, a lock (to clear it when its throttle ends) or a status it did not expect.
+// and reissue annotations, deletion, a lock (to clear it when its throttle ends) or a status it did not expect.
 func needsManager(old, cur *v1alpha1.UserEnrollment) bool {
 	return old.Generation != cur.Generation ||
 		old.Annotations[v1alpha1.AnnotationUnlock] != cur.Annotations[v1alpha1.AnnotationUnlock] ||
+		old.Annotations[v1alpha1.AnnotationReissue] != cur.Annotations[v1alpha1.AnnotationReissue] ||
 		!cur.DeletionTimestamp.IsZero() ||
 		!old.Status.LockedAt.Equal(cur.Status.LockedAt) || !old.Status.LockedUntil.Equal(cur.Status.LockedUntil) ||
 		old.Status.SecretUID != cur.Status.SecretUID || old.Status.ObservedGeneration != cur.Status.ObservedGeneration

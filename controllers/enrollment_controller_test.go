@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"image/png"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -238,7 +239,9 @@ func TestDeletingAnEnrollmentGarbageCollectsItsSecret(t *testing.T) {
 	})
 }
 
-func TestADeletedSecretMeansANewKeyAndPendingAgain(t *testing.T) {
+// A confirmed user whose Secret disappears is not quietly given a new key and made pending (under Optional
+// a pending user is not asked for a code at all): the enrollment fails closed until an administrator acts.
+func TestAConfirmedEnrollmentThatLosesItsKeyStaysClosedUntilReissued(t *testing.T) {
 	ns := env.Namespace(t)
 	startManager(t)
 	createPolicy(t, ns, "webapp", enforcedTOTP())
@@ -251,23 +254,62 @@ func TestADeletedSecretMeansANewKeyAndPendingAgain(t *testing.T) {
 	if err := env.Client.Delete(ctx, old); err != nil {
 		t.Fatal(err)
 	}
-	e := waitCondition(t, ns, "alice", v1alpha1.ConditionEnrolled, metav1.ConditionFalse, v1alpha1.ReasonPendingConfirmation)
+	e := waitCondition(t, ns, "alice", v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonKeyLost)
+	if e.Status.ConfirmedAt == nil || e.Status.SecretUID != string(old.UID) ||
+		!meta.IsStatusConditionTrue(e.Status.Conditions, v1alpha1.ConditionEnrolled) {
+		t.Errorf("a lost key lowered the bar: %+v", e.Status)
+	}
+	waitEvent(t, ns, "alice", v1alpha1.EventReasonKeyLost)
+	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(old), &corev1.Secret{}); err == nil {
+		t.Fatal("a new key was issued behind the user's back")
+	}
+
+	// The administrator's deliberate act: a new key, and the user enrolls again.
+	patch := client.MergeFrom(e.DeepCopy())
+	metav1.SetMetaDataAnnotation(&e.ObjectMeta, v1alpha1.AnnotationReissue, "ticket-9")
+	if err := env.Client.Patch(ctx, e, patch); err != nil {
+		t.Fatal(err)
+	}
+	e = waitCondition(t, ns, "alice", v1alpha1.ConditionEnrolled, metav1.ConditionFalse, v1alpha1.ReasonPendingConfirmation)
 	fresh := getSecret(t, ns, "alice-otp")
 	if fresh.UID == old.UID || bytes.Equal(fresh.Data[render.SecretKeySecret], old.Data[render.SecretKeySecret]) {
-		t.Fatal("the secret was not replaced by a new key")
+		t.Fatal("the reissue did not issue a new key")
 	}
-	if e.Status.SecretUID != string(fresh.UID) || e.Status.ConfirmedAt != nil || e.Status.LastSuccessAt != nil {
-		t.Errorf("status still holds the old key's state: %+v", e.Status)
+	if e.Status.SecretUID != string(fresh.UID) || e.Status.ConfirmedAt != nil || e.Status.LastSuccessAt != nil ||
+		e.Status.LastHandledReissue != "ticket-9" {
+		t.Errorf("status after the reissue: %+v", e.Status)
 	}
-	var events eventsv1.EventList
-	testenv.EventuallyErr(t, "a KeyReplaced warning", func() (bool, error) {
+	waitEvent(t, ns, "alice", v1alpha1.EventReasonKeyReplaced)
+}
+
+// A pending enrollment that loses its Secret gets a new key: nobody was ever asked for the old one.
+func TestAPendingEnrollmentThatLosesItsKeyGetsANewOne(t *testing.T) {
+	ns := env.Namespace(t)
+	startManager(t)
+	createPolicy(t, ns, "webapp", enforcedTOTP())
+	createEnrollment(t, ns, "bob", "webapp", "bob")
+	waitCondition(t, ns, "bob", v1alpha1.ConditionReady, metav1.ConditionTrue, "")
+	old := getSecret(t, ns, "bob-otp")
+	if err := env.Client.Delete(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	testenv.EventuallyErr(t, "a new key for the pending enrollment", func() (bool, error) {
+		e := getEnrollment(t, ns, "bob")
+		return e.Status.SecretUID != "" && e.Status.SecretUID != string(old.UID) &&
+			meta.IsStatusConditionTrue(e.Status.Conditions, v1alpha1.ConditionReady), nil
+	})
+	waitEvent(t, ns, "bob", v1alpha1.EventReasonKeyReplaced)
+}
+
+// waitEvent waits for a Warning Event with reason about enrollment name.
+func waitEvent(t *testing.T, ns, name, reason string) {
+	t.Helper()
+	testenv.EventuallyErr(t, "a "+reason+" warning", func() (bool, error) {
+		var events eventsv1.EventList
 		err := env.Client.List(ctx, &events, client.InNamespace(ns))
-		for _, ev := range events.Items {
-			if ev.Reason == "KeyReplaced" && ev.Type == corev1.EventTypeWarning && ev.Regarding.Name == "alice" {
-				return true, err
-			}
-		}
-		return false, err
+		return slices.ContainsFunc(events.Items, func(ev eventsv1.Event) bool {
+			return ev.Reason == reason && ev.Type == corev1.EventTypeWarning && ev.Regarding.Name == name
+		}), err
 	})
 }
 

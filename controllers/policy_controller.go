@@ -60,10 +60,9 @@ func (r *PolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res
 		var recorded bool
 		recorded, res, err = recordStatus(ctx, r.Client, p, !equality.Semantic.DeepEqual(before, &p.Status), res, err)
 		// A conflict is announced once, when it begins: the verifier refuses to work until it is resolved.
-		ready, prev := meta.FindStatusCondition(p.Status.Conditions, v1alpha1.ConditionReady),
-			meta.FindStatusCondition(before.Conditions, v1alpha1.ConditionReady)
-		if recorded && ready != nil && ready.Reason == v1alpha1.ReasonConfigMapConflict &&
-			(prev == nil || prev.Reason != v1alpha1.ReasonConfigMapConflict) {
+		if recorded && readyReasonIs(p.Status.Conditions, v1alpha1.ReasonConfigMapConflict) &&
+			!readyReasonIs(before.Conditions, v1alpha1.ReasonConfigMapConflict) {
+			ready := meta.FindStatusCondition(p.Status.Conditions, v1alpha1.ConditionReady)
 			r.Recorder.Eventf(p, nil, corev1.EventTypeWarning, v1alpha1.ReasonConfigMapConflict, "Render", "%s", ready.Message)
 		}
 	}()

@@ -24,6 +24,7 @@ func TestTheManagerIgnoresVerificationFactsButNotLocksOrSpec(t *testing.T) {
 		{"a lock", func(e *v1alpha1.UserEnrollment) { e.Status.LockedAt, e.Status.LockedUntil = &now, &now }, true},
 		{"a spec change", func(e *v1alpha1.UserEnrollment) { e.Generation = 2 }, true},
 		{"an unlock", func(e *v1alpha1.UserEnrollment) { e.Annotations = map[string]string{v1alpha1.AnnotationUnlock: "1"} }, true},
+		{"a reissue", func(e *v1alpha1.UserEnrollment) { e.Annotations = map[string]string{v1alpha1.AnnotationReissue: "1"} }, true},
 		{"a deletion", func(e *v1alpha1.UserEnrollment) { e.DeletionTimestamp = &now }, true},
 		{"a new key", func(e *v1alpha1.UserEnrollment) { e.Status.SecretUID = "other" }, true},
 	}

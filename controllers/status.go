@@ -7,8 +7,12 @@ import (
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/kube2fa/kube2fa/api/v1alpha1"
 )
 
 // conflictRetry is how soon a pass whose status write lost a race runs again.
@@ -36,4 +40,11 @@ func recordStatus(ctx context.Context, c client.Client, obj client.Object, chang
 	default:
 		return false, ctrl.Result{RequeueAfter: conflictRetry}, nil
 	}
+}
+
+// readyReasonIs reports whether the Ready condition among conditions has reason: Events announce a reason
+// once, when the condition turns to it.
+func readyReasonIs(conditions []metav1.Condition, reason string) bool {
+	c := meta.FindStatusCondition(conditions, v1alpha1.ConditionReady)
+	return c != nil && c.Reason == reason
 }

@@ -25,6 +25,9 @@ const (
 	ReasonPolicyDisabled = "PolicyDisabled"
 	// ReasonDuplicateUser: an older enrollment exists for the same user under the same policy.
 	ReasonDuplicateUser = "DuplicateUser"
+	// ReasonKeyLost: the Secret holding the key of a confirmed enrollment is gone (or another stands in its
+	// place). Codes are refused until an administrator deletes the enrollment or sets the reissue annotation.
+	ReasonKeyLost = "KeyLost"
 	// ReasonSecretConflict: a Secret with the enrollment's Secret name exists and is not ours.
 	ReasonSecretConflict = "SecretConflict"
 	// ReasonConfigMapConflict: a ConfigMap with the policy's verifier ConfigMap name exists and is not ours.
@@ -57,6 +60,8 @@ const (
 	EventReasonLockExpired = "LockExpired"
 	// EventReasonKeyReplaced (Warning, manager): the Secret was replaced with a new key; confirm again.
 	EventReasonKeyReplaced = "KeyReplaced"
+	// EventReasonKeyLost (Warning, manager): a confirmed enrollment's key Secret is gone; codes are refused.
+	EventReasonKeyLost = "KeyLost"
 )
 
 // Labels and annotations kube2fa reads or writes.
@@ -69,6 +74,9 @@ const (
 	LabelPolicy = "twofactor.kube2fa.io/policy"
 	// AnnotationUnlock on a UserEnrollment: any new value unlocks it and resets its failures.
 	AnnotationUnlock = "twofactor.kube2fa.io/unlock"
+	// AnnotationReissue on a UserEnrollment whose confirmed key was lost: any new value issues a new key and
+	// makes the enrollment pending again. A value set while the key is not lost is consumed and does nothing.
+	AnnotationReissue = "twofactor.kube2fa.io/reissue"
 	// AnnotationConfigHash on the verifier ConfigMap: sha256 of its content.
 	AnnotationConfigHash = "twofactor.kube2fa.io/config-hash"
 	// SecretTypeOTP is the type of enrollment Secrets.

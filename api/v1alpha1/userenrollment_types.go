@@ -99,6 +99,10 @@ type UserEnrollmentStatus struct {
 	// lastHandledUnlock is the value of the unlock annotation last acted on.
 	// +optional
 	LastHandledUnlock string `json:"lastHandledUnlock,omitempty"`
+
+	// lastHandledReissue is the value of the reissue annotation last acted on.
+	// +optional
+	LastHandledReissue string `json:"lastHandledReissue,omitempty"`
 }
 
 // UserEnrollment is one user's second factor under a TwoFactorPolicy. Deleting it removes the key: the

@@ -26,6 +26,8 @@ type Facts struct {
 	Secret *SecretFacts
 	// ProvisionFailed is true when creating the Secret was tried and failed.
 	ProvisionFailed bool
+	// KeyLost is true when the key a confirmed enrollment was confirmed with is gone (see KeyLost).
+	KeyLost bool
 }
 
 // SecretFacts describe the Secret found under an enrollment's Secret name.
@@ -40,7 +42,30 @@ type SecretFacts struct {
 // NeedsKey reports whether a key must be generated: the enrollment is the user's, its policy lets it enroll
 // with its method, and no Secret exists yet. A Secret that exists is never replaced.
 func NeedsKey(f Facts) bool {
-	return f.Policy != nil && f.Duplicate == "" && f.Secret == nil && f.Policy.Allows(f.Method)
+	return f.Policy != nil && f.Duplicate == "" && f.Secret == nil && !f.KeyLost && f.Policy.Allows(f.Method)
+}
+
+// KeyLost reports whether st was confirmed with a key whose Secret is gone, or another Secret stands in its
+// place. Such an enrollment must fail closed: a new key issued behind the user's back would make it pending,
+// and under Optional a pending user is not asked for a code at all.
+func KeyLost(st *v1alpha1.UserEnrollmentStatus, secret *SecretFacts) bool {
+	return st.ConfirmedAt != nil && st.SecretUID != "" && (secret == nil || secret.UID != st.SecretUID)
+}
+
+// Reissue handles the administrator's reissue annotation: a value not handled before is recorded, and when
+// the key is lost, st starts over as a pending enrollment so that a new key is issued. It reports whether
+// it started over. A value set while the key is fine is consumed, so that it cannot reissue a key lost
+// later behind the administrator's back.
+func Reissue(st *v1alpha1.UserEnrollmentStatus, annotation string, lost bool) bool {
+	if annotation == "" || annotation == st.LastHandledReissue {
+		return false
+	}
+	st.LastHandledReissue = annotation
+	if !lost {
+		return false
+	}
+	Reset(st)
+	return true
 }
 
 // Ready returns the enrollment's Ready condition: True when its own key is provisioned and its policy still
@@ -58,6 +83,9 @@ func Ready(f Facts) metav1.Condition {
 		return set(v1alpha1.ReasonPolicyNotFound, "TwoFactorPolicy %q not found", f.PolicyName)
 	case f.Duplicate != "":
 		return set(v1alpha1.ReasonDuplicateUser, "UserEnrollment %q already enrolls this user under this policy", f.Duplicate)
+	case f.KeyLost:
+		return set(v1alpha1.ReasonKeyLost, "The key this enrollment was confirmed with is gone: codes are refused until an "+
+			"administrator deletes the enrollment or sets the %s annotation", v1alpha1.AnnotationReissue)
 	case f.Secret == nil && p.Mode == v1alpha1.ModeDisabled:
 		return set(v1alpha1.ReasonPolicyDisabled, "TwoFactorPolicy %q is Disabled: no key is provisioned", f.PolicyName)
 	case f.Secret == nil && !p.Allows(f.Method):

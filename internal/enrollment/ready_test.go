@@ -36,6 +36,7 @@ func TestReadyFollowsTheFactsInOrder(t *testing.T) {
 		{"no key yet", with(func(f *Facts) { f.Secret = nil }), metav1.ConditionFalse, v1alpha1.ReasonNoKey, "Provisioning", true},
 		{"provisioning failed", with(func(f *Facts) { f.Secret, f.ProvisionFailed = nil, true }), metav1.ConditionFalse, v1alpha1.ReasonNoKey, "failed", true},
 		{"a foreign Secret", with(func(f *Facts) { f.Secret = foreign }), metav1.ConditionFalse, v1alpha1.ReasonSecretConflict, `"alice-otp"`, false},
+		{"a lost key gets no new one", with(func(f *Facts) { f.Secret, f.KeyLost = nil, true }), metav1.ConditionFalse, v1alpha1.ReasonKeyLost, v1alpha1.AnnotationReissue, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -80,5 +81,45 @@ func TestConfirmStampsOnceAtAPIServerPrecision(t *testing.T) {
 	SetConditions(st, 1, t0)
 	if !meta.IsStatusConditionTrue(st.Conditions, v1alpha1.ConditionEnrolled) {
 		t.Error("a confirmed enrollment is not Enrolled")
+	}
+}
+
+func TestAKeyIsLostOnlyForAConfirmedEnrollmentWhoseSecretIsGone(t *testing.T) {
+	now := metav1.NewTime(t0)
+	confirmed := &v1alpha1.UserEnrollmentStatus{SecretUID: "s1", ConfirmedAt: &now}
+	pending := &v1alpha1.UserEnrollmentStatus{SecretUID: "s1"}
+	same, other := &SecretFacts{UID: "s1", Owned: true}, &SecretFacts{UID: "s2", Owned: true}
+	for _, tt := range []struct {
+		name   string
+		st     *v1alpha1.UserEnrollmentStatus
+		secret *SecretFacts
+		lost   bool
+	}{
+		{"confirmed, its Secret there", confirmed, same, false},
+		{"confirmed, no Secret", confirmed, nil, true},
+		{"confirmed, another Secret in its place", confirmed, other, true},
+		{"pending, no Secret: a new key is harmless", pending, nil, false},
+		{"never provisioned", &v1alpha1.UserEnrollmentStatus{}, nil, false},
+	} {
+		if got := KeyLost(tt.st, tt.secret); got != tt.lost {
+			t.Errorf("%s: KeyLost = %v, want %v", tt.name, got, tt.lost)
+		}
+	}
+}
+
+func TestReissueStartsOverOnlyForALostKeyAndOncePerValue(t *testing.T) {
+	now := metav1.NewTime(t0)
+	st := &v1alpha1.UserEnrollmentStatus{SecretUID: "s1", ConfirmedAt: &now}
+	if Reissue(st, "ticket-1", false) || st.ConfirmedAt == nil {
+		t.Fatal("a reissue with the key in place started over")
+	}
+	if Reissue(st, "ticket-1", true) {
+		t.Fatal("a value handled while the key was fine reissued a key lost later")
+	}
+	if Reissue(st, "", true) {
+		t.Fatal("no annotation reissued")
+	}
+	if !Reissue(st, "ticket-2", true) || st.ConfirmedAt != nil || st.LastHandledReissue != "ticket-2" {
+		t.Fatalf("a new value for a lost key did not start over: %+v", st)
 	}
 }

@@ -142,7 +142,7 @@ func (h *Handler) decision(w http.ResponseWriter, d Decision, err error) int {
 	switch d.Result {
 	case Rejected:
 		status, body.RemainingAttempts = 401, &d.RemainingAttempts
-	case EnrollmentRequired:
+	case EnrollmentRequired, ReenrollmentRequired:
 		status = 403
 	case Locked:
 		status = 429

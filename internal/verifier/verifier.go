@@ -42,8 +42,11 @@ const (
 	NotRequired        Result = "not_required"
 	Rejected           Result = "rejected"
 	EnrollmentRequired Result = "enrollment_required"
-	Locked             Result = "locked"
-	Confirmed          Result = "confirmed"
+	// ReenrollmentRequired: the user's confirmed key is lost; only an administrator can let them enroll
+	// again. Every code is refused meanwhile, whatever the mode (but Disabled).
+	ReenrollmentRequired Result = "reenrollment_required"
+	Locked               Result = "locked"
+	Confirmed            Result = "confirmed"
 )
 
 // Decision is the outcome of a code check.
@@ -201,6 +204,8 @@ func (v *Verifier) precheck(p v1alpha1.ResolvedPolicy, e *v1alpha1.UserEnrollmen
 		return Decision{}, true, refuse(ErrAlreadyConfirmed, "the enrollment is already confirmed")
 	case confirm && e.Status.SecretUID == "":
 		return Decision{}, true, refuse(ErrNoKey, "the enrollment has no key yet (%s)", readyReason(e))
+	case confirmed && readyReason(e) == v1alpha1.ReasonKeyLost: // fails closed: see enrollment.KeyLost
+		return Decision{Result: ReenrollmentRequired}, true, nil
 	case confirm:
 		return Decision{}, false, nil
 	case confirmed:

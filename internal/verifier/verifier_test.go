@@ -448,3 +448,26 @@ func TestTheVerifierObeysOnlyTheConfigMapItsPolicyControls(t *testing.T) {
 		})
 	}
 }
+
+// Under Optional, a pending user is not asked for a code. A confirmed user whose key Secret is deleted (by
+// hand, a cleanup tool, a restore that did not carry it) must not become such a user: every code is refused
+// as reenrollment_required until an administrator acts, and nothing ever answers not_required meanwhile.
+func TestALostKeyNeverLowersTheBar(t *testing.T) {
+	ns, rs := setup(t, spec(v1alpha1.ModeOptional, v1alpha1.MethodTOTP), 1)
+	r := rs[0]
+	p, k := enrolled(t, r, ns, "alice")
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: render.SecretName("alice")}}
+	if err := env.Client.Delete(ctx, secret); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "alice's codes to be refused as reenrollment_required", func() bool {
+		res := r.verify(t, "alice", totp(t, p, k, time.Now().Add(30*time.Second)))
+		if res.result() == "not_required" || res.result() == "accepted" {
+			t.Fatalf("a lost key lowered the bar: %d %v", res.Status, res.Body)
+		}
+		return res.Status == 403 && res.result() == "reenrollment_required"
+	})
+	if res := r.enroll(t, "alice", ""); res.Status != 409 || res.Body["otpauthURI"] != nil {
+		t.Fatalf("self-enrollment over a lost key: %d %v", res.Status, res.Body)
+	}
+}
