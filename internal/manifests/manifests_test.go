@@ -300,6 +300,60 @@ func TestManagerClusterRoleNeverRewritesOrDeletesSecretsNorUsesWildcards(t *test
 	}
 }
 
+// The verifier's token reads every user's key: only the verifier container may hold it. The pod and its
+// ServiceAccount mount no token automatically, and the verifier alone mounts a projected one, with the CA
+// and namespace, where client-go looks for it.
+func TestOnlyTheVerifierContainerHoldsAServiceAccountToken(t *testing.T) {
+	r := render(t, appDir)
+	d := r.deployment(t)
+	pod := d.Spec.Template.Spec
+	sa := typed[corev1.ServiceAccount](t, r, "ServiceAccount")
+	i := slices.IndexFunc(sa, func(a *corev1.ServiceAccount) bool { return a.Name == pod.ServiceAccountName })
+	if i < 0 {
+		t.Fatalf("%s renders no ServiceAccount %s", r.dir, pod.ServiceAccountName)
+	}
+	// The kubelet mounts a token into every container unless the pod says no, or the ServiceAccount does
+	// and the pod does not say yes.
+	automount := ptr.Deref(pod.AutomountServiceAccountToken, ptr.Deref(sa[i].AutomountServiceAccountToken, true))
+	if automount {
+		t.Errorf("the pod mounts the ServiceAccount token into every container, the application's included")
+	}
+	withToken := map[string]bool{} // volumes that carry a token
+	for _, v := range pod.Volumes {
+		if v.Projected == nil {
+			continue
+		}
+		var token, ca, namespace bool
+		for _, src := range v.Projected.Sources {
+			token = token || src.ServiceAccountToken != nil
+			ca = ca || (src.ConfigMap != nil && src.ConfigMap.Name == "kube-root-ca.crt")
+			namespace = namespace || src.DownwardAPI != nil
+		}
+		if token {
+			withToken[v.Name] = true
+			if !ca || !namespace {
+				t.Errorf("volume %s carries a token without the cluster CA and the namespace client-go reads next to it", v.Name)
+			}
+		}
+	}
+	var verifierHasToken bool
+	for _, c := range slices.Concat(pod.InitContainers, pod.Containers) {
+		for _, m := range c.VolumeMounts {
+			if !withToken[m.Name] {
+				continue
+			}
+			if c.Name != "verifier" {
+				t.Errorf("container %s mounts the token volume %s: only the verifier may hold the token", c.Name, m.Name)
+				continue
+			}
+			verifierHasToken = m.MountPath == "/var/run/secrets/kubernetes.io/serviceaccount" && m.ReadOnly
+		}
+	}
+	if !automount && !verifierHasToken {
+		t.Error("the verifier container has no read-only token at /var/run/secrets/kubernetes.io/serviceaccount, where client-go looks")
+	}
+}
+
 func TestVerifierRoleIsNamespacedAndNeverWritesSecrets(t *testing.T) {
 	r := render(t, appDir)
 	for _, o := range r.objs {
