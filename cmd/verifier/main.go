@@ -36,6 +36,7 @@ type options struct {
 	policy, namespace, listen, metricsListen, pprofListen, kubeconfig string
 	qps                                                               float64
 	burst                                                             int
+	maxStaleness                                                      time.Duration
 	zap                                                               zap.Options
 }
 
@@ -49,6 +50,7 @@ func (o *options) bind(fs *flag.FlagSet) {
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "Path of a kubeconfig (default: $KUBECONFIG, ~/.kube/config, or in-cluster).")
 	fs.Float64Var(&o.qps, "kube-api-qps", 100, "Client-side limit of API requests per second (each state-changing decision is one).")
 	fs.IntVar(&o.burst, "kube-api-burst", 200, "Client-side burst above --kube-api-qps.")
+	fs.DurationVar(&o.maxStaleness, "max-staleness", verifier.DefaultMaxStaleness, "Answer 503 and fail readiness when the policy could not be confirmed current (a quorum read of its ConfigMap matching the watch cache) for longer than this.")
 	o.zap.BindFlags(fs)
 	fs.Usage = func() {
 		_, _ = fmt.Fprintf(fs.Output(), "Usage: verifier --policy NAME [flags]\n\n"+
@@ -123,7 +125,8 @@ func run(log logr.Logger, o options) error {
 	}
 
 	log.Info("Starting watch caches", "policy", o.policy, "namespace", namespace)
-	running, err := verifier.Start(ctx, verifier.Config{Rest: cfg, Scheme: scheme.Scheme, Namespace: namespace, Policy: o.policy})
+	running, err := verifier.Start(ctx, verifier.Config{Rest: cfg, Scheme: scheme.Scheme, Namespace: namespace, Policy: o.policy,
+		MaxStaleness: o.maxStaleness})
 	if err != nil {
 		return err
 	}

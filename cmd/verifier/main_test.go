@@ -32,7 +32,7 @@ func TestHelpNamesEveryFlag(t *testing.T) {
 		t.Fatalf("--help: %v", err)
 	}
 	for _, want := range []string{"Usage: verifier --policy NAME", "-policy", "-namespace", "-listen", "-metrics-listen",
-		"-kubeconfig", "-kube-api-qps", "-zap-log-level"} {
+		"-kubeconfig", "-kube-api-qps", "-max-staleness", "-zap-log-level"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("--help does not mention %q", want)
 		}

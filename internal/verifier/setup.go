@@ -5,10 +5,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
@@ -30,7 +32,13 @@ type Config struct {
 	Policy    string
 	// Clock tells the time of decisions; the real clock when nil (a test's fake clock otherwise).
 	Clock clock.PassiveClock
+	// MaxStaleness bounds how long the replica answers without confirming that its policy is current
+	// (default DefaultMaxStaleness).
+	MaxStaleness time.Duration
 }
+
+// DefaultMaxStaleness is how long a replica answers without confirming its policy is current.
+const DefaultMaxStaleness = 10 * time.Second
 
 // Running is a started verifier: its decision engine over synced watch caches.
 type Running struct {
@@ -62,6 +70,8 @@ func Start(ctx context.Context, cfg Config) (*Running, error) {
 		Client:    cl,
 		Clock:     cmp.Or[clock.PassiveClock](cfg.Clock, clock.RealClock{}),
 		Events:    events,
+
+		MaxStaleness: cmp.Or(cfg.MaxStaleness, DefaultMaxStaleness),
 	}}
 	if err := r.forgetOnChange(ctx); err != nil {
 		return nil, err
@@ -71,6 +81,11 @@ func Start(ctx context.Context, cfg Config) (*Running, error) {
 		return nil, errors.New("watch caches did not sync")
 	}
 	r.synced = true
+	go wait.UntilWithContext(ctx, func(ctx context.Context) {
+		ctx, cancel := context.WithTimeout(ctx, r.MaxStaleness/2) // a hung read must not hold up the next
+		defer cancel()
+		_ = r.CheckFreshness(ctx)
+	}, r.MaxStaleness/4)
 	return r, nil
 }
 

@@ -6,11 +6,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -21,7 +23,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
-	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
@@ -52,16 +53,20 @@ type replica struct {
 // in ns: every test thereby proves that Role is enough.
 func startVerifier(t *testing.T, e *testenv.Env, ns, policy string) *replica {
 	t.Helper()
-	return startVerifierAt(t, e, ns, policy, nil)
+	return startReplica(t, e, verifier.Config{Namespace: ns, Policy: policy}, nil)
 }
 
-// startVerifierAt is startVerifier with the replica's decisions timed by clk (the real clock when nil).
-func startVerifierAt(t *testing.T, e *testenv.Env, ns, policy string, clk clock.PassiveClock) *replica {
+// startReplica is startVerifier with the rest of cfg (a clock, a staleness bound) and, when via is not nil,
+// the verifier's API server connections through via.
+func startReplica(t *testing.T, e *testenv.Env, cfg verifier.Config, via *partition) *replica {
 	t.Helper()
-	cfg := verifierUser(t, e, ns)
+	cfg.Rest, cfg.Scheme = verifierUser(t, e, cfg.Namespace), scheme.Scheme
+	if via != nil {
+		cfg.Rest.Host = "https://" + via.Addr()
+	}
 	c, cancel := context.WithCancel(ctx)
 	t.Cleanup(cancel)
-	running, err := verifier.Start(c, verifier.Config{Rest: cfg, Scheme: scheme.Scheme, Namespace: ns, Policy: policy, Clock: clk})
+	running, err := verifier.Start(c, cfg)
 	if err != nil {
 		t.Fatalf("starting verifier: %v", err)
 	}
@@ -213,4 +218,70 @@ func enrolled(t *testing.T, r *replica, ns, user string) (otp.Params, []byte) {
 		t.Fatalf("confirm %s: %d %v", user, res.Status, res.Body)
 	}
 	return p, k
+}
+
+// partition is a TCP proxy to the API server that a test can cut, as a network partition would: every
+// connection through it is closed, and new ones are refused until it heals.
+type partition struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	cut    bool
+	conns  map[net.Conn]bool
+}
+
+func newPartition(t *testing.T, target string) *partition {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &partition{ln: ln, target: target, conns: map[net.Conn]bool{}}
+	t.Cleanup(func() { _ = ln.Close(); p.Cut() })
+	go p.serve()
+	return p
+}
+
+// Addr is where clients connect instead of the API server.
+func (p *partition) Addr() string { return p.ln.Addr().String() }
+
+func (p *partition) serve() {
+	for {
+		in, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		out, err := net.Dial("tcp", p.target)
+		p.mu.Lock()
+		if err != nil || p.cut {
+			p.mu.Unlock()
+			_ = in.Close()
+			if out != nil {
+				_ = out.Close()
+			}
+			continue
+		}
+		p.conns[in], p.conns[out] = true, true
+		p.mu.Unlock()
+		go func() { _, _ = io.Copy(out, in); _ = out.Close() }()
+		go func() { _, _ = io.Copy(in, out); _ = in.Close() }()
+	}
+}
+
+// Cut closes every connection and refuses new ones.
+func (p *partition) Cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cut = true
+	for c := range p.conns {
+		_ = c.Close()
+	}
+	clear(p.conns)
+}
+
+// Heal lets connections through again.
+func (p *partition) Heal() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cut = false
 }

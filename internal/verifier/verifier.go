@@ -75,6 +75,14 @@ type Verifier struct {
 	MaxRetries int
 	// ProvisionTimeout bounds how long self-enrollment waits for the manager's Secret (default 10s).
 	ProvisionTimeout time.Duration
+	// MaxStaleness bounds how old the last confirmation that the cached policy is the API server's may be
+	// (see CheckFreshness); past it every answer is unavailable. 0 turns the bound off (tests that build a
+	// Verifier by hand).
+	MaxStaleness time.Duration
+
+	// freshAt is when (unix nanoseconds, real time) a read from the API server last found the cached policy
+	// ConfigMap current.
+	freshAt atomic.Int64
 
 	// written holds what this replica last wrote per enrollment, until the cache shows it: read-your-writes
 	// without waiting for the watch.
@@ -278,6 +286,10 @@ func (v *Verifier) awaitNewer(ctx context.Context, e *v1alpha1.UserEnrollment, t
 // anything else (a copy anyone who may create ConfigMaps could plant, a forged owner, content it does not
 // understand) makes every decision unavailable, never lowers the bar.
 func (v *Verifier) resolvedPolicy(ctx context.Context) (v1alpha1.ResolvedPolicy, error) {
+	if age := time.Since(time.Unix(0, v.freshAt.Load())); v.MaxStaleness > 0 && age > v.MaxStaleness {
+		return v1alpha1.ResolvedPolicy{}, unavailable("policy %s was last confirmed current %v ago, more than %v: "+
+			"the API server cannot be reached or the watch is behind", v.Policy, age.Truncate(time.Second), v.MaxStaleness)
+	}
 	cm := &corev1.ConfigMap{}
 	if err := v.Cache.Get(ctx, client.ObjectKey{Namespace: v.Namespace, Name: render.ConfigMapName(v.Policy)}, cm); err != nil {
 		return v1alpha1.ResolvedPolicy{}, unavailable("policy %s is not loaded: %v", v.Policy, apiReason(err))
@@ -299,6 +311,27 @@ func (v *Verifier) resolvedPolicy(ctx context.Context) (v1alpha1.ResolvedPolicy,
 	}
 	v.policy.Store(&parsedPolicy{resourceVersion: cm.ResourceVersion, owner: owner.UID, policy: p})
 	return p, nil
+}
+
+// CheckFreshness reads the policy's ConfigMap from the API server (a quorum read) and, when the cache holds
+// the very same version, records that the cached policy was current when the read began. Started runs it
+// every MaxStaleness/4: a replica whose watch is cut off or behind stops answering within MaxStaleness,
+// rather than answering from a policy an administrator may have changed meanwhile.
+func (v *Verifier) CheckFreshness(ctx context.Context) error {
+	began := time.Now()
+	key := client.ObjectKey{Namespace: v.Namespace, Name: render.ConfigMapName(v.Policy)}
+	live, cached := &metav1.PartialObjectMetadata{}, &corev1.ConfigMap{}
+	live.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("ConfigMap"))
+	liveErr, cachedErr := v.Client.Get(ctx, key, live), v.Cache.Get(ctx, key, cached)
+	switch {
+	case apierrors.IsNotFound(liveErr) && apierrors.IsNotFound(cachedErr):
+	case liveErr != nil:
+		return fmt.Errorf("reading configmap %s: %w", key.Name, liveErr)
+	case cachedErr != nil || cached.ResourceVersion != live.ResourceVersion:
+		return fmt.Errorf("the cache does not hold the current configmap %s yet", key.Name)
+	}
+	v.freshAt.Store(began.UnixNano())
+	return nil
 }
 
 // enrollment returns the user's enrollment under the policy (the one that precedes any duplicate, as the

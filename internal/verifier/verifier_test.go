@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -189,7 +190,7 @@ func TestThrottledLockRefusesThenExpires(t *testing.T) {
 	s.Lockout = &v1alpha1.LockoutSettings{MaxFailures: 2, ThrottleSeconds: ptr.To[int32](300)}
 	ns, _ := setup(t, s, 0)
 	clk := clocktesting.NewFakePassiveClock(time.Now().Add(time.Hour))
-	r := startVerifierAt(t, env, ns, "webapp", clk)
+	r := startReplica(t, env, verifier.Config{Namespace: ns, Policy: "webapp", Clock: clk}, nil)
 	testenv.Eventually(t, "the verifier to load the policy", func() bool { return r.Ready() == nil })
 	if res := r.enroll(t, "alice", ""); res.Status != 201 {
 		t.Fatalf("enroll: %d %v", res.Status, res.Body)
@@ -461,8 +462,10 @@ func TestALostKeyNeverLowersTheBar(t *testing.T) {
 		t.Fatal(err)
 	}
 	testenv.Eventually(t, "alice's codes to be refused as reenrollment_required", func() bool {
+		// Until the deletion reaches the replica it still checks codes with the key it holds, and after that
+		// fails closed (503) until the manager marks the key lost: never not_required.
 		res := r.verify(t, "alice", totp(t, p, k, time.Now().Add(30*time.Second)))
-		if res.result() == "not_required" || res.result() == "accepted" {
+		if res.result() == "not_required" {
 			t.Fatalf("a lost key lowered the bar: %d %v", res.Status, res.Body)
 		}
 		return res.Status == 403 && res.result() == "reenrollment_required"
@@ -470,4 +473,44 @@ func TestALostKeyNeverLowersTheBar(t *testing.T) {
 	if res := r.enroll(t, "alice", ""); res.Status != 409 || res.Body["otpauthURI"] != nil {
 		t.Fatalf("self-enrollment over a lost key: %d %v", res.Status, res.Body)
 	}
+}
+
+// An administrator switches a policy from Disabled to Enforced during an incident while a replica is cut off
+// from the API server. The replica must not keep answering not_required from its stale cache: within its
+// staleness bound it answers 503 and is not ready, and once it reaches the API server again it obeys the
+// new policy.
+func TestAReplicaCutOffFromTheClusterStopsAnswering(t *testing.T) {
+	ns, _ := setup(t, spec(v1alpha1.ModeDisabled), 0)
+	u, err := url.Parse(env.Config.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	link := newPartition(t, u.Host)
+	const bound = 2 * time.Second
+	r := startReplica(t, env, verifier.Config{Namespace: ns, Policy: "webapp", MaxStaleness: bound}, link)
+	testenv.Eventually(t, "the verifier to load the policy", func() bool { return r.Ready() == nil })
+	if res := r.verify(t, "bob", "123456"); res.result() != "not_required" {
+		t.Fatalf("Disabled: %d %v", res.Status, res.Body)
+	}
+
+	link.Cut()
+	cut := time.Now()
+	testenv.EditPolicy(t, env.Client, client.ObjectKey{Namespace: ns, Name: "webapp"}, func(s *v1alpha1.TwoFactorPolicySpec) {
+		s.Mode, s.Methods = v1alpha1.ModeEnforced, []v1alpha1.Method{v1alpha1.MethodTOTP}
+	})
+	testenv.Eventually(t, "the cut-off replica to refuse", func() bool {
+		res := r.verify(t, "bob", "123456")
+		if res.result() == "not_required" && time.Since(cut) > 2*bound {
+			t.Fatalf("%v after the cut the replica still answers from its stale policy: %v", time.Since(cut), res.Body)
+		}
+		return res.Status == 503
+	})
+	if r.Ready() == nil {
+		t.Error("a replica that cannot confirm its policy is current is ready")
+	}
+
+	link.Heal()
+	testenv.Eventually(t, "the replica to obey the new policy", func() bool {
+		return r.verify(t, "bob", "123456").result() == "enrollment_required"
+	})
 }
