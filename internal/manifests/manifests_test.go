@@ -21,14 +21,18 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/kube2fa/kube2fa/api/v1alpha1"
+	"github.com/kube2fa/kube2fa/controllers"
 	"github.com/kube2fa/kube2fa/internal/controlplane"
 	"github.com/kube2fa/kube2fa/internal/testenv"
 )
@@ -43,6 +47,9 @@ const (
 	defaultDir = "config/default"
 	samplesDir = "config/samples"
 	appDir     = "config/samples/app"
+	// namespacedDir is the install that serves one namespace, kube2fa by default.
+	namespacedDir       = "config/namespaced"
+	namespacedNamespace = "kube2fa"
 
 	// systemNamespace is where config/default installs the manager.
 	systemNamespace = "kube2fa-system"
@@ -82,6 +89,79 @@ func TestDefaultManifestsPutEveryNamespacedObjectInARestrictedKube2faSystemNames
 		case !namespaced && o.GetNamespace() != "":
 			t.Errorf("%s renders cluster-scoped %s %s with namespace %q", r.dir, o.GetKind(), o.GetName(), o.GetNamespace())
 		}
+	}
+}
+
+// The namespaced install is enough, and reaches no further: the manager, acting as the rendered
+// ServiceAccount with nothing but the rendered RBAC, provisions a policy and an enrollment in its namespace,
+// watches that namespace alone, and can read no Secret anywhere else.
+func TestTheNamespacedInstallIsEnoughAndReachesNoOtherNamespace(t *testing.T) {
+	r := render(t, namespacedDir)
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespacedNamespace,
+		Labels: map[string]string{psaEnforce: "restricted", psaEnforceVersion: "latest"}}}
+	if err := env.Client.Create(t.Context(), ns); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	serverDryRunApply(t, r, "")
+	d := r.deployment(t)
+	c := container(t, d, "manager")
+	if v, _ := flagValue(c.Args, "watch-namespace"); v != "$(POD_NAMESPACE)" ||
+		!slices.ContainsFunc(c.Env, func(e corev1.EnvVar) bool {
+			return e.Name == "POD_NAMESPACE" && e.ValueFrom != nil && e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.namespace"
+		}) {
+		t.Errorf("the namespaced manager does not watch its own namespace alone: args %q, env %v", c.Args, c.Env)
+	}
+	for _, b := range typed[rbacv1.ClusterRoleBinding](t, r, "ClusterRoleBinding") {
+		for _, cr := range typed[rbacv1.ClusterRole](t, r, "ClusterRole") {
+			if cr.Name != b.RoleRef.Name {
+				continue
+			}
+			for _, rule := range cr.Rules {
+				if len(rule.Resources) > 0 && !slices.ContainsFunc(rule.APIGroups, func(g string) bool {
+					return g == "authentication.k8s.io" || g == "authorization.k8s.io"
+				}) {
+					t.Errorf("ClusterRole %s, bound cluster-wide, grants %v on %v", cr.Name, rule.Verbs, rule.Resources)
+				}
+			}
+		}
+	}
+
+	// The rendered RBAC, for real, and the manager acting as the ServiceAccount it binds.
+	for _, o := range r.objs {
+		switch o.GetKind() {
+		case "ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding":
+			if err := env.Client.Create(t.Context(), o.DeepCopy()); err != nil && !apierrors.IsAlreadyExists(err) {
+				t.Fatalf("creating %s %s: %v", o.GetKind(), o.GetName(), err)
+			}
+		}
+	}
+	as := rest.CopyConfig(env.Config)
+	as.Impersonate = rest.ImpersonationConfig{
+		UserName: "system:serviceaccount:" + namespacedNamespace + ":" + d.Spec.Template.Spec.ServiceAccountName,
+		Groups:   []string{"system:serviceaccounts", "system:serviceaccounts:" + namespacedNamespace, "system:authenticated"},
+	}
+	env.StartManagerAs(t, as, namespacedNamespace, controllers.Options{})
+	policy := &v1alpha1.TwoFactorPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: namespacedNamespace, Name: "webapp"},
+		Spec: v1alpha1.TwoFactorPolicySpec{Mode: v1alpha1.ModeEnforced, Methods: []v1alpha1.Method{v1alpha1.MethodTOTP}}}
+	alice := &v1alpha1.UserEnrollment{ObjectMeta: metav1.ObjectMeta{Namespace: namespacedNamespace, Name: "alice"},
+		Spec: v1alpha1.UserEnrollmentSpec{PolicyRef: v1alpha1.PolicyReference{Name: "webapp"}, User: "alice"}}
+	for _, o := range []client.Object{policy, alice} {
+		if err := env.Client.Create(t.Context(), o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testenv.EventuallyErr(t, "the policy and the enrollment to be Ready under the namespaced RBAC", func() (bool, error) {
+		err := errors.Join(env.Client.Get(t.Context(), client.ObjectKeyFromObject(policy), policy),
+			env.Client.Get(t.Context(), client.ObjectKeyFromObject(alice), alice))
+		return meta.IsStatusConditionTrue(policy.Status.Conditions, v1alpha1.ConditionReady) &&
+			meta.IsStatusConditionTrue(alice.Status.Conditions, v1alpha1.ConditionReady), err
+	})
+	other, err := client.New(as, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := other.List(t.Context(), &corev1.SecretList{}, client.InNamespace("default")); !apierrors.IsForbidden(err) {
+		t.Errorf("the namespaced manager lists Secrets in namespace default: %v, want Forbidden", err)
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -112,9 +113,16 @@ func (e *Env) Namespace(t testing.TB) string {
 // ends or the returned stop function is called. stop waits until the manager has stopped.
 func (e *Env) StartManager(t testing.TB, opts controllers.Options) (stop func()) {
 	t.Helper()
-	mgr, err := ctrl.NewManager(e.Config, ctrl.Options{
+	return e.StartManagerAs(t, e.Config, "", opts)
+}
+
+// StartManagerAs is StartManager with the manager's API client cfg (an identity with only the permissions
+// a test grants) and, when namespace is not empty, watching that namespace alone (--watch-namespace).
+func (e *Env) StartManagerAs(t testing.TB, cfg *rest.Config, namespace string, opts controllers.Options) (stop func()) {
+	t.Helper()
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 scheme.Scheme,
-		Cache:                  controllers.CacheOptions(""),
+		Cache:                  controllers.CacheOptions(namespace),
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 		// Several managers may run one after another in one test process, with the same controller names.
