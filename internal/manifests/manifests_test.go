@@ -434,6 +434,22 @@ func TestOnlyTheVerifierContainerHoldsAServiceAccountToken(t *testing.T) {
 	}
 }
 
+// The sample binds the verifier Role restricted to its policy and that policy's ConfigMap by name: it can
+// read no other ConfigMap of the application's namespace.
+func TestTheSampleVerifierReadsItsPolicyAndConfigMapByName(t *testing.T) {
+	r := render(t, appDir)
+	want := map[string][]string{"configmaps": {samplePolicy + "-verifier"}, "twofactorpolicies": {samplePolicy}}
+	for _, role := range typed[rbacv1.Role](t, r, "Role") {
+		for _, rule := range role.Rules {
+			for _, res := range rule.Resources {
+				if names, named := want[res]; named && !slices.Equal(rule.ResourceNames, names) {
+					t.Errorf("Role %s grants %v on %s to names %q, want only %q", role.Name, rule.Verbs, res, rule.ResourceNames, names)
+				}
+			}
+		}
+	}
+}
+
 func TestVerifierRoleIsNamespacedAndNeverWritesSecrets(t *testing.T) {
 	r := render(t, appDir)
 	for _, o := range r.objs {

@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -60,7 +61,7 @@ func startVerifier(t *testing.T, e *testenv.Env, ns, policy string) *replica {
 // the verifier's API server connections through via.
 func startReplica(t *testing.T, e *testenv.Env, cfg verifier.Config, via *partition) *replica {
 	t.Helper()
-	cfg.Rest, cfg.Scheme = verifierUser(t, e, cfg.Namespace), scheme.Scheme
+	cfg.Rest, cfg.Scheme = verifierUser(t, e, cfg.Namespace, cfg.Policy), scheme.Scheme
 	if via != nil {
 		cfg.Rest.Host = "https://" + via.Addr()
 	}
@@ -77,7 +78,9 @@ func startReplica(t *testing.T, e *testenv.Env, cfg verifier.Config, via *partit
 	return &replica{Running: running, url: srv.URL, reg: reg}
 }
 
-func verifierUser(t *testing.T, e *testenv.Env, ns string) *rest.Config {
+// verifierUser is a user bound in ns to the verifier Role of config/rbac, restricted by name to policy and
+// its ConfigMap as config/samples/app restricts it.
+func verifierUser(t *testing.T, e *testenv.Env, ns, policy string) *rest.Config {
 	t.Helper()
 	raw, err := os.ReadFile(filepath.Join(controlplane.RepoRoot(), "config", "rbac", "verifier", "role.yaml"))
 	if err != nil {
@@ -88,6 +91,14 @@ func verifierUser(t *testing.T, e *testenv.Env, ns string) *rest.Config {
 		t.Fatal(err)
 	}
 	role.Namespace = ns
+	for i, rule := range role.Rules {
+		switch {
+		case slices.Equal(rule.Resources, []string{"configmaps"}):
+			role.Rules[i].ResourceNames = []string{render.ConfigMapName(policy)}
+		case slices.Equal(rule.Resources, []string{"twofactorpolicies"}):
+			role.Rules[i].ResourceNames = []string{policy}
+		}
+	}
 	user := "verifier-" + ns
 	binding := &rbacv1.RoleBinding{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: user},
