@@ -44,6 +44,8 @@ type EnrollmentReconciler struct {
 	QueueClock clock.WithTicker
 	// Rand is the source of keys; crypto/rand when nil.
 	Rand io.Reader
+	// ProvenanceKey signs the Secrets the manager creates (see render.Provenance), so that it adopts no other.
+	ProvenanceKey []byte
 	// MaxConcurrentReconciles bounds parallel reconciles (default 1).
 	MaxConcurrentReconciles int
 }
@@ -95,10 +97,12 @@ func (r *EnrollmentReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 			"The key Secret " + e.Status.SecretName + " of this confirmed enrollment is gone: codes are refused until an " +
 				"administrator deletes the enrollment or sets the " + v1alpha1.AnnotationReissue + " annotation"})
 	}
-	if enrollment.NeedsKey(facts) {
-		if facts.Secret, err = r.createSecret(ctx, e, *facts.Policy, facts.Method); err != nil {
-			facts.ProvisionFailed = true
-		}
+	if err = r.provision(ctx, e, &facts); err != nil && !facts.ProvisionFailed {
+		return ctrl.Result{}, err // a fact that could not be read decides nothing
+	}
+	if s := facts.Secret; s != nil && !s.Owned && !readyReasonIs(before.Conditions, v1alpha1.ReasonSecretConflict) {
+		notes = append(notes, note{corev1.EventTypeWarning, v1alpha1.ReasonSecretConflict, "Provision",
+			"Secret " + s.Name + " exists and was not created for this enrollment by kube2fa: it is not used as its key"})
 	}
 	if facts.Policy != nil {
 		e.Status.Method = facts.Method
@@ -161,35 +165,63 @@ func secretFacts(s metav1.Object, e *v1alpha1.UserEnrollment) *enrollment.Secret
 	return &enrollment.SecretFacts{Name: s.GetName(), UID: string(s.GetUID()), Owned: metav1.IsControlledBy(s, e)}
 }
 
-// createSecret generates a key and creates the enrollment's Secret. When a Secret of that name exists
-// already (our cache was behind, or the Secret is not ours and so not cached), it returns that one: an
-// existing key is never replaced.
+// provision creates the key Secret when the rules say one is needed. A Secret that the enrollment's state is
+// not bound to yet (found, not just created: the manager may have crashed, or lost a status write, after
+// creating it) is the enrollment's only when it carries the manager's provenance: anyone who may create
+// Secrets could plant one with kube2fa's labels and a forged owner, and would know its key.
+func (r *EnrollmentReconciler) provision(ctx context.Context, e *v1alpha1.UserEnrollment, f *enrollment.Facts) error {
+	if enrollment.NeedsKey(*f) {
+		s, created, err := r.createSecret(ctx, e, *f.Policy, f.Method)
+		if err != nil {
+			f.ProvisionFailed = true
+			return err
+		}
+		if f.Secret = s; created {
+			return nil
+		}
+	}
+	s := f.Secret
+	if s == nil || !s.Owned || s.UID == e.Status.SecretUID {
+		return nil // none, not even claiming to be ours, or the very key the state belongs to
+	}
+	full := &corev1.Secret{}
+	if err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: e.Namespace, Name: s.Name}, full); err != nil {
+		return fmt.Errorf("getting secret to check its provenance: %w", err)
+	}
+	s.Owned = string(full.UID) == s.UID && render.ProvenanceHolds(r.ProvenanceKey, full, e.UID)
+	return nil
+}
+
+// createSecret generates a key and creates the enrollment's Secret, with the manager's provenance. When a
+// Secret of that name exists already (our cache was behind, or the Secret is not ours and so not cached),
+// it returns that one, and created is false: an existing key is never replaced.
 func (r *EnrollmentReconciler) createSecret(ctx context.Context, e *v1alpha1.UserEnrollment,
-	p v1alpha1.ResolvedPolicy, method v1alpha1.Method) (*enrollment.SecretFacts, error) {
+	p v1alpha1.ResolvedPolicy, method v1alpha1.Method) (_ *enrollment.SecretFacts, created bool, _ error) {
 	rnd := r.Rand
 	if rnd == nil {
 		rnd = rand.Reader
 	}
 	key, err := otp.GenerateSecret(int(p.SecretBytes), rnd)
 	if err != nil {
-		return nil, fmt.Errorf("generating key: %w", err)
+		return nil, false, fmt.Errorf("generating key: %w", err)
 	}
 	secret, err := render.OTPSecret(e, render.ParamsFor(p, method), p.Issuer, key)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
+	metav1.SetMetaDataAnnotation(&secret.ObjectMeta, v1alpha1.AnnotationProvenance, render.Provenance(r.ProvenanceKey, secret, e.UID))
 	if err := r.Create(ctx, secret); err != nil {
 		if apierrors.IsAlreadyExists(err) {
 			existing := secretMeta()
 			if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(secret), existing); err != nil {
-				return nil, fmt.Errorf("getting existing secret: %w", err)
+				return nil, false, fmt.Errorf("getting existing secret: %w", err)
 			}
-			return secretFacts(existing, e), nil
+			return secretFacts(existing, e), false, nil
 		}
-		return nil, fmt.Errorf("creating secret: %w", err)
+		return nil, false, fmt.Errorf("creating secret: %w", err)
 	}
 	logf.FromContext(ctx).Info("Created Secret", "secret", klog.KObj(secret), "method", method)
-	return secretFacts(secret, e), nil
+	return secretFacts(secret, e), true, nil
 }
 
 // secretMeta is an empty Secret of which only metadata is read.

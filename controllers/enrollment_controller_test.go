@@ -396,3 +396,53 @@ func mapsEqual(a, b map[string]string) bool {
 	}
 	return true
 }
+
+// Someone who may create Secrets plants one under an enrollment's Secret name before the manager provisions
+// it, with kube2fa's labels and a controller reference forged to the enrollment: they know its key. The
+// manager never adopts it (it carries no manager provenance), and never provisions over it.
+func TestAPlantedSecretWithAForgedOwnerIsNeverAKey(t *testing.T) {
+	ns := env.Namespace(t)
+	createPolicy(t, ns, "webapp", enforcedTOTP())
+	e := createEnrollment(t, ns, "alice", "webapp", "alice") // no manager yet: the attacker is first
+	planted, err := render.OTPSecret(e, render.ParamsFor((&v1alpha1.TwoFactorPolicy{}).Resolve(), v1alpha1.MethodTOTP),
+		"webapp", []byte("the attacker knows this key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	planted.Annotations = map[string]string{v1alpha1.AnnotationProvenance: "Zm9yZ2Vk"}
+	if err := env.Client.Create(ctx, planted); err != nil {
+		t.Fatal(err)
+	}
+
+	startManager(t)
+	got := waitCondition(t, ns, "alice", v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonSecretConflict)
+	if got.Status.SecretUID != "" {
+		t.Fatalf("the planted Secret was bound as alice's key: %+v", got.Status)
+	}
+	waitEvent(t, ns, "alice", v1alpha1.ReasonSecretConflict)
+	if s := getSecret(t, ns, "alice-otp"); s.UID != planted.UID {
+		t.Errorf("the planted Secret was replaced: the manager may not delete or rewrite a Secret")
+	}
+}
+
+// The manager recognises a Secret it created itself before it could record it (a crash, a lost status
+// write): its provenance holds, so the key is kept, not replaced.
+func TestASecretTheManagerCreatedButNeverRecordedIsAdopted(t *testing.T) {
+	ns := env.Namespace(t)
+	stop := startManager(t)
+	createPolicy(t, ns, "webapp", enforcedTOTP())
+	createEnrollment(t, ns, "alice", "webapp", "alice")
+	e := waitCondition(t, ns, "alice", v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonKeyProvisioned)
+	stop()
+	mine := getSecret(t, ns, "alice-otp")
+	e.Status = v1alpha1.UserEnrollmentStatus{} // as if the status write after the create was lost
+	if err := env.Client.Status().Update(ctx, e); err != nil {
+		t.Fatal(err)
+	}
+
+	startManager(t)
+	e = waitCondition(t, ns, "alice", v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonKeyProvisioned)
+	if e.Status.SecretUID != string(mine.UID) {
+		t.Errorf("the manager's own unrecorded Secret was not adopted: status bound to %q, Secret %q", e.Status.SecretUID, mine.UID)
+	}
+}

@@ -3,6 +3,7 @@ package controllers
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
@@ -23,6 +24,9 @@ type Options struct {
 	// queue waits on it too, so that a test's fake clock ends a lock when the test steps it. When nil, the
 	// real clock and controller-runtime's default (priority) queue.
 	Clock clock.WithTicker
+	// ProvenanceKey is the manager's own secret with which it signs the Secrets it creates (required; the
+	// same across restarts, so that a Secret created just before a crash is recognised after it).
+	ProvenanceKey []byte
 }
 
 // CacheOptions returns the manager's cache configuration: only the Secrets and ConfigMaps kube2fa manages
@@ -59,6 +63,9 @@ func ownershipOnly(o any) (any, error) {
 
 // Setup registers the field indexes and both reconcilers with mgr.
 func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
+	if len(opts.ProvenanceKey) < 32 {
+		return errors.New("a provenance key of at least 32 bytes is required")
+	}
 	if err := SetupIndexes(ctx, mgr); err != nil {
 		return fmt.Errorf("registering field indexes: %w", err)
 	}
@@ -75,6 +82,7 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 		Recorder:                mgr.GetEventRecorder("kube2fa-manager"),
 		Clock:                   cmp.Or[clock.PassiveClock](opts.Clock, clock.RealClock{}),
 		QueueClock:              opts.Clock,
+		ProvenanceKey:           opts.ProvenanceKey,
 		MaxConcurrentReconciles: opts.MaxConcurrentReconciles,
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up userenrollment controller: %w", err)

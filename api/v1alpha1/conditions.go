@@ -77,6 +77,9 @@ const (
 	// AnnotationReissue on a UserEnrollment whose confirmed key was lost: any new value issues a new key and
 	// makes the enrollment pending again. A value set while the key is not lost is consumed and does nothing.
 	AnnotationReissue = "twofactor.kube2fa.io/reissue"
+	// AnnotationProvenance on an enrollment Secret: the manager's HMAC over the Secret, which proves that the
+	// manager created it (see render.Provenance).
+	AnnotationProvenance = "twofactor.kube2fa.io/provenance"
 	// AnnotationConfigHash on the verifier ConfigMap: sha256 of its content.
 	AnnotationConfigHash = "twofactor.kube2fa.io/config-hash"
 	// SecretTypeOTP is the type of enrollment Secrets.

@@ -9,6 +9,7 @@ import (
 	"os"
 
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
@@ -21,6 +22,7 @@ import (
 // options are the manager's flags.
 type options struct {
 	metricsAddr, probeAddr, pprofAddr, watchNamespace string
+	provenanceSecret                                  string
 	secureMetrics, leaderElect, enableHTTP2           bool
 	concurrency, burst                                int
 	qps                                               float64
@@ -39,6 +41,7 @@ func (o *options) bind(fs *flag.FlagSet) {
 	fs.Float64Var(&o.qps, "kube-api-qps", 50, "Client-side limit of API requests per second; raise it for thousands of enrollments.")
 	fs.IntVar(&o.burst, "kube-api-burst", 100, "Client-side burst of API requests above --kube-api-qps.")
 	fs.StringVar(&o.watchNamespace, "watch-namespace", "", "Only reconcile objects in this namespace (default: all namespaces).")
+	fs.StringVar(&o.provenanceSecret, "provenance-secret", "", "NAMESPACE/NAME of the Secret holding the key with which the manager signs the OTP Secrets it creates, created when missing (default: kube2fa-provenance in $POD_NAMESPACE, else in default).")
 	o.zap.BindFlags(fs)
 }
 
@@ -93,7 +96,19 @@ func run(o options) error {
 		return fmt.Errorf("creating manager: %w", err)
 	}
 	ctx := ctrl.SetupSignalHandler()
-	if err := controllers.Setup(ctx, mgr, controllers.Options{MaxConcurrentReconciles: o.concurrency}); err != nil {
+	ref, err := provenanceSecret(o.provenanceSecret)
+	if err != nil {
+		return err
+	}
+	direct, err := client.New(cfg, client.Options{Scheme: scheme.Scheme})
+	if err != nil {
+		return fmt.Errorf("creating client: %w", err)
+	}
+	key, err := provenanceKey(ctx, direct, ref)
+	if err != nil {
+		return err
+	}
+	if err := controllers.Setup(ctx, mgr, controllers.Options{MaxConcurrentReconciles: o.concurrency, ProvenanceKey: key}); err != nil {
 		return fmt.Errorf("setting up controllers: %w", err)
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {

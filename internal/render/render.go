@@ -3,7 +3,10 @@
 package render
 
 import (
+	"crypto/hmac"
 	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -14,6 +17,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	k8slabels "k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 
 	"github.com/kube2fa/kube2fa/api/v1alpha1"
@@ -236,4 +240,29 @@ func ParseOTPSecret(s *corev1.Secret) (otp.Params, []byte, error) {
 		return p, nil, bad(SecretKeySecret)
 	}
 	return p, key, nil
+}
+
+// Provenance is the manager's proof that it created Secret s for enrollment uid: an HMAC-SHA256, under a key
+// only the manager holds, over the Secret's namespace, name, owner and data (the key and its parameters; not
+// the URI and QR code, which follow from them). Anyone else can plant a Secret under an enrollment's Secret
+// name with kube2fa's labels and a forged owner reference, but not this.
+func Provenance(key []byte, s *corev1.Secret, uid types.UID) string {
+	mac := hmac.New(sha256.New, key)
+	field := func(b []byte) { // length-prefixed, so that no two different inputs run together alike
+		_ = binary.Write(mac, binary.BigEndian, uint32(len(b)))
+		mac.Write(b)
+	}
+	for _, f := range []string{s.Namespace, s.Name, string(uid)} {
+		field([]byte(f))
+	}
+	for _, k := range []string{SecretKeySecret, SecretKeyMethod, SecretKeyAlgorithm, SecretKeyDigits, SecretKeyPeriod} {
+		field([]byte(k))
+		field(s.Data[k])
+	}
+	return base64.StdEncoding.EncodeToString(mac.Sum(nil))
+}
+
+// ProvenanceHolds reports whether s carries the manager's Provenance for enrollment uid.
+func ProvenanceHolds(key []byte, s *corev1.Secret, uid types.UID) bool {
+	return len(key) > 0 && hmac.Equal([]byte(s.Annotations[v1alpha1.AnnotationProvenance]), []byte(Provenance(key, s, uid)))
 }

@@ -5,6 +5,8 @@ package testenv
 
 import (
 	"context"
+	"crypto/rand"
+	"errors"
 	"fmt"
 	"os"
 	"testing"
@@ -28,7 +30,12 @@ import (
 )
 
 // Env is the control plane of one test package.
-type Env struct{ *controlplane.Env }
+type Env struct {
+	*controlplane.Env
+	// provenance is the provenance key of every manager StartManager runs on this control plane, as a
+	// deployed manager keeps one across restarts.
+	provenance []byte
+}
 
 // Options choose what runs beside etcd and kube-apiserver.
 type Options = controlplane.Options
@@ -81,7 +88,11 @@ func Start(opts Options) (*Env, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Env{cp}, nil
+	e := &Env{Env: cp, provenance: make([]byte, 32)}
+	if _, err := rand.Read(e.provenance); err != nil {
+		return nil, errors.Join(err, cp.Stop())
+	}
+	return e, nil
 }
 
 // Main runs a test package's tests against one control plane started for them, stored in *env.
@@ -120,6 +131,9 @@ func (e *Env) StartManager(t testing.TB, opts controllers.Options) (stop func())
 // a test grants) and, when namespace is not empty, watching that namespace alone (--watch-namespace).
 func (e *Env) StartManagerAs(t testing.TB, cfg *rest.Config, namespace string, opts controllers.Options) (stop func()) {
 	t.Helper()
+	if opts.ProvenanceKey == nil {
+		opts.ProvenanceKey = e.provenance
+	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 scheme.Scheme,
 		Cache:                  controllers.CacheOptions(namespace),
