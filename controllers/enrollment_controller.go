@@ -88,9 +88,11 @@ func (r *EnrollmentReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	if err != nil {
 		return ctrl.Result{}, err // a fact that could not be read decides nothing: Ready stays as it was
 	}
-	facts.KeyLost = enrollment.KeyLost(&e.Status, facts.Secret)
-	if enrollment.Reissue(&e.Status, e.Annotations[v1alpha1.AnnotationReissue], facts.KeyLost) {
-		facts.KeyLost = false
+	if facts.Policy != nil { // else the Secret was not read: nothing is known of it
+		facts.KeyLost = enrollment.KeyLost(&e.Status, facts.Secret)
+		if enrollment.Reissue(&e.Status, e.Annotations[v1alpha1.AnnotationReissue], facts.KeyLost) {
+			facts.KeyLost = false
+		}
 	}
 	if facts.KeyLost && !readyReasonIs(before.Conditions, v1alpha1.ReasonKeyLost) {
 		notes = append(notes, note{corev1.EventTypeWarning, v1alpha1.EventReasonKeyLost, "Provision",

@@ -110,3 +110,29 @@ func TestPolicyReadySaysWhatBecameOfTheConfigMap(t *testing.T) {
 		}
 	}
 }
+
+// Without its policy the manager reads nothing of an enrollment's Secret, so it must not conclude that a
+// confirmed enrollment lost its key.
+func TestAMissingPolicyIsNotALostKey(t *testing.T) {
+	_, e := testObjects()
+	now := metav1.Now()
+	e.Status = v1alpha1.UserEnrollmentStatus{SecretName: "alice-otp", SecretUID: "s1", ConfirmedAt: &now}
+	c := fakeClient(interceptor.Funcs{}, e)
+	rec := events.NewFakeRecorder(10)
+	r := &EnrollmentReconciler{Client: c, APIReader: c, Recorder: rec, Clock: clocktesting.NewFakePassiveClock(time.Now())}
+	if _, err := r.Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKeyFromObject(e)}); err != nil {
+		t.Fatal(err)
+	}
+	got := &v1alpha1.UserEnrollment{}
+	if err := c.Get(context.Background(), client.ObjectKeyFromObject(e), got); err != nil {
+		t.Fatal(err)
+	}
+	if ready := meta.FindStatusCondition(got.Status.Conditions, v1alpha1.ConditionReady); ready == nil || ready.Reason != v1alpha1.ReasonPolicyNotFound {
+		t.Errorf("Ready = %+v, want PolicyNotFound", ready)
+	}
+	select {
+	case ev := <-rec.Events:
+		t.Errorf("an Event without a policy: %s", ev)
+	default:
+	}
+}
