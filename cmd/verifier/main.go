@@ -37,6 +37,7 @@ type options struct {
 	qps                                                               float64
 	burst                                                             int
 	maxStaleness                                                      time.Duration
+	authenticateCallers                                               bool
 	zap                                                               zap.Options
 }
 
@@ -50,6 +51,7 @@ func (o *options) bind(fs *flag.FlagSet) {
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "Path of a kubeconfig (default: $KUBECONFIG, ~/.kube/config, or in-cluster).")
 	fs.Float64Var(&o.qps, "kube-api-qps", 100, "Client-side limit of API requests per second (each state-changing decision is one).")
 	fs.IntVar(&o.burst, "kube-api-burst", 200, "Client-side burst above --kube-api-qps.")
+	fs.BoolVar(&o.authenticateCallers, "authenticate-callers", false, "Serve only callers with a ServiceAccount token for audience kube2fa whom RBAC allows to create twofactorpolicies/verify of the policy (for a verifier reached over the network; off for a sidecar on loopback).")
 	fs.DurationVar(&o.maxStaleness, "max-staleness", verifier.DefaultMaxStaleness, "Answer 503 and fail readiness when the policy could not be confirmed current (a quorum read of its ConfigMap matching the watch cache) for longer than this.")
 	o.zap.BindFlags(fs)
 	fs.Usage = func() {
@@ -131,6 +133,13 @@ func run(log logr.Logger, o options) error {
 		return err
 	}
 	h := &verifier.Handler{V: running.Verifier, Metrics: verifier.NewMetrics(reg), Log: log, Ready: running.Ready, Gatherer: reg}
+	if o.authenticateCallers {
+		if h.Callers, err = verifier.NewCallers(cfg, namespace, o.policy); err != nil {
+			return err
+		}
+	} else if !isLoopback(o.listen) {
+		log.Info("Serving the API beyond loopback to any caller: set --authenticate-callers", "listen", o.listen)
+	}
 
 	servers := []*http.Server{newServer(h.Routes())}
 	lns := []net.Listener{apiLn}
@@ -182,4 +191,14 @@ func defaultNamespace(loader clientcmd.ClientConfig) (string, error) {
 		return "", fmt.Errorf("finding the namespace (set --namespace): %w", err)
 	}
 	return ns, nil
+}
+
+// isLoopback reports whether addr listens on a loopback address only.
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return host == "localhost" || (ip != nil && ip.IsLoopback())
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -19,6 +20,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -47,6 +49,8 @@ const (
 	defaultDir = "config/default"
 	samplesDir = "config/samples"
 	appDir     = "config/samples/app"
+	// serviceDir is the verifier as its own Deployment and Service, in namespace webapp.
+	serviceDir = "config/samples/service"
 	// namespacedDir is the install that serves one namespace, kube2fa by default.
 	namespacedDir       = "config/namespaced"
 	namespacedNamespace = "kube2fa"
@@ -162,6 +166,68 @@ func TestTheNamespacedInstallIsEnoughAndReachesNoOtherNamespace(t *testing.T) {
 	}
 	if err := other.List(t.Context(), &corev1.SecretList{}, client.InNamespace("default")); !apierrors.IsForbidden(err) {
 		t.Errorf("the namespaced manager lists Secrets in namespace default: %v, want Forbidden", err)
+	}
+}
+
+// The verifier as its own Deployment: the API server accepts it in a restricted namespace, the verifier
+// authenticates its callers, a NetworkPolicy admits only the application's pods to its API, and the
+// application holds no token the API server accepts, only one for audience kube2fa.
+func TestTheVerifierServiceAdmitsOnlyTheApplication(t *testing.T) {
+	r := render(t, serviceDir)
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: samplePolicy,
+		Labels: map[string]string{psaEnforce: "restricted", psaEnforceVersion: "latest"}}}
+	if err := env.Client.Create(t.Context(), ns); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	serverDryRunApply(t, r, "") // warnings (Pod Security among them) fail it
+
+	deployments := map[string]*appsv1.Deployment{}
+	for _, d := range typed[appsv1.Deployment](t, r, "Deployment") {
+		deployments[d.Name] = d
+	}
+	verifier, app := deployments["kube2fa-verifier"], deployments["webapp"]
+	if verifier == nil || app == nil {
+		t.Fatalf("%s renders Deployments %v, want kube2fa-verifier and webapp", r.dir, slices.Collect(maps.Keys(deployments)))
+	}
+	if v, ok := flagValue(verifier.Spec.Template.Spec.Containers[0].Args, "authenticate-callers"); !ok || v == "false" {
+		t.Errorf("the verifier serves the pod network without --authenticate-callers: %q", verifier.Spec.Template.Spec.Containers[0].Args)
+	}
+
+	policies := typed[networkingv1.NetworkPolicy](t, r, "NetworkPolicy")
+	if len(policies) != 1 || !maps.Equal(policies[0].Spec.PodSelector.MatchLabels, verifier.Spec.Template.Labels) {
+		t.Fatalf("no NetworkPolicy selects the verifier's pods (%v)", verifier.Spec.Template.Labels)
+	}
+	for _, rule := range policies[0].Spec.Ingress {
+		for _, port := range rule.Ports {
+			if port.Port == nil || port.Port.String() != "api" {
+				continue
+			}
+			if len(rule.From) != 1 || rule.From[0].PodSelector == nil || rule.From[0].NamespaceSelector != nil ||
+				!maps.Equal(rule.From[0].PodSelector.MatchLabels, app.Spec.Template.Labels) {
+				t.Errorf("the verifier's API admits %+v, want the application's pods alone", rule.From)
+			}
+		}
+	}
+
+	// An application with API access of its own may hold its API token: that is why it runs the verifier
+	// apart. What it sends the verifier is a token for audience kube2fa, which the API server refuses.
+	pod := app.Spec.Template.Spec
+	var kube2faToken bool
+	for _, v := range pod.Volumes {
+		if v.Projected == nil {
+			continue
+		}
+		for _, src := range v.Projected.Sources {
+			if tok := src.ServiceAccountToken; tok != nil {
+				if tok.Audience != "kube2fa" {
+					t.Errorf("the application mounts a token for audience %q, want kube2fa", tok.Audience)
+				}
+				kube2faToken = true
+			}
+		}
+	}
+	if !kube2faToken {
+		t.Error("the application mounts no token for audience kube2fa: it cannot call the verifier")
 	}
 }
 

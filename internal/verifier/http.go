@@ -52,6 +52,9 @@ type Handler struct {
 	Ready func() error
 	// Gatherer serves /metrics.
 	Gatherer prometheus.Gatherer
+	// Callers, when set, must allow the caller of every API request (not the probes and metrics): a
+	// verifier that serves over the network. Nil on loopback, beside the application.
+	Callers *Callers
 }
 
 // Routes returns the API, probes and metrics. Methods other than the listed ones get 405.
@@ -84,9 +87,27 @@ func (h *Handler) handle(mux *http.ServeMux, pattern string, f apiFunc) {
 	mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
-		code := f(w, r)
+		code := h.callerRefused(w, r) // before anything is read or counted
+		if code == 0 {
+			code = f(w, r)
+		}
 		h.Metrics.Duration.WithLabelValues(pattern, strconv.Itoa(code)).Observe(time.Since(start).Seconds())
 	})
+}
+
+// callerRefused answers a request whose caller Callers does not allow, and returns its status; 0 when the
+// caller is allowed (or no caller check is set).
+func (h *Handler) callerRefused(w http.ResponseWriter, r *http.Request) int {
+	if h.Callers == nil {
+		return 0
+	}
+	if status, reason := h.Callers.Check(r); status != 0 {
+		if status == http.StatusUnauthorized {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="kube2fa"`)
+		}
+		return writeJSON(w, status, errorBody{reason})
+	}
+	return 0
 }
 
 type errorBody struct {

@@ -1,28 +1,37 @@
 package verifier_test
 
 import (
+	"context"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	clocktesting "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/kube2fa/kube2fa/api/v1alpha1"
 	"github.com/kube2fa/kube2fa/controllers"
 	"github.com/kube2fa/kube2fa/internal/otp"
 	"github.com/kube2fa/kube2fa/internal/render"
+	"github.com/kube2fa/kube2fa/internal/scheme"
 	"github.com/kube2fa/kube2fa/internal/testenv"
 	"github.com/kube2fa/kube2fa/internal/verifier"
 )
@@ -513,4 +522,95 @@ func TestAReplicaCutOffFromTheClusterStopsAnswering(t *testing.T) {
 	testenv.Eventually(t, "the replica to obey the new policy", func() bool {
 		return r.verify(t, "bob", "123456").result() == "enrollment_required"
 	})
+}
+
+// Served over the network, the verifier answers only callers it can identify (a ServiceAccount token for
+// audience kube2fa) and whom RBAC allows to create twofactorpolicies/verify of its policy. Anyone else is
+// refused before the request is read: a wrong code from them counts nothing.
+func TestOverTheNetworkOnlyAllowedCallersAreServed(t *testing.T) {
+	ns, rs := setup(t, spec(v1alpha1.ModeEnforced, v1alpha1.MethodTOTP), 1)
+	p, k := enrolled(t, rs[0], ns, "alice")
+
+	cfg := verifierUser(t, env, ns, "webapp")
+	reviews := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "review-" + ns}, Rules: []rbacv1.PolicyRule{
+		{APIGroups: []string{"authentication.k8s.io"}, Resources: []string{"tokenreviews"}, Verbs: []string{"create"}},
+		{APIGroups: []string{"authorization.k8s.io"}, Resources: []string{"subjectaccessreviews"}, Verbs: []string{"create"}}}}
+	allowed := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "verify-webapp"}, Rules: []rbacv1.PolicyRule{
+		{APIGroups: []string{v1alpha1.GroupVersion.Group}, Resources: []string{"twofactorpolicies/verify"},
+			ResourceNames: []string{"webapp"}, Verbs: []string{"create"}}}}
+	for _, o := range []client.Object{reviews, allowed,
+		&rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "review-" + ns},
+			RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: reviews.Name},
+			Subjects: []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: "verifier-" + ns}}},
+		&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "verify-webapp"},
+			RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: allowed.Name},
+			Subjects: []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: "app", Namespace: ns}}},
+		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "app"}},
+		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "stranger"}},
+	} {
+		if err := env.Client.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, cancel := context.WithCancel(ctx)
+	t.Cleanup(cancel)
+	running, err := verifier.Start(c, verifier.Config{Rest: cfg, Scheme: scheme.Scheme, Namespace: ns, Policy: "webapp"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	callers, err := verifier.NewCallers(cfg, ns, "webapp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	h := &verifier.Handler{V: running.Verifier, Metrics: verifier.NewMetrics(reg), Log: logr.Discard(), Ready: running.Ready,
+		Gatherer: reg, Callers: callers}
+	srv := httptest.NewServer(h.Routes())
+	t.Cleanup(srv.Close)
+	testenv.Eventually(t, "the networked verifier to be ready", func() bool { return running.Ready() == nil })
+
+	token := func(sa string, audiences ...string) string {
+		tr := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{Audiences: audiences}}
+		if err := env.Client.SubResource("token").Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: sa}}, tr); err != nil {
+			t.Fatal(err)
+		}
+		return tr.Status.Token
+	}
+	verify := func(bearer, code string) response {
+		req, _ := http.NewRequest("POST", srv.URL+"/v1/verify", strings.NewReader(fmt.Sprintf(`{"user":"alice","code":%q}`, code)))
+		if bearer != "" {
+			req.Header.Set("Authorization", "Bearer "+bearer)
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = res.Body.Close() }()
+		out := response{Status: res.StatusCode, Header: res.Header}
+		_ = json.NewDecoder(res.Body).Decode(&out.Body)
+		return out
+	}
+
+	for name, tt := range map[string]struct {
+		bearer string
+		status int
+	}{
+		"no token":                        {"", 401},
+		"a forged token":                  {"not-a-token", 401},
+		"a token for the API server":      {token("app"), 401},
+		"a caller without the permission": {token("stranger", verifier.CallerAudience), 403},
+	} {
+		if res := verify(tt.bearer, "000000"); res.Status != tt.status || res.result() != "" {
+			t.Errorf("%s: %d %v, want %d before any code is read", name, res.Status, res.Body, tt.status)
+		}
+	}
+	if e := enrollment(t, ns, "alice"); e.Status.FailedAttempts != 0 {
+		t.Fatalf("refused callers' wrong codes were counted: %d failures", e.Status.FailedAttempts)
+	}
+	if res := verify(token("app", verifier.CallerAudience), totp(t, p, k, time.Now().Add(30*time.Second))); res.Status != 200 || res.result() != "accepted" {
+		t.Fatalf("the allowed caller's right code: %d %v", res.Status, res.Body)
+	}
+	if res := call(t, "GET", srv.URL+"/readyz", ""); res.Status != 200 {
+		t.Errorf("the readiness probe needs no token: %d", res.Status)
+	}
 }
