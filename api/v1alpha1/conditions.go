@@ -60,6 +60,9 @@ const (
 	EventReasonLockExpired = "LockExpired"
 	// EventReasonKeyReplaced (Warning, manager): the Secret was replaced with a new key; confirm again.
 	EventReasonKeyReplaced = "KeyReplaced"
+	// EventReasonConfigMapNotTrusted (Warning, verifier, on the policy): the policy's ConfigMap is not
+	// controlled by the policy or holds content the CRD does not allow; the verifier refuses every request.
+	EventReasonConfigMapNotTrusted = "ConfigMapNotTrusted"
 	// EventReasonKeyLost (Warning, manager): a confirmed enrollment's key Secret is gone; codes are refused.
 	EventReasonKeyLost = "KeyLost"
 )

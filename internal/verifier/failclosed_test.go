@@ -12,6 +12,7 @@ import (
 	"github.com/kube2fa/kube2fa/controllers"
 	"github.com/kube2fa/kube2fa/internal/render"
 	"github.com/kube2fa/kube2fa/internal/testenv"
+	"github.com/kube2fa/kube2fa/internal/verifier"
 )
 
 // The verifier answers from its caches, which outlive the API server; but no decision that changes state
@@ -29,7 +30,7 @@ func TestFailsClosedWhenTheAPIServerIsGone(t *testing.T) {
 	if err := own.Client.Create(ctx, p); err != nil {
 		t.Fatal(err)
 	}
-	r := startVerifier(t, own, ns, "webapp")
+	r := startReplica(t, own, verifier.Config{Namespace: ns, Policy: "webapp", MaxStaleness: 2 * time.Second}, nil)
 	testenv.Eventually(t, "the verifier to load the policy", func() bool { return r.Ready() == nil })
 	if res := r.enroll(t, "alice", ""); res.Status != 201 {
 		t.Fatalf("enroll: %d %v", res.Status, res.Body)
@@ -56,5 +57,11 @@ func TestFailsClosedWhenTheAPIServerIsGone(t *testing.T) {
 		if res := r.verify(t, "alice", code); res.Status != 503 || res.Body["error"] == nil {
 			t.Errorf("verify without an API server: %d %v, want 503 with a reason", res.Status, res.Body)
 		}
+	}
+	// Answers that record nothing (a user without an enrollment) come from the cache: they too stop once the
+	// replica cannot confirm its policy is current, within its staleness bound.
+	testenv.Eventually(t, "answers from the cache to stop", func() bool { return r.verify(t, "nobody", "123456").Status == 503 })
+	if r.Ready() == nil {
+		t.Error("a replica without an API server is ready")
 	}
 }

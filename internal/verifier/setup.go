@@ -164,7 +164,7 @@ func finalState(o any) any {
 }
 
 // eventRecorder returns what Verifier.Events calls: Events recorded as the kube2fa-verifier component.
-func eventRecorder(ctx context.Context, cfg Config) (func(*v1alpha1.UserEnrollment, string, string, string), error) {
+func eventRecorder(ctx context.Context, cfg Config) (func(client.Object, string, string, string), error) {
 	cs, err := kubernetes.NewForConfig(cfg.Rest)
 	if err != nil {
 		return nil, fmt.Errorf("creating clientset: %w", err)
@@ -174,8 +174,8 @@ func eventRecorder(ctx context.Context, cfg Config) (func(*v1alpha1.UserEnrollme
 		return nil, fmt.Errorf("starting events: %w", err)
 	}
 	recorder := broadcaster.NewRecorder(cfg.Scheme, "kube2fa-verifier")
-	return func(e *v1alpha1.UserEnrollment, eventType, reason, msg string) {
-		recorder.Eventf(e, nil, eventType, reason, "Verify", "%s", msg)
+	return func(regarding client.Object, eventType, reason, msg string) {
+		recorder.Eventf(regarding, nil, eventType, reason, "Verify", "%s", msg)
 	}, nil
 }
 

@@ -69,8 +69,9 @@ type Verifier struct {
 	// Client writes to the API server.
 	Client client.Client
 	Clock  clock.PassiveClock
-	// Events announces confirmations and lockouts; optional. eventType is corev1.EventTypeNormal or Warning.
-	Events func(e *v1alpha1.UserEnrollment, eventType, reason, message string)
+	// Events announces confirmations and lockouts on enrollments, and an untrusted ConfigMap on the policy;
+	// optional. eventType is corev1.EventTypeNormal or Warning.
+	Events func(regarding client.Object, eventType, reason, message string)
 	// MaxRetries bounds re-decisions after write conflicts (default 10).
 	MaxRetries int
 	// ProvisionTimeout bounds how long self-enrollment waits for the manager's Secret (default 10s).
@@ -83,6 +84,8 @@ type Verifier struct {
 	// freshAt is when (unix nanoseconds, real time) a read from the API server last found the cached policy
 	// ConfigMap current.
 	freshAt atomic.Int64
+	// distrusted is why the policy's ConfigMap was last refused, until one is trusted again.
+	distrusted atomic.Pointer[string]
 
 	// written holds what this replica last wrote per enrollment, until the cache shows it: read-your-writes
 	// without waiting for the watch.
@@ -263,10 +266,19 @@ func (v *Verifier) announce(e *v1alpha1.UserEnrollment, res enrollment.Result, c
 	}
 }
 
-func (v *Verifier) event(e *v1alpha1.UserEnrollment, eventType, reason, msg string) {
+func (v *Verifier) event(regarding client.Object, eventType, reason, msg string) {
 	if v.Events != nil {
-		v.Events(e, eventType, reason, msg)
+		v.Events(regarding, eventType, reason, msg)
 	}
+}
+
+// distrust refuses to obey the policy's ConfigMap for why, and says so once in a Warning Event on the
+// policy: again only when the cause changes, or after a ConfigMap was trusted in between.
+func (v *Verifier) distrust(policy *v1alpha1.TwoFactorPolicy, why string) error {
+	if last := v.distrusted.Swap(&why); last == nil || *last != why {
+		v.event(policy, corev1.EventTypeWarning, v1alpha1.EventReasonConfigMapNotTrusted, why)
+	}
+	return unavailable("%s", why)
 }
 
 // awaitNewer waits up to timeout until the cache holds another version of e than the one given.
@@ -299,17 +311,18 @@ func (v *Verifier) resolvedPolicy(ctx context.Context) (v1alpha1.ResolvedPolicy,
 		return v1alpha1.ResolvedPolicy{}, unavailable("TwoFactorPolicy %s is not loaded: %v", v.Policy, apiReason(err))
 	}
 	if !metav1.IsControlledBy(cm, owner) {
-		return v1alpha1.ResolvedPolicy{}, unavailable("ConfigMap %s is not controlled by TwoFactorPolicy %s: not obeyed",
-			cm.Name, v.Policy)
+		return v1alpha1.ResolvedPolicy{}, v.distrust(owner, fmt.Sprintf(
+			"ConfigMap %s is not controlled by TwoFactorPolicy %s: not obeyed", cm.Name, v.Policy))
 	}
 	if last := v.policy.Load(); last != nil && last.resourceVersion == cm.ResourceVersion && last.owner == owner.UID {
 		return last.policy, nil
 	}
 	p, err := render.ParseVerifierConfigMap(cm)
 	if err != nil {
-		return p, unavailable("policy %s cannot be read: %v", v.Policy, err)
+		return p, v.distrust(owner, fmt.Sprintf("policy %s cannot be read: %v", v.Policy, err))
 	}
 	v.policy.Store(&parsedPolicy{resourceVersion: cm.ResourceVersion, owner: owner.UID, policy: p})
+	v.distrusted.Store(nil)
 	return p, nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -455,6 +456,14 @@ func TestTheVerifierObeysOnlyTheConfigMapItsPolicyControls(t *testing.T) {
 			if err := r.Ready(); err == nil {
 				t.Error("the verifier is ready on a ConfigMap its policy does not control")
 			}
+			testenv.EventuallyErr(t, "a ConfigMapNotTrusted Warning on the policy", func() (bool, error) {
+				var list eventsv1.EventList
+				err := env.Client.List(ctx, &list, client.InNamespace(ns))
+				return slices.ContainsFunc(list.Items, func(ev eventsv1.Event) bool {
+					return ev.Reason == v1alpha1.EventReasonConfigMapNotTrusted && ev.Type == corev1.EventTypeWarning &&
+						ev.Regarding.Kind == "TwoFactorPolicy" && ev.Regarding.Name == "webapp"
+				}), err
+			})
 		})
 	}
 }
