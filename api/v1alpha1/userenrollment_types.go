@@ -21,11 +21,14 @@ type UserEnrollmentSpec struct {
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="policyRef is immutable"
 	PolicyRef PolicyReference `json:"policyRef"`
 
-	// user is the application's name for the user, as the application sends it to the verifier. Immutable.
+	// user is the application's immutable, canonical identifier of the user (a subject ID, not the login
+	// string as typed), exactly as the application sends it to the verifier. Immutable. Control characters,
+	// bidirectional controls and U+FFFD are refused: no sane identity holds them.
 	// +required
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=256
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="user is immutable"
+	// +kubebuilder:validation:XValidation:rule="!self.matches(r'[\\x{0}-\\x{1F}\\x{7F}-\\x{9F}\\x{200E}\\x{200F}\\x{202A}-\\x{202E}\\x{2066}-\\x{2069}\\x{FFFD}]')",message="user must not hold control characters, bidirectional controls or U+FFFD"
 	User string `json:"user"`
 
 	// method is TOTP or HOTP. Defaults to the first method the policy allows. Immutable.

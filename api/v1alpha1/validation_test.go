@@ -72,6 +72,9 @@ func TestAPIServerRefusesBadManifestsNamingTheField(t *testing.T) {
 		{"enrollment with empty user", enrollment("e", "  policyRef: {name: p}\n  user: ''"), []string{"spec.user"}},
 		{"enrollment with 257-character user", enrollment("e", "  policyRef: {name: p}\n  user: "+long), []string{"spec.user", "256"}},
 		{"enrollment without policyRef", enrollment("e", "  user: alice"), []string{"spec.policyRef", "Required"}},
+		{"user with a control character", enrollment("e", "  policyRef: {name: p}\n  user: \"al\\tice\""), []string{"spec.user", "control characters"}},
+		{"user with a bidi override", enrollment("e", "  policyRef: {name: p}\n  user: \"\\u202Ealice\""), []string{"spec.user", "bidirectional"}},
+		{"user with U+FFFD", enrollment("e", "  policyRef: {name: p}\n  user: \"al\\uFFFDice\""), []string{"spec.user", "U+FFFD"}},
 		{"enrollment with unknown method", enrollment("e", "  policyRef: {name: p}\n  user: alice\n  method: SMS"), []string{"spec.method"}},
 		{"enrollment name over 249", enrollment(strings.Repeat("e", 250), "  policyRef: {name: p}\n  user: alice"), []string{"its Secret is named <name>-otp"}},
 	}

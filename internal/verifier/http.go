@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/kube2fa/kube2fa/api/v1alpha1"
+	"github.com/kube2fa/kube2fa/internal/enrollment"
 )
 
 // MaxBodyBytes is the largest request body accepted.
@@ -130,8 +132,8 @@ func (h *Handler) verify(w http.ResponseWriter, r *http.Request) int {
 	if code := decode(w, r, &req); code != 0 {
 		return code
 	}
-	if req.User == "" {
-		return writeJSON(w, 400, errorBody{"user is required"})
+	if code := badUser(w, req.User); code != 0 {
+		return code
 	}
 	d, err := h.V.Verify(r.Context(), req.User, req.Code)
 	return h.decision(w, d, err)
@@ -144,6 +146,9 @@ func (h *Handler) confirm(w http.ResponseWriter, r *http.Request) int {
 	}
 	if req.User != "" && req.User != r.PathValue("user") {
 		return writeJSON(w, 400, errorBody{"user in the body differs from the path"})
+	}
+	if code := badUser(w, r.PathValue("user")); code != 0 {
+		return code
 	}
 	d, err := h.V.Confirm(r.Context(), r.PathValue("user"), req.Code)
 	return h.decision(w, d, err)
@@ -186,8 +191,8 @@ func (h *Handler) enroll(w http.ResponseWriter, r *http.Request) int {
 	if code := decode(w, r, &req); code != 0 {
 		return code
 	}
-	if req.User == "" {
-		return writeJSON(w, 400, errorBody{"user is required"})
+	if code := badUser(w, req.User); code != 0 {
+		return code
 	}
 	switch req.Method {
 	case "", v1alpha1.MethodTOTP, v1alpha1.MethodHOTP:
@@ -205,6 +210,9 @@ func (h *Handler) enroll(w http.ResponseWriter, r *http.Request) int {
 }
 
 func (h *Handler) get(w http.ResponseWriter, r *http.Request) int {
+	if code := badUser(w, r.PathValue("user")); code != 0 {
+		return code
+	}
 	out, err := h.V.Get(r.Context(), r.PathValue("user"))
 	if err != nil {
 		return h.fail(w, err)
@@ -249,19 +257,28 @@ func (h *Handler) fail(w http.ResponseWriter, err error) int {
 	return writeJSON(w, status, errorBody{msg})
 }
 
-// decode reads a JSON body strictly; it answers 400 itself and returns its status when the body is bad.
+// decode reads a JSON body exactly (see parseBody); it answers 400 itself and returns its status when the
+// body is bad.
 func decode(w http.ResponseWriter, r *http.Request, into any) int {
-	dec := json.NewDecoder(r.Body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(into); err != nil {
+	raw, err := io.ReadAll(r.Body)
+	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
 			return writeJSON(w, 400, errorBody{fmt.Sprintf("request body is larger than %d bytes", MaxBodyBytes)})
 		}
-		return writeJSON(w, 400, errorBody{"request body is not valid JSON: " + err.Error()})
+		return writeJSON(w, 400, errorBody{"request body could not be read"})
 	}
-	if dec.More() {
-		return writeJSON(w, 400, errorBody{"request body holds more than one JSON value"})
+	if err := parseBody(raw, into); err != nil {
+		return writeJSON(w, 400, errorBody{err.Error()})
+	}
+	return 0
+}
+
+// badUser answers 400 for a user that can never be a sane identity (see enrollment.ValidUser), and returns
+// its status; 0 for a user the verifier serves.
+func badUser(w http.ResponseWriter, user string) int {
+	if err := enrollment.ValidUser(user); err != nil {
+		return writeJSON(w, 400, errorBody{err.Error()})
 	}
 	return 0
 }

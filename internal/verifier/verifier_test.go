@@ -364,6 +364,15 @@ func TestBadRequestsAreRefusedAndNotCounted(t *testing.T) {
 		"unknown field": `{"user":"alice","code":"123456","remember":true}`,
 		"two values":    `{"user":"alice","code":"1"}{"user":"alice","code":"2"}`,
 		"over 4 KiB":    `{"user":"alice","code":"` + strings.Repeat("1", verifier.MaxBodyBytes) + `"}`,
+		// Go's decoder alone would check alice's code for these (case-insensitive keys, last duplicate wins).
+		"a key in another case": `{"user":"bob","USER":"alice","code":"000000"}`,
+		"a key twice":           `{"user":"bob","code":"000000","user":"alice"}`,
+		"trailing data":         `{"user":"alice","code":"000000"} x`,
+		"invalid UTF-8":         "{\"user\":\"alice\xff\",\"code\":\"000000\"}",
+		"a lone surrogate":      `{"user":"alice\udc00","code":"000000"}`,
+		"a control character":   `{"user":"alice\u0000","code":"000000"}`,
+		"a bidi override":       `{"user":"\u202ealice","code":"000000"}`,
+		"a 257-character user":  `{"user":"` + strings.Repeat("a", 257) + `","code":"000000"}`,
 	} {
 		if res := call(t, "POST", r.url+"/v1/verify", body); res.Status != 400 || res.Body["error"] == nil {
 			t.Errorf("%s: %d %v, want 400 with a reason", name, res.Status, res.Body)
