@@ -101,11 +101,7 @@ func TestDefaultManifestsPutEveryNamespacedObjectInARestrictedKube2faSystemNames
 // watches that namespace alone, and can read no Secret anywhere else.
 func TestTheNamespacedInstallIsEnoughAndReachesNoOtherNamespace(t *testing.T) {
 	r := render(t, namespacedDir)
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespacedNamespace,
-		Labels: map[string]string{psaEnforce: "restricted", psaEnforceVersion: "latest"}}}
-	if err := env.Client.Create(t.Context(), ns); err != nil && !apierrors.IsAlreadyExists(err) {
-		t.Fatal(err)
-	}
+	namedRestrictedNamespace(t, namespacedNamespace)
 	serverDryRunApply(t, r, "")
 	d := r.deployment(t)
 	c := container(t, d, "manager")
@@ -174,11 +170,7 @@ func TestTheNamespacedInstallIsEnoughAndReachesNoOtherNamespace(t *testing.T) {
 // application holds no token the API server accepts, only one for audience kube2fa.
 func TestTheVerifierServiceAdmitsOnlyTheApplication(t *testing.T) {
 	r := render(t, serviceDir)
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: samplePolicy,
-		Labels: map[string]string{psaEnforce: "restricted", psaEnforceVersion: "latest"}}}
-	if err := env.Client.Create(t.Context(), ns); err != nil && !apierrors.IsAlreadyExists(err) {
-		t.Fatal(err)
-	}
+	namedRestrictedNamespace(t, samplePolicy)
 	serverDryRunApply(t, r, "") // warnings (Pod Security among them) fail it
 
 	deployments := map[string]*appsv1.Deployment{}
@@ -770,11 +762,21 @@ func createNamespaceFromRendering(t *testing.T, r rendering) string {
 // restrictedNamespace creates a fresh namespace where Pod Security admission enforces "restricted".
 func restrictedNamespace(t *testing.T) string {
 	t.Helper()
+	return namedRestrictedNamespace(t, "")
+}
+
+// namedRestrictedNamespace makes sure namespace name exists with Pod Security "restricted" enforced: a
+// fresh one named manifests-... when name is empty, else the one a rendering names (kept if it exists).
+func namedRestrictedNamespace(t *testing.T, name string) string {
+	t.Helper()
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
-		GenerateName: "manifests-",
-		Labels:       map[string]string{psaEnforce: "restricted", psaEnforceVersion: "latest"},
+		Name:   name,
+		Labels: map[string]string{psaEnforce: "restricted", psaEnforceVersion: "latest"},
 	}}
-	if err := env.Client.Create(t.Context(), ns); err != nil {
+	if name == "" {
+		ns.GenerateName = "manifests-"
+	}
+	if err := env.Client.Create(t.Context(), ns); err != nil && (name == "" || !apierrors.IsAlreadyExists(err)) {
 		t.Fatalf("creating a restricted namespace: %v", err)
 	}
 	return ns.Name
