@@ -110,10 +110,7 @@ func TestKeysNeverChangeAcrossManagerRestartsAndPolicyEdits(t *testing.T) {
 	startManager(t)
 	createEnrollment(t, ns, "newcomer", "webapp", "newcomer")
 	waitCondition(t, ns, "newcomer", v1alpha1.ConditionReady, metav1.ConditionTrue, "")
-	testenv.EventuallyErr(t, "the policy to be observed", func() (bool, error) {
-		err := env.Client.Get(ctx, client.ObjectKeyFromObject(p), p)
-		return p.Status.ObservedGeneration == p.Generation, err
-	})
+	waitPolicyObserved(t, p)
 
 	for _, n := range names {
 		after := getSecret(t, ns, render.SecretName(n))
@@ -330,8 +327,10 @@ func TestEnrollmentReadinessFollowsThePolicy(t *testing.T) {
 	}
 	waitCondition(t, ns, "hotp-user", v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonMethodNotAllowed)
 
-	// Disabled: the existing key is kept, a new enrollment gets none until the policy allows it again.
-	testenv.EditPolicy(t, env.Client, client.ObjectKey{Namespace: ns, Name: "webapp"}, func(s *v1alpha1.TwoFactorPolicySpec) { s.Mode = v1alpha1.ModeDisabled })
+	// Disabled: the existing key is kept, a new enrollment gets none until the policy allows it again. The
+	// enrollment comes once the manager has seen the edit: before, its cache may still say Enforced.
+	disabled := testenv.EditPolicy(t, env.Client, client.ObjectKey{Namespace: ns, Name: "webapp"}, func(s *v1alpha1.TwoFactorPolicySpec) { s.Mode = v1alpha1.ModeDisabled })
+	waitPolicyObserved(t, disabled)
 	createEnrollment(t, ns, "late", "webapp", "late")
 	waitCondition(t, ns, "late", v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonPolicyDisabled)
 	waitCondition(t, ns, "early", v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonKeyProvisioned)

@@ -121,3 +121,14 @@ func isNotFound(err error) (bool, error) {
 	}
 	return false, err
 }
+
+// waitPolicyObserved waits until the manager has reconciled p's generation: its cache, which the enrollment
+// reconciler reads too, holds that spec from then on.
+func waitPolicyObserved(t *testing.T, p *v1alpha1.TwoFactorPolicy) {
+	t.Helper()
+	testenv.EventuallyErr(t, "the manager to observe the policy edit", func() (bool, error) {
+		got := &v1alpha1.TwoFactorPolicy{}
+		err := env.Client.Get(ctx, client.ObjectKeyFromObject(p), got)
+		return got.Status.ObservedGeneration >= p.Generation, err
+	})
+}
