@@ -75,6 +75,9 @@ const (
 	ManagedByValue = "kube2fa"
 	// LabelPolicy names the policy of an enrollment Secret or verifier ConfigMap, for label selection.
 	LabelPolicy = "twofactor.kube2fa.io/policy"
+	// LabelSelfEnrolled marks the UserEnrollments the verifier created when their users self-enrolled (value
+	// "true"); only these expire when never confirmed.
+	LabelSelfEnrolled = "twofactor.kube2fa.io/self-enrolled"
 	// AnnotationUnlock on a UserEnrollment: any new value unlocks it and resets its failures.
 	AnnotationUnlock = "twofactor.kube2fa.io/unlock"
 	// AnnotationReissue on a UserEnrollment whose confirmed key was lost: any new value issues a new key and

@@ -97,8 +97,8 @@ kube2fa is ready. The verifier for policy webapp listens on http://%[2]s
   curl -s http://%[2]s/v1/enrollments -d '{"user":"bob"}'          # self-enroll: otpauthURI + qrPNG
   curl -s http://%[2]s/v1/enrollments/bob/confirm -d '{"code":"123456"}'   # first code from the app
   curl -s http://%[2]s/v1/verify -d '{"user":"bob","code":"123456"}'       # at every login
-  kubectl annotate ue bob twofactor.kube2fa.io/unlock=$(date +%%s) --overwrite   # unlock
-  kubectl delete userenrollment bob                      # recovery: his key goes with it
+  kubectl annotate ue --field-selector spec.user=bob twofactor.kube2fa.io/unlock=$(date +%%s) --overwrite   # unlock
+  kubectl delete ue --field-selector spec.user=bob        # recovery: his key goes with it
 
 Press Ctrl-C to stop.
 `, kubeconfig, o.listen)

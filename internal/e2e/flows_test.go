@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/kube2fa/kube2fa/internal/enrollment"
 	"github.com/kube2fa/kube2fa/internal/testenv"
 )
 
@@ -28,9 +29,12 @@ func TestEnforcedPolicyFromApplyToRecovery(t *testing.T) {
 	}
 
 	// 2. alice enrolls through replica A and confirms through replica B.
+	// Her enrollment's name is derived from the policy and the user; the USER column and the spec.user field
+	// selector find it.
 	phone := alicesPhone(t, a, b)
-	if out := kubectl(t, "get", "ue", "alice", "-n", ns); !strings.Contains(out, "alice   webapp   TOTP     True       False") {
-		t.Fatalf("kubectl get ue alice does not show her enrolled:\n%s", out)
+	ue := enrollment.Name("webapp", "alice")
+	if out := kubectl(t, "get", "ue", "-n", ns, "--field-selector", "spec.user=alice"); !strings.Contains(out, ue+"   alice   webapp   TOTP     True       False") {
+		t.Fatalf("kubectl get ue does not show alice enrolled:\n%s", out)
 	}
 
 	// 3. A code is accepted once; the same code on the other replica is a replay.
@@ -45,18 +49,18 @@ func TestEnforcedPolicyFromApplyToRecovery(t *testing.T) {
 	// 4. Wrong codes lock her out (the replay was the first); an administrator unlocks her.
 	a.verify(t, "alice", "000000")
 	b.verify(t, "alice", "000001")
-	kubectl(t, "wait", "-n", ns, "--for=condition=Locked", "--timeout=30s", "ue/alice")
+	kubectl(t, "wait", "-n", ns, "--for=condition=Locked", "--timeout=30s", "ue/"+ue)
 	if res := a.verify(t, "alice", phone.code(2)); res.Status != 429 || res.Header.Get("Retry-After") != "" {
 		t.Fatalf("right code while locked until an administrator unlocks: %v", res)
 	}
-	kubectl(t, "annotate", "-n", ns, "ue", "alice", "twofactor.kube2fa.io/unlock=ticket-1")
-	kubectl(t, "wait", "-n", ns, "--for=condition=Locked=false", "--timeout=30s", "ue/alice")
+	kubectl(t, "annotate", "-n", ns, "ue", "--field-selector", "spec.user=alice", "twofactor.kube2fa.io/unlock=ticket-1")
+	kubectl(t, "wait", "-n", ns, "--for=condition=Locked=false", "--timeout=30s", "ue/"+ue)
 	testenv.Eventually(t, "replica B to accept alice after the unlock", func() bool { return b.verify(t, "alice", phone.code(2)).Status == 200 })
 
 	// 5. Recovery: deleting the enrollment takes her key with it (the real garbage collector).
-	kubectl(t, "delete", "userenrollment", "alice", "-n", ns)
+	kubectl(t, "delete", "userenrollment", "--field-selector", "spec.user=alice", "-n", ns)
 	testenv.Eventually(t, "alice's Secret to be garbage-collected", func() bool {
-		_, err := cluster.Kubectl(ctx, "get", "secret", "alice-otp", "-n", ns)
+		_, err := cluster.Kubectl(ctx, "get", "secret", ue+"-otp", "-n", ns)
 		return err != nil && strings.Contains(err.Error(), "NotFound")
 	})
 	testenv.Eventually(t, "verify to ask alice to enroll again", func() bool {
@@ -111,7 +115,7 @@ func TestAThrottledLockEndsByItself(t *testing.T) {
 	if time.Since(locked) < 2*time.Second && (res.Status != 429 || res.Header.Get("Retry-After") == "") {
 		t.Fatalf("right code during the throttle: %v %v", res, res.Header)
 	}
-	kubectl(t, "wait", "-n", ns, "--for=condition=Locked=false", "--timeout=30s", "ue/alice")
+	kubectl(t, "wait", "-n", ns, "--for=condition=Locked=false", "--timeout=30s", "ue/"+enrollment.Name("webapp", "alice"))
 	testenv.Eventually(t, "a right code after the throttle", func() bool { return vs[1].verify(t, "alice", phone.code(1)).Status == 200 })
 	testenv.Eventually(t, "the lock and its end in the Events", func() bool {
 		events, _ := cluster.Kubectl(ctx, "get", "events", "-n", ns)

@@ -105,11 +105,14 @@ func (v *Verifier) Enroll(ctx context.Context, user string, method v1alpha1.Meth
 	return out, created, v.material(ctx, e, &out)
 }
 
-// create creates the user's enrollment, or finds the one another replica created at the same moment.
+// create creates the user's enrollment under its derived name (see enrollment.Name), or finds the one
+// another replica created at the same moment. When someone else took that name (an administrator can name an
+// enrollment anything), it creates the enrollment under a generated name instead of refusing the user.
 func (v *Verifier) create(ctx context.Context, user string, method v1alpha1.Method) (*v1alpha1.UserEnrollment, error) {
 	e := &v1alpha1.UserEnrollment{
-		ObjectMeta: metav1.ObjectMeta{Namespace: v.Namespace, Name: EnrollmentName(user)},
-		Spec:       v1alpha1.UserEnrollmentSpec{PolicyRef: v1alpha1.PolicyReference{Name: v.Policy}, User: user, Method: method},
+		ObjectMeta: metav1.ObjectMeta{Namespace: v.Namespace, Name: enrollment.Name(v.Policy, user),
+			Labels: map[string]string{v1alpha1.LabelSelfEnrolled: "true"}},
+		Spec: v1alpha1.UserEnrollmentSpec{PolicyRef: v1alpha1.PolicyReference{Name: v.Policy}, User: user, Method: method},
 	}
 	err := v.Client.Create(ctx, e)
 	if apierrors.IsAlreadyExists(err) {
@@ -117,10 +120,11 @@ func (v *Verifier) create(ctx context.Context, user string, method v1alpha1.Meth
 		if err := v.Client.Get(ctx, client.ObjectKeyFromObject(e), existing); err != nil {
 			return nil, unavailable("reading the existing enrollment failed: %v", apiReason(err))
 		}
-		if existing.Spec.User != user || existing.Spec.PolicyRef.Name != v.Policy {
-			return nil, refuse(ErrNameTaken, "UserEnrollment %s exists for another user or policy", e.Name)
+		if existing.Spec.User == user && existing.Spec.PolicyRef.Name == v.Policy {
+			return existing, nil
 		}
-		return existing, nil
+		e.GenerateName, e.Name = e.Name+"-", ""
+		err = v.Client.Create(ctx, e)
 	}
 	if err != nil {
 		return nil, unavailable("creating the enrollment failed: %v", apiReason(err))

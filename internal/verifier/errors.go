@@ -22,8 +22,6 @@ var (
 	ErrOtherMethodPending = errors.New("pending with another method")
 	// ErrLocked: the enrollment is locked by wrong codes, so it shows no provisioning material.
 	ErrLocked = errors.New("locked")
-	// ErrNameTaken: the enrollment name derived for the user belongs to another user or policy.
-	ErrNameTaken = errors.New("enrollment name taken")
 	// ErrUnavailable: state could not be read or recorded, so the verifier refuses (fails closed).
 	ErrUnavailable = errors.New("unavailable")
 )

@@ -19,7 +19,6 @@ func TestEveryRefusalHasItsHTTPStatusAndFaultsFailClosed(t *testing.T) {
 		{refuse(ErrAlreadyConfirmed, "done"), http.StatusConflict, "done"},
 		{refuse(ErrNoKey, "no key"), http.StatusConflict, "no key"},
 		{refuse(ErrOtherMethodPending, "TOTP pending"), http.StatusConflict, "TOTP pending"},
-		{refuse(ErrNameTaken, "taken"), http.StatusConflict, "taken"},
 		{refuse(ErrLocked, "locked"), http.StatusTooManyRequests, "locked"},
 		{unavailable("recording failed"), http.StatusServiceUnavailable, "recording failed"},
 		{fmt.Errorf("wrapped: %w", refuse(ErrNoEnrollment, "none")), http.StatusNotFound, "wrapped: none"},

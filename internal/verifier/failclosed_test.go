@@ -36,7 +36,7 @@ func TestFailsClosedWhenTheAPIServerIsGone(t *testing.T) {
 		t.Fatalf("enroll: %d %v", res.Status, res.Body)
 	}
 	s := &corev1.Secret{}
-	if err := own.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "alice-otp"}, s); err != nil {
+	if err := own.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: render.SecretName(ueName("alice"))}, s); err != nil {
 		t.Fatal(err)
 	}
 	params, k, err := render.ParseOTPSecret(s)

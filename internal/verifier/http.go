@@ -231,7 +231,6 @@ var statuses = []struct {
 	{ErrAlreadyConfirmed, http.StatusConflict},
 	{ErrNoKey, http.StatusConflict},
 	{ErrOtherMethodPending, http.StatusConflict},
-	{ErrNameTaken, http.StatusConflict},
 	{ErrLocked, http.StatusTooManyRequests},
 	{ErrUnavailable, http.StatusServiceUnavailable},
 }

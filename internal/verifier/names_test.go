@@ -1,35 +1,51 @@
-package verifier
+package verifier_test
 
 import (
-	"strings"
 	"testing"
 
-	"k8s.io/apimachinery/pkg/util/validation"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/kube2fa/kube2fa/api/v1alpha1"
+	"github.com/kube2fa/kube2fa/internal/testenv"
 )
 
-func TestEnrollmentNamesAreValidDeterministicAndDistinct(t *testing.T) {
-	users := []string{"alice", "bob-2", "Alice", "alice@example.com", "ALICE@example.com", "a.b", "-lead",
-		"名前", "x y", strings.Repeat("a", 41), strings.Repeat("a", 256), strings.Repeat("@", 256), "alice-", ""}
-	seen := map[string]string{}
-	for _, u := range users {
-		n := EnrollmentName(u)
-		if errs := validation.IsDNS1123Subdomain(n); len(errs) > 0 || len(n) > 249 {
-			t.Errorf("%q → %q is not a valid enrollment name: %v", u, n, errs)
-		}
-		if EnrollmentName(u) != n {
-			t.Errorf("%q: name is not deterministic", u)
-		}
-		if other, dup := seen[n]; dup {
-			t.Errorf("%q and %q share the name %q", u, other, n)
-		}
-		seen[n] = u
+// One user under two policies of one namespace is two enrollments, and a name someone else took does not
+// shut a user out: before, alice enrolled under "admin" got 409 from "webapp" for ever, and a user literally
+// named like another's derived name took it.
+func TestSelfEnrollmentNamesNeverCollide(t *testing.T) {
+	ns, rs := setup(t, spec(v1alpha1.ModeEnforced, v1alpha1.MethodTOTP), 1)
+	r := rs[0]
+	admin := &v1alpha1.TwoFactorPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "admin"},
+		Spec: spec(v1alpha1.ModeEnforced, v1alpha1.MethodTOTP)}
+	if err := env.Client.Create(ctx, admin); err != nil {
+		t.Fatal(err)
 	}
-	for user, want := range map[string]string{"alice": "alice", "bob-2": "bob-2", "a.b": "a.b"} {
-		if got := EnrollmentName(user); got != want {
-			t.Errorf("EnrollmentName(%q) = %q, want the user itself", user, got)
-		}
+	other := startVerifier(t, env, ns, "admin")
+	testenv.Eventually(t, "the admin verifier to load its policy", func() bool { return other.Ready() == nil })
+	if res := other.enroll(t, "alice", ""); res.Status != 201 {
+		t.Fatalf("alice under admin: %d %v", res.Status, res.Body)
 	}
-	if got := EnrollmentName("alice@example.com"); !strings.HasPrefix(got, "alice-example-com-") {
-		t.Errorf("EnrollmentName(alice@example.com) = %q, want a readable prefix", got)
+	enrolled(t, r, ns, "alice") // under webapp too
+
+	// An administrator named an enrollment of bob exactly as carol's would be derived.
+	squat := &v1alpha1.UserEnrollment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: ueName("carol")},
+		Spec: v1alpha1.UserEnrollmentSpec{PolicyRef: v1alpha1.PolicyReference{Name: "webapp"}, User: "bob"}}
+	if err := env.Client.Create(ctx, squat); err != nil {
+		t.Fatal(err)
+	}
+	if res := r.enroll(t, "carol", ""); res.Status != 201 {
+		t.Fatalf("carol, whose name bob's enrollment holds: %d %v", res.Status, res.Body)
+	}
+	var list v1alpha1.UserEnrollmentList
+	if err := env.Client.List(ctx, &list, client.InNamespace(ns), client.MatchingFields{"spec.user": "carol"}); err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Items) != 1 || list.Items[0].Name == squat.Name || list.Items[0].Spec.PolicyRef.Name != "webapp" ||
+		list.Items[0].Labels[v1alpha1.LabelSelfEnrolled] != "true" {
+		t.Fatalf("carol's enrollments: %v", list.Items)
+	}
+	if got := call(t, "GET", r.url+"/v1/enrollments/carol", ""); got.Body["state"] != "Pending" {
+		t.Fatalf("carol: %v", got.Body)
 	}
 }

@@ -30,6 +30,7 @@ import (
 	"github.com/kube2fa/kube2fa/api/v1alpha1"
 	"github.com/kube2fa/kube2fa/controllers"
 	"github.com/kube2fa/kube2fa/internal/controlplane"
+	userenrollment "github.com/kube2fa/kube2fa/internal/enrollment"
 	"github.com/kube2fa/kube2fa/internal/otp"
 	"github.com/kube2fa/kube2fa/internal/render"
 	"github.com/kube2fa/kube2fa/internal/scheme"
@@ -90,7 +91,7 @@ func verifierUser(t *testing.T, e *testenv.Env, ns, policy string) *rest.Config 
 	if err := yaml.Unmarshal(raw, role); err != nil {
 		t.Fatal(err)
 	}
-	role.Namespace = ns
+	role.Namespace, role.Name = ns, role.Name+"-"+policy
 	for i, rule := range role.Rules {
 		switch {
 		case slices.Equal(rule.Resources, []string{"configmaps"}):
@@ -99,7 +100,7 @@ func verifierUser(t *testing.T, e *testenv.Env, ns, policy string) *rest.Config 
 			role.Rules[i].ResourceNames = []string{policy}
 		}
 	}
-	user := "verifier-" + ns
+	user := "verifier-" + policy + "-" + ns
 	binding := &rbacv1.RoleBinding{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: user},
 		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name},
@@ -176,11 +177,14 @@ func (r *replica) enroll(t *testing.T, user, method string) response {
 	return call(t, "POST", r.url+"/v1/enrollments", fmt.Sprintf(`{"user":%q,"method":%q}`, user, method))
 }
 
-// key reads an enrollment's key and parameters the way an authenticator app gets them.
-func key(t *testing.T, ns, enrollment string) (otp.Params, []byte) {
+// ueName is the name self-enrollment gives user's enrollment under the tests' policy, webapp.
+func ueName(user string) string { return userenrollment.Name("webapp", user) }
+
+// key reads a self-enrolled user's key and parameters the way an authenticator app gets them.
+func key(t *testing.T, ns, user string) (otp.Params, []byte) {
 	t.Helper()
 	s := &corev1.Secret{}
-	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: render.SecretName(enrollment)}, s); err != nil {
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: render.SecretName(ueName(user))}, s); err != nil {
 		t.Fatal(err)
 	}
 	p, k, err := render.ParseOTPSecret(s)
@@ -209,10 +213,11 @@ func hotp(t *testing.T, p otp.Params, k []byte, counter uint64) string {
 	return c
 }
 
-func enrollment(t *testing.T, ns, name string) *v1alpha1.UserEnrollment {
+// enrollment reads a self-enrolled user's enrollment from the API server.
+func enrollment(t *testing.T, ns, user string) *v1alpha1.UserEnrollment {
 	t.Helper()
 	e := &v1alpha1.UserEnrollment{}
-	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, e); err != nil {
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: ueName(user)}, e); err != nil {
 		t.Fatal(err)
 	}
 	return e
@@ -224,7 +229,7 @@ func enrolled(t *testing.T, r *replica, ns, user string) (otp.Params, []byte) {
 	if res := r.enroll(t, user, ""); res.Status != 201 {
 		t.Fatalf("enroll %s: %d %v", user, res.Status, res.Body)
 	}
-	p, k := key(t, ns, verifier.EnrollmentName(user))
+	p, k := key(t, ns, user)
 	if res := r.confirm(t, user, totp(t, p, k, time.Now())); res.Status != 200 {
 		t.Fatalf("confirm %s: %d %v", user, res.Status, res.Body)
 	}

@@ -133,10 +133,10 @@ func TestALockedPendingEnrollmentShowsNoProvisioningMaterial(t *testing.T) {
 	}
 }
 
-func enrollmentInCache(t *testing.T, r *replica, ns, name string) *v1alpha1.UserEnrollment {
+func enrollmentInCache(t *testing.T, r *replica, ns, user string) *v1alpha1.UserEnrollment {
 	t.Helper()
 	e := &v1alpha1.UserEnrollment{}
-	if err := r.Cache.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, e); err != nil {
+	if err := r.Cache.Get(ctx, client.ObjectKey{Namespace: ns, Name: ueName(user)}, e); err != nil {
 		t.Fatal(err)
 	}
 	return e
@@ -168,7 +168,7 @@ func TestLockoutWithoutThrottleNeedsTheAdministrator(t *testing.T) {
 			return false
 		}
 		for _, ev := range list.Items {
-			if ev.Reason == v1alpha1.EventReasonLockedOut && ev.Regarding.Name == "alice" {
+			if ev.Reason == v1alpha1.EventReasonLockedOut && ev.Regarding.Name == ueName("alice") {
 				lockedOut = ev
 				return true
 			}
@@ -412,7 +412,7 @@ func TestMetricsCountDecisionsWithoutUserNamesOrKeys(t *testing.T) {
 			t.Errorf("metrics lack %q", want)
 		}
 	}
-	_, k := key(t, ns, verifier.EnrollmentName("alice-in-metrics"))
+	_, k := key(t, ns, "alice-in-metrics")
 	if strings.Contains(text, "alice-in-metrics") || strings.Contains(text, otp.EncodeSecret(k)) {
 		t.Error("metrics name a user or hold key material")
 	}
@@ -484,7 +484,7 @@ func TestALostKeyNeverLowersTheBar(t *testing.T) {
 	ns, rs := setup(t, spec(v1alpha1.ModeOptional, v1alpha1.MethodTOTP), 1)
 	r := rs[0]
 	p, k := enrolled(t, r, ns, "alice")
-	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: render.SecretName("alice")}}
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: render.SecretName(ueName("alice"))}}
 	if err := env.Client.Delete(ctx, secret); err != nil {
 		t.Fatal(err)
 	}
@@ -559,7 +559,7 @@ func TestOverTheNetworkOnlyAllowedCallersAreServed(t *testing.T) {
 	for _, o := range []client.Object{reviews, allowed,
 		&rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "review-" + ns},
 			RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: reviews.Name},
-			Subjects: []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: "verifier-" + ns}}},
+			Subjects: []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: "verifier-webapp-" + ns}}},
 		&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "verify-webapp"},
 			RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: allowed.Name},
 			Subjects: []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: "app", Namespace: ns}}},
