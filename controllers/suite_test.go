@@ -102,7 +102,12 @@ func recordAttemptsAt(t *testing.T, ns, name string, s enrollment.Settings, n in
 		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 			e := getEnrollment(t, ns, name)
 			at := now()
-			enrollment.Attempt(&e.Status, s, at, func() bool { return right })
+			enrollment.Attempt(&e.Status, s, at, func() enrollment.Verdict {
+				if right {
+					return enrollment.Right
+				}
+				return enrollment.Wrong
+			})
 			if right {
 				enrollment.Confirm(&e.Status, at)
 			}

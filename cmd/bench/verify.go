@@ -395,9 +395,9 @@ func (b *bench) statusCeiling(ctx context.Context, run, ns string, users []*user
 	return b.measure(run, users, rate, func(u *user, _, _ int) bool {
 		e := current[u.name]
 		// What an accepted decision records, by the shared state machine: the next counter, the success.
-		enrollment.Attempt(&e.Status, enrollment.Settings{MaxFailures: 1}, time.Now(), func() bool {
+		enrollment.Attempt(&e.Status, enrollment.Settings{MaxFailures: 1}, time.Now(), func() enrollment.Verdict {
 			e.Status.HOTPCounter = ptrTo(int64(u.counter) + 1)
-			return true
+			return enrollment.Right
 		})
 		if err := b.client.Status().Update(ctx, e, client.FieldOwner(verifierFieldOwner)); err != nil {
 			return false

@@ -37,16 +37,17 @@ func TestEnforcedPolicyFromApplyToRecovery(t *testing.T) {
 		t.Fatalf("kubectl get ue does not show alice enrolled:\n%s", out)
 	}
 
-	// 3. A code is accepted once; the same code on the other replica is a replay.
+	// 3. A code is accepted once; the same code on the other replica is a replay, refused and not counted.
 	code := phone.code(1) // the same string twice: recomputed after a step boundary it would be a new code
 	if res := a.verify(t, "alice", code); res.Status != 200 || res.result() != "accepted" {
 		t.Fatalf("verify: %v", res)
 	}
-	if res := b.verify(t, "alice", code); res.Status != 401 {
+	if res := b.verify(t, "alice", code); res.Status != 401 || res.result() != "already_used" {
 		t.Fatalf("replay on replica B: %v", res)
 	}
 
-	// 4. Wrong codes lock her out (the replay was the first); an administrator unlocks her.
+	// 4. Three wrong codes lock her out (the replay was not one); an administrator unlocks her.
+	a.verify(t, "alice", "999999")
 	a.verify(t, "alice", "000000")
 	b.verify(t, "alice", "000001")
 	kubectl(t, "wait", "-n", ns, "--for=condition=Locked", "--timeout=30s", "ue/"+ue)

@@ -40,7 +40,7 @@ func TestMakeRunServesARoundTripAndKeepsItsState(t *testing.T) {
 		t.Fatalf("after a restart bob should still be enrolled (409 on enroll), got %v", res)
 	}
 	// His last code is still used up: the replay state survived the restart too.
-	if res := v.verify(t, "bob", last); res.Status != 401 || res.result() != "rejected" {
+	if res := v.verify(t, "bob", last); res.Status != 401 || res.result() != "already_used" {
 		t.Fatalf("replaying bob's last code after a restart: %v", res)
 	}
 }

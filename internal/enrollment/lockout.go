@@ -34,6 +34,21 @@ const (
 	Rejected
 	// RefusedLocked: the enrollment is locked; the code was not evaluated and nothing was counted.
 	RefusedLocked
+	// RefusedUsed: the code was one already used (a double submit, a retry); refused, nothing counted.
+	RefusedUsed
+)
+
+// Verdict is what a check found a code to be.
+type Verdict int
+
+const (
+	// Wrong: a guess that failed; it counts.
+	Wrong Verdict = iota
+	// Right: the code is accepted.
+	Right
+	// Used: the code is one accepted before (or passed over by a later one), replayed; no guess, so it
+	// does not count, whichever replica sees it.
+	Used
 )
 
 // Result describes one attempt.
@@ -49,16 +64,20 @@ type Result struct {
 
 // Attempt applies one code attempt at now. An expired lock is cleared first; while locked, check is not
 // called, nothing is counted and the lock is not extended. Otherwise check decides whether the code is right
-// (and may record its own facts, such as the TOTP step, on success).
-func Attempt(st *v1alpha1.UserEnrollmentStatus, s Settings, now time.Time, check func() bool) Result {
+// (and may record its own facts, such as the TOTP step, when it is), wrong (counted), or used (refused, not
+// counted).
+func Attempt(st *v1alpha1.UserEnrollmentStatus, s Settings, now time.Time, check func() Verdict) Result {
 	Expire(st, now)
 	if IsLocked(st, now) {
 		return Result{Outcome: RefusedLocked, RetryAfter: RetryAfter(st, now)}
 	}
-	if check() {
+	switch check() {
+	case Right:
 		st.FailedAttempts = 0
 		st.LastSuccessAt = stamp(now)
 		return Result{Outcome: Accepted}
+	case Used:
+		return Result{Outcome: RefusedUsed}
 	}
 	st.FailedAttempts++
 	st.LastFailureAt = stamp(now)

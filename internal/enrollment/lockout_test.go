@@ -12,8 +12,8 @@ import (
 
 var t0 = time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC)
 
-func wrong() bool { return false }
-func right() bool { return true }
+func wrong() Verdict { return Wrong }
+func right() Verdict { return Right }
 
 func TestLocksAtExactlyMaxFailures(t *testing.T) {
 	for _, max := range []int32{1, 3, 5} {
@@ -45,7 +45,7 @@ func TestRightCodeWhileLockedIsRefusedAndNotCounted(t *testing.T) {
 	Attempt(st, s, t0, wrong)
 	lockedUntil := st.LockedUntil.DeepCopy()
 	called := false
-	res := Attempt(st, s, t0.Add(30*time.Second), func() bool { called = true; return true })
+	res := Attempt(st, s, t0.Add(30*time.Second), func() Verdict { called = true; return Right })
 	if res.Outcome != RefusedLocked || called {
 		t.Fatalf("a code was evaluated while locked: %+v (check called: %v)", res, called)
 	}
@@ -195,5 +195,27 @@ func TestCountUsesTheConditionsClientsSee(t *testing.T) {
 	want := v1alpha1.EnrollmentCounts{Total: 5, Confirmed: 2, Pending: 1, Locked: 1}
 	if got != want {
 		t.Fatalf("Count = %+v, want %+v", got, want)
+	}
+}
+
+// A replayed code is refused without counting: a double submit never locks the user out, even at one failure
+// from the lock; while locked, the lock answers first.
+func TestAUsedCodeIsRefusedNotCounted(t *testing.T) {
+	st := &v1alpha1.UserEnrollmentStatus{}
+	s := Settings{MaxFailures: 2}
+	used := func() Verdict { return Used }
+	Attempt(st, s, t0, wrong)
+	before := *st.DeepCopy()
+	for range 5 {
+		if res := Attempt(st, s, t0.Add(time.Second), used); res.Outcome != RefusedUsed || res.LockedNow {
+			t.Fatalf("replay: %+v", res)
+		}
+	}
+	if st.FailedAttempts != 1 || IsLocked(st, t0) || !st.LastFailureAt.Equal(before.LastFailureAt) {
+		t.Fatalf("replays changed the state: %+v", st)
+	}
+	Attempt(st, s, t0, wrong)
+	if res := Attempt(st, s, t0, used); res.Outcome != RefusedLocked {
+		t.Fatalf("replay while locked: %+v", res)
 	}
 }

@@ -163,25 +163,45 @@ func NormalizeCode(code string, digits int32) (string, bool) {
 // at a later step. Malformed codes, invalid params (see Params.Validate), keys shorter than
 // MinSecretBytes and skewSteps outside 0..MaxSkewSteps accept nothing.
 func CheckTOTP(secret []byte, p Params, code string, now time.Time, skewSteps int32, lastUsedStep *int64) (step int64, ok bool) {
-	if p.Method != v1alpha1.MethodTOTP || p.Validate() != nil || skewSteps < 0 || skewSteps > MaxSkewSteps {
+	first, last, ok := totpWindow(p, now, skewSteps)
+	if !ok {
 		return 0, false
 	}
-	unix := now.Unix()
-	if unix < 0 {
-		return 0, false
-	}
-	cur, skew := unix/int64(p.PeriodSeconds), int64(skewSteps)
-	if cur > math.MaxInt64-skew {
-		return 0, false
-	}
-	first := max(cur-skew, 0)
 	if lastUsedStep != nil && *lastUsedStep >= first {
 		if *lastUsedStep == math.MaxInt64 {
 			return 0, false
 		}
 		first = *lastUsedStep + 1
 	}
-	return check(secret, p, code, first, cur+skew)
+	return check(secret, p, code, first, last)
+}
+
+// UsedTOTP reports whether code, which CheckTOTP refused, is the code of a step of the same window that
+// lastUsedStep has consumed: a code accepted before (or passed over by a later one) and now replayed, as a
+// double submit or a retry does. A replay is no guess; the caller refuses it without counting a failure.
+func UsedTOTP(secret []byte, p Params, code string, now time.Time, skewSteps int32, lastUsedStep *int64) bool {
+	first, last, ok := totpWindow(p, now, skewSteps)
+	if !ok || lastUsedStep == nil {
+		return false
+	}
+	_, used := check(secret, p, code, first, min(last, *lastUsedStep))
+	return used
+}
+
+// totpWindow returns the steps a TOTP code may match at now, or false when the parameters accept nothing.
+func totpWindow(p Params, now time.Time, skewSteps int32) (first, last int64, ok bool) {
+	if p.Method != v1alpha1.MethodTOTP || p.Validate() != nil || skewSteps < 0 || skewSteps > MaxSkewSteps {
+		return 0, 0, false
+	}
+	unix := now.Unix()
+	if unix < 0 {
+		return 0, 0, false
+	}
+	cur, skew := unix/int64(p.PeriodSeconds), int64(skewSteps)
+	if cur > math.MaxInt64-skew {
+		return 0, 0, false
+	}
+	return max(cur-skew, 0), cur + skew, true
 }
 
 // CheckHOTP checks code against the counters counter..counter+lookAhead. It returns the next counter to
@@ -189,8 +209,7 @@ func CheckTOTP(secret []byte, p Params, code string, now time.Time, skewSteps in
 // window; if several counters match, the highest wins. Malformed codes, invalid params, keys shorter than
 // MinSecretBytes, a negative counter and lookAhead outside 0..MaxLookAhead accept nothing.
 func CheckHOTP(secret []byte, p Params, code string, counter int64, lookAhead int32) (next int64, ok bool) {
-	if p.Method != v1alpha1.MethodHOTP || p.Validate() != nil || lookAhead < 0 || lookAhead > MaxLookAhead ||
-		counter < 0 || counter > math.MaxInt64-1-int64(lookAhead) {
+	if !hotpValid(p, counter, lookAhead) {
 		return 0, false
 	}
 	match, ok := check(secret, p, code, counter, counter+int64(lookAhead))
@@ -198,6 +217,21 @@ func CheckHOTP(secret []byte, p Params, code string, counter int64, lookAhead in
 		return 0, false
 	}
 	return match + 1, true
+}
+
+// UsedHOTP reports whether code, which CheckHOTP refused, is the code of one of the lookAhead+1 counters
+// before counter: consumed by an accepted code (or passed over by one), and now replayed. See UsedTOTP.
+func UsedHOTP(secret []byte, p Params, code string, counter int64, lookAhead int32) bool {
+	if !hotpValid(p, counter, lookAhead) || counter == 0 {
+		return false
+	}
+	_, used := check(secret, p, code, max(counter-1-int64(lookAhead), 0), counter-1)
+	return used
+}
+
+func hotpValid(p Params, counter int64, lookAhead int32) bool {
+	return p.Method == v1alpha1.MethodHOTP && p.Validate() == nil && lookAhead >= 0 && lookAhead <= MaxLookAhead &&
+		counter >= 0 && counter <= math.MaxInt64-1-int64(lookAhead)
 }
 
 // check compares code with the codes of counters first..last (0 <= first, both inclusive) in constant

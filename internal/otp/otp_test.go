@@ -190,6 +190,8 @@ func TestCheckTOTPPeriodBoundaries(t *testing.T) {
 	}
 }
 
+// The steps CheckTOTP refuses for replay, and which of those UsedTOTP reports as a replay (refused without
+// counting) rather than a wrong code.
 func TestCheckTOTPReplayProtection(t *testing.T) {
 	now := time.Unix(1234567890, 0)
 	cur := now.Unix() / 30
@@ -201,17 +203,19 @@ func TestCheckTOTPReplayProtection(t *testing.T) {
 		lastUsed  *int64
 		wantStep  int64
 		wantValid bool
+		wantUsed  bool
 	}{
-		{"first use of the current step", cur, nil, cur, true},
-		{"current step again after it was used", cur, ptr(cur), 0, false},
-		{"previous step after the current one was used", cur - 1, ptr(cur), 0, false},
-		{"previous step after the next one was used", cur - 1, ptr(cur + 1), 0, false},
-		{"next step after the current one was used", cur + 1, ptr(cur), cur + 1, true},
-		{"current step after the previous one was used", cur, ptr(cur - 1), cur, true},
-		{"previous step when an older step was used", cur - 1, ptr(cur - 5), cur - 1, true},
-		{"any step after the last step of the window was used", cur + 1, ptr(cur + 1), 0, false},
-		{"a negative last used step", cur, ptr(-1), cur, true},
-		{"the largest last used step", cur, ptr(math.MaxInt64), 0, false},
+		{"first use of the current step", cur, nil, cur, true, false},
+		{"current step again after it was used", cur, ptr(cur), 0, false, true},
+		{"previous step after the current one was used", cur - 1, ptr(cur), 0, false, true},
+		{"previous step after the next one was used", cur - 1, ptr(cur + 1), 0, false, true},
+		{"next step after the current one was used", cur + 1, ptr(cur), cur + 1, true, false},
+		{"current step after the previous one was used", cur, ptr(cur - 1), cur, true, false},
+		{"previous step when an older step was used", cur - 1, ptr(cur - 5), cur - 1, true, false},
+		{"any step after the last step of the window was used", cur + 1, ptr(cur + 1), 0, false, true},
+		{"a negative last used step", cur, ptr(-1), cur, true, false},
+		{"the largest last used step", cur, ptr(math.MaxInt64), 0, false, true},
+		{"a used step that left the window", cur - 2, ptr(cur), 0, false, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -220,7 +224,32 @@ func TestCheckTOTPReplayProtection(t *testing.T) {
 			if ok != tt.wantValid || step != tt.wantStep {
 				t.Errorf("got step %d, %v; want %d, %v", step, ok, tt.wantStep, tt.wantValid)
 			}
+			if used := UsedTOTP(seed20, p, code, now, 1, tt.lastUsed); !ok && used != tt.wantUsed {
+				t.Errorf("used: got %v, want %v", used, tt.wantUsed)
+			}
 		})
+	}
+	wrong := mustCode(t, seed20, v1alpha1.AlgorithmSHA1, 6, cur+7)
+	if UsedTOTP(seed20, p, wrong, now, 1, ptr(cur+1)) || UsedTOTP(seed20, p, "12345", now, 1, ptr(cur+1)) {
+		t.Error("a wrong or malformed code is reported as used")
+	}
+}
+
+// UsedHOTP looks back as far as CheckHOTP looks ahead, plus the counter just consumed.
+func TestUsedHOTPWindow(t *testing.T) {
+	p := hotpParams()
+	const counter, lookAhead = 5, 2
+	for c, want := range map[int64]bool{1: false, 2: true, 3: true, 4: true, 6: false} {
+		code := mustCode(t, seed20, v1alpha1.AlgorithmSHA1, 6, c)
+		if _, ok := CheckHOTP(seed20, p, code, counter, lookAhead); ok && c < counter {
+			t.Errorf("counter %d accepted after %d", c, counter)
+		}
+		if got := UsedHOTP(seed20, p, code, counter, lookAhead); got != want {
+			t.Errorf("code of counter %d used at %d: got %v, want %v", c, counter, got, want)
+		}
+	}
+	if UsedHOTP(seed20, p, mustCode(t, seed20, v1alpha1.AlgorithmSHA1, 6, 0), 0, lookAhead) {
+		t.Error("nothing is used before the first code")
 	}
 }
 

@@ -168,6 +168,8 @@ func (h *Handler) decision(w http.ResponseWriter, d Decision, err error) int {
 	switch d.Result {
 	case Rejected:
 		status, body.RemainingAttempts = 401, &d.RemainingAttempts
+	case AlreadyUsed:
+		status = 401
 	case EnrollmentRequired, ReenrollmentRequired:
 		status = 403
 	case Locked:

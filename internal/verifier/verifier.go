@@ -47,6 +47,9 @@ const (
 	ReenrollmentRequired Result = "reenrollment_required"
 	Locked               Result = "locked"
 	Confirmed            Result = "confirmed"
+	// AlreadyUsed: the code was accepted before (a double submit, a retry, another tab); refused and not
+	// counted as a failure. The user waits for the next code.
+	AlreadyUsed Result = "already_used"
 )
 
 // Decision is the outcome of a code check.
@@ -171,11 +174,14 @@ func (v *Verifier) decide(ctx context.Context, user, code string, confirm bool) 
 		now := v.Clock.Now()
 		updated := e.DeepCopy()
 		st := &updated.Status
-		res := enrollment.Attempt(st, enrollment.SettingsFor(policy), now, func() bool {
+		res := enrollment.Attempt(st, enrollment.SettingsFor(policy), now, func() enrollment.Verdict {
 			return check(st, params, key, code, now, policy)
 		})
-		if res.Outcome == enrollment.RefusedLocked {
-			return Decision{Result: Locked, RetryAfter: res.RetryAfter}, nil // nothing changed, nothing written
+		switch res.Outcome { // nothing changed, nothing written
+		case enrollment.RefusedLocked:
+			return Decision{Result: Locked, RetryAfter: res.RetryAfter}, nil
+		case enrollment.RefusedUsed:
+			return Decision{Result: AlreadyUsed}, nil
 		}
 		if res.Outcome == enrollment.Accepted && confirm {
 			enrollment.Confirm(st, now)
@@ -229,24 +235,29 @@ func (v *Verifier) precheck(p v1alpha1.ResolvedPolicy, e *v1alpha1.UserEnrollmen
 }
 
 // check evaluates a code against the enrollment's own snapshot of parameters and records what makes a
-// replay impossible: the TOTP step, or the next HOTP counter.
+// replay impossible: the TOTP step, or the next HOTP counter. A code refused for replay is Used, not Wrong.
 func check(st *v1alpha1.UserEnrollmentStatus, params otp.Params, key []byte, code string, now time.Time,
-	p v1alpha1.ResolvedPolicy) bool {
+	p v1alpha1.ResolvedPolicy) enrollment.Verdict {
 	switch params.Method {
 	case v1alpha1.MethodTOTP:
-		step, ok := otp.CheckTOTP(key, params, code, now, p.TOTP.SkewSteps, st.LastUsedStep)
-		if ok {
+		if step, ok := otp.CheckTOTP(key, params, code, now, p.TOTP.SkewSteps, st.LastUsedStep); ok {
 			st.LastUsedStep = &step
+			return enrollment.Right
 		}
-		return ok
+		if otp.UsedTOTP(key, params, code, now, p.TOTP.SkewSteps, st.LastUsedStep) {
+			return enrollment.Used
+		}
 	case v1alpha1.MethodHOTP:
-		next, ok := otp.CheckHOTP(key, params, code, ptr.Deref(st.HOTPCounter, 0), p.HOTP.LookAhead)
-		if ok {
+		counter := ptr.Deref(st.HOTPCounter, 0)
+		if next, ok := otp.CheckHOTP(key, params, code, counter, p.HOTP.LookAhead); ok {
 			st.HOTPCounter = &next
+			return enrollment.Right
 		}
-		return ok
+		if otp.UsedHOTP(key, params, code, counter, p.HOTP.LookAhead) {
+			return enrollment.Used
+		}
 	}
-	return false
+	return enrollment.Wrong
 }
 
 func (v *Verifier) announce(e *v1alpha1.UserEnrollment, res enrollment.Result, confirm bool) Decision {

@@ -94,20 +94,27 @@ func TestSelfEnrollConfirmAndVerifyAcrossReplicas(t *testing.T) {
 		t.Fatalf("enroll when confirmed: %d", res.Status)
 	}
 
-	// The confirming code was used: replaying it fails on either replica; the next step's code works once.
-	if res := a.verify(t, "alice", code); res.Status != 401 {
+	// The confirming code was used: replaying it is refused on either replica, as already used and not as a
+	// guess; the next step's code works once.
+	if res := a.verify(t, "alice", code); res.Status != 401 || res.result() != "already_used" || len(res.Body) != 1 {
 		t.Fatalf("replay of the confirming code: %d %v", res.Status, res.Body)
 	}
 	next := totp(t, p, k, now.Add(time.Duration(p.PeriodSeconds)*time.Second))
 	if res := a.verify(t, "alice", next); res.Status != 200 || res.result() != "accepted" {
 		t.Fatalf("verify: %d %v", res.Status, res.Body)
 	}
+	if res := a.verify(t, "alice", next); res.Status != 401 || res.result() != "already_used" { // a double submit
+		t.Fatalf("double submit: %d %v", res.Status, res.Body)
+	}
 	testenv.Eventually(t, "replica B to see the acceptance", func() bool {
 		return enrollmentInCache(t, b, ns, "alice").Status.LastUsedStep != nil &&
 			*enrollmentInCache(t, b, ns, "alice").Status.LastUsedStep == now.Unix()/30+1
 	})
-	if res := b.verify(t, "alice", next); res.Status != 401 || res.result() != "rejected" {
+	if res := b.verify(t, "alice", next); res.Status != 401 || res.result() != "already_used" {
 		t.Fatalf("replay on the other replica: %d %v", res.Status, res.Body)
+	}
+	if e := enrollment(t, ns, "alice"); e.Status.FailedAttempts != 0 {
+		t.Fatalf("replays were counted: %+v", e.Status)
 	}
 }
 
@@ -265,19 +272,26 @@ func TestAValidCodeSubmittedConcurrentlyIsAcceptedOnce(t *testing.T) {
 	testenv.Eventually(t, "both replicas to see the confirmation", func() bool {
 		return enrollmentInCache(t, rs[1], ns, "alice").Status.ConfirmedAt != nil
 	})
+	// 20 racing copies over two replicas: one acceptance, and the copies are refused as already used, never
+	// counted (they used to lock the user out).
 	code := totp(t, p, k, time.Now().Add(30*time.Second))
-	statuses := hammer(20, func(i int) int { return rs[i%2].verify(t, "alice", code).Status })
-	if statuses[200] != 1 {
-		t.Fatalf("answers %v: want exactly one acceptance", statuses)
+	answers := hammer(20, func(i int) string {
+		res := rs[i%2].verify(t, "alice", code)
+		return fmt.Sprint(res.Status, " ", res.result())
+	})
+	if answers["200 accepted"] != 1 || answers["401 already_used"] != 19 {
+		t.Fatalf("answers %v: want exactly one acceptance and 19 already_used", answers)
 	}
-	t.Logf("answers: %v", statuses)
+	if e := enrollment(t, ns, "alice"); e.Status.FailedAttempts != 0 || e.Status.LastFailureAt != nil {
+		t.Fatalf("replays were counted: %+v", e.Status)
+	}
 }
 
 // hammer runs n calls at once and counts their HTTP statuses.
-func hammer(n int, f func(i int) int) map[int]int {
+func hammer[K comparable](n int, f func(i int) K) map[K]int {
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	counts := map[int]int{}
+	counts := map[K]int{}
 	start := make(chan struct{})
 	for i := range n {
 		wg.Go(func() {
