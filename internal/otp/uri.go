@@ -7,29 +7,23 @@ import (
 	"image"
 	"image/color"
 	"image/png"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
 
 	"github.com/boombuler/barcode"
 	"github.com/boombuler/barcode/qr"
-
 	potp "github.com/pquerna/otp"
-	"github.com/pquerna/otp/hotp"
-	"github.com/pquerna/otp/totp"
 
 	"github.com/kube2fa/kube2fa/api/v1alpha1"
 )
 
-var pquernaAlgorithms = map[v1alpha1.Algorithm]potp.Algorithm{
-	v1alpha1.AlgorithmSHA1:   potp.AlgorithmSHA1,
-	v1alpha1.AlgorithmSHA256: potp.AlgorithmSHA256,
-	v1alpha1.AlgorithmSHA512: potp.AlgorithmSHA512,
-}
-
 // ProvisioningURI returns the otpauth:// URI (Key Uri Format) of secret, labelled "issuer:account".
 // For HOTP it carries counter, the first counter the authenticator will use; for TOTP counter is ignored.
-// Errors never contain the secret.
+// Every query value is escaped, so that no issuer can end the issuer parameter or add one ("Smith & Co",
+// "Acme&secret=..."), and the label is escaped as a path, so that no account reaches the query. Spaces are
+// %20, not "+", which some authenticator apps show literally. Errors never contain the secret.
 func ProvisioningURI(p Params, issuer, account string, secret []byte, counter int64) (string, error) {
 	if err := p.Validate(); err != nil {
 		return "", err
@@ -42,38 +36,30 @@ func ProvisioningURI(p Params, issuer, account string, secret []byte, counter in
 	case account == "":
 		return "", errors.New("otp: account name must be set")
 	case len(secret) < MinSecretBytes:
-		// Also guards pquerna, which generates a key of its own when given none.
 		return "", errShortSecret
 	}
-	alg := pquernaAlgorithms[p.Algorithm]
-	var (
-		key *potp.Key
-		err error
-	)
+	q := url.Values{
+		"secret":    {EncodeSecret(secret)},
+		"issuer":    {issuer},
+		"algorithm": {string(p.Algorithm)},
+		"digits":    {strconv.Itoa(int(p.Digits))},
+	}
 	if p.Method == v1alpha1.MethodTOTP {
-		key, err = totp.Generate(totp.GenerateOpts{
-			Issuer: issuer, AccountName: account, Secret: secret,
-			Digits: potp.Digits(p.Digits), Algorithm: alg, Period: uint(p.PeriodSeconds),
-		})
+		q.Set("period", strconv.Itoa(int(p.PeriodSeconds)))
 	} else {
 		if counter < 0 {
 			return "", fmt.Errorf("otp: HOTP counter must not be negative, got %d", counter)
 		}
-		key, err = hotp.Generate(hotp.GenerateOpts{
-			Issuer: issuer, AccountName: account, Secret: secret,
-			Digits: potp.Digits(p.Digits), Algorithm: alg,
-		})
+		q.Set("counter", strconv.FormatInt(counter, 10)) // required for HOTP by the Key Uri Format
 	}
-	if err != nil {
-		// pquerna's errors may quote the URI, and with it the secret: never wrap them.
-		return "", errors.New("otp: building provisioning URI failed")
+	u := url.URL{
+		Scheme: "otpauth",
+		Host:   strings.ToLower(string(p.Method)),
+		Path:   "/" + issuer + ":" + account,
+		// QueryEscape writes a space as "+" and a "+" as "%2B": every "+" left is a space.
+		RawQuery: strings.ReplaceAll(q.Encode(), "+", "%20"),
 	}
-	uri := key.String()
-	if p.Method == v1alpha1.MethodHOTP {
-		// The Key Uri Format requires counter for HOTP; pquerna omits it. The query is never empty.
-		uri += "&counter=" + strconv.FormatInt(counter, 10)
-	}
-	return uri, nil
+	return u.String(), nil
 }
 
 // QRPNG renders uri as a black-and-white PNG QR code of size x size pixels, as pquerna/otp's Key.Image

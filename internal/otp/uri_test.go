@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"image/png"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -33,6 +34,9 @@ func TestProvisioningURIRoundTrip(t *testing.T) {
 		{"account with @ and :", totpParams(v1alpha1.AlgorithmSHA1, 6), "Acme", "alice@example.com:admin", 0},
 		{"account with URI delimiters", hotpParams(), "Acme", "a/b?c#d&e=f%g+h", 7},
 		{"account with non-ASCII letters", totpParams(v1alpha1.AlgorithmSHA1, 6), "Äcme", "jürgen", 0},
+		{"issuer with an ampersand", totpParams(v1alpha1.AlgorithmSHA1, 6), "Smith & Co", "alice", 0},
+		{"issuer that tries to add a secret", totpParams(v1alpha1.AlgorithmSHA1, 6), "Acme&secret=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "alice", 0},
+		{"issuer with query delimiters", hotpParams(), "A+B=C#D?E%F/G", "alice", 3},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -62,13 +66,54 @@ func TestProvisioningURIRoundTrip(t *testing.T) {
 				check("counter", q.Get("counter"), "")
 			} else {
 				check("period", q.Get("period"), "")
-				check("counter", q.Get("counter"), map[int64]string{0: "0", 7: "7", 42: "42"}[tt.counter])
+				check("counter", q.Get("counter"), strconv.FormatInt(tt.counter, 10))
 			}
-			if got, err := DecodeSecret(q.Get("secret")); err != nil || !bytes.Equal(got, secret) {
-				t.Errorf("secret does not decode to the key: %v", err)
+			if got, err := DecodeSecret(q.Get("secret")); err != nil || !bytes.Equal(got, secret) || len(q["secret"]) != 1 {
+				t.Errorf("secret does not decode to the key, or is given %d times: %v", len(q["secret"]), err)
+			}
+			// What authenticator apps read, through the library the project uses for them.
+			key, err := potp.NewKeyFromURL(uri)
+			if err != nil || key.Issuer() != tt.issuer || key.AccountName() != tt.account || key.Secret() != EncodeSecret(secret) {
+				t.Errorf("pquerna reads issuer %q, account %q: %v", key.Issuer(), key.AccountName(), err)
 			}
 		})
 	}
+}
+
+// FuzzProvisioningURI: whatever the issuer and account, the URI holds exactly one secret, the key's; the
+// issuer round-trips; and the query holds only the parameters the builder sets, so the account never
+// reaches it. Longer run: go test -run '^$' -fuzz FuzzProvisioningURI -fuzztime 1m ./internal/otp
+func FuzzProvisioningURI(f *testing.F) {
+	f.Add("Smith & Co", "alice")
+	f.Add("Acme&secret=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "bob")
+	f.Add("Acme", "a?secret=AAAA&issuer=x#y")
+	f.Add("A+B%20C", "名前 ")
+	f.Fuzz(func(t *testing.T, issuer, account string) {
+		uri, err := ProvisioningURI(totpParams(v1alpha1.AlgorithmSHA1, 6), issuer, account, seed20, 0)
+		if err != nil {
+			return
+		}
+		u, err := url.Parse(uri)
+		if err != nil {
+			t.Fatalf("%q does not parse: %v", uri, err)
+		}
+		q, err := url.ParseQuery(u.RawQuery)
+		if err != nil {
+			t.Fatalf("%q: query does not parse: %v", uri, err)
+		}
+		if len(q["secret"]) != 1 || q.Get("secret") != EncodeSecret(seed20) {
+			t.Fatalf("%q: secrets %q", uri, q["secret"])
+		}
+		if len(q["issuer"]) != 1 || q.Get("issuer") != issuer {
+			t.Fatalf("%q: issuer %q, want %q", uri, q["issuer"], issuer)
+		}
+		if len(q) != 5 || len(q["algorithm"])+len(q["digits"])+len(q["period"]) != 3 {
+			t.Fatalf("%q: the query holds %v", uri, q)
+		}
+		if u.Path != "/"+issuer+":"+account || u.Fragment != "" {
+			t.Fatalf("%q: label %q, fragment %q", uri, u.Path, u.Fragment)
+		}
+	})
 }
 
 func TestProvisioningURIRejectsInvalidInput(t *testing.T) {
