@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"fmt"
@@ -106,14 +107,18 @@ func (r *EnrollmentReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		notes = append(notes, note{corev1.EventTypeWarning, v1alpha1.ReasonSecretConflict, "Provision",
 			"Secret " + s.Name + " exists and was not created for this enrollment by kube2fa: it is not used as its key"})
 	}
-	if facts.Policy != nil {
-		e.Status.Method = facts.Method
-	}
-	if facts.Secret != nil && facts.Secret.Owned && !facts.KeyLost {
-		if enrollment.BindKey(&e.Status, facts.Secret.Name, facts.Secret.UID) {
+	if s := facts.Secret; s != nil && s.Owned && !facts.KeyLost {
+		if enrollment.BindKey(&e.Status, s.Name, s.UID) {
 			notes = append(notes, note{corev1.EventTypeWarning, v1alpha1.EventReasonKeyReplaced, "Provision",
 				"Secret " + e.Status.SecretName + " was replaced with a new key: the enrollment must be confirmed again"})
 		}
+		// A bound key's method is its own snapshot's, whatever the policy's methods say now.
+		if s.Method != "" {
+			e.Status.Method = s.Method
+		}
+		facts.Method = cmp.Or(e.Status.Method, facts.Method)
+	} else if facts.Policy != nil {
+		e.Status.Method = facts.Method
 	}
 	meta.SetStatusCondition(&e.Status.Conditions, enrollment.Ready(facts))
 	if err != nil {
@@ -191,6 +196,9 @@ func (r *EnrollmentReconciler) provision(ctx context.Context, e *v1alpha1.UserEn
 		return fmt.Errorf("getting secret to check its provenance: %w", err)
 	}
 	s.Owned = string(full.UID) == s.UID && render.ProvenanceHolds(r.ProvenanceKey, full, e.UID)
+	if s.Owned {
+		s.Method = v1alpha1.Method(full.Data[render.SecretKeyMethod])
+	}
 	return nil
 }
 
@@ -223,7 +231,9 @@ func (r *EnrollmentReconciler) createSecret(ctx context.Context, e *v1alpha1.Use
 		return nil, false, fmt.Errorf("creating secret: %w", err)
 	}
 	logf.FromContext(ctx).Info("Created Secret", "secret", klog.KObj(secret), "method", method)
-	return secretFacts(secret, e), true, nil
+	f := secretFacts(secret, e)
+	f.Method = method
+	return f, true, nil
 }
 
 // secretMeta is an empty Secret of which only metadata is read.

@@ -176,21 +176,12 @@ func TestUnlockAnnotationClearsALockOnce(t *testing.T) {
 	waitCondition(t, ns, "alice", v1alpha1.ConditionReady, metav1.ConditionTrue, "")
 	settings := enrollment.Settings{MaxFailures: 3}
 
-	annotate := func(value string) {
-		t.Helper()
-		e := getEnrollment(t, ns, "alice")
-		patch := client.MergeFrom(e.DeepCopy())
-		metav1.SetMetaDataAnnotation(&e.ObjectMeta, v1alpha1.AnnotationUnlock, value)
-		if err := env.Client.Patch(ctx, e, patch); err != nil {
-			t.Fatal(err)
-		}
-	}
 
 	recordAttempts(t, ns, "alice", settings, 3, false)
 	if e := getEnrollment(t, ns, "alice"); e.Status.LockedUntil != nil || !enrollment.IsLocked(&e.Status, time.Now().Add(24*time.Hour)) {
 		t.Fatalf("throttle 0 did not lock until an administrator unlocks: %+v", e.Status)
 	}
-	annotate("ticket-1")
+	annotate(t, ns, "alice", v1alpha1.AnnotationUnlock, "ticket-1")
 	e := waitCondition(t, ns, "alice", v1alpha1.ConditionLocked, metav1.ConditionFalse, "")
 	if e.Status.LastHandledUnlock != "ticket-1" || e.Status.FailedAttempts != 0 {
 		t.Errorf("unlock not recorded: %+v", e.Status)
@@ -203,7 +194,7 @@ func TestUnlockAnnotationClearsALockOnce(t *testing.T) {
 	if e := getEnrollment(t, ns, "alice"); !meta.IsStatusConditionTrue(e.Status.Conditions, v1alpha1.ConditionLocked) {
 		t.Fatalf("a handled unlock value unlocked again")
 	}
-	annotate("ticket-2")
+	annotate(t, ns, "alice", v1alpha1.AnnotationUnlock, "ticket-2")
 	waitCondition(t, ns, "alice", v1alpha1.ConditionLocked, metav1.ConditionFalse, "")
 
 	var events eventsv1.EventList
@@ -262,11 +253,7 @@ func TestAConfirmedEnrollmentThatLosesItsKeyStaysClosedUntilReissued(t *testing.
 	}
 
 	// The administrator's deliberate act: a new key, and the user enrolls again.
-	patch := client.MergeFrom(e.DeepCopy())
-	metav1.SetMetaDataAnnotation(&e.ObjectMeta, v1alpha1.AnnotationReissue, "ticket-9")
-	if err := env.Client.Patch(ctx, e, patch); err != nil {
-		t.Fatal(err)
-	}
+	annotate(t, ns, "alice", v1alpha1.AnnotationReissue, "ticket-9")
 	e = waitCondition(t, ns, "alice", v1alpha1.ConditionEnrolled, metav1.ConditionFalse, v1alpha1.ReasonPendingConfirmation)
 	fresh := getSecret(t, ns, "alice-otp")
 	if fresh.UID == old.UID || bytes.Equal(fresh.Data[render.SecretKeySecret], old.Data[render.SecretKeySecret]) {
@@ -347,6 +334,21 @@ func TestEnrollmentReadinessFollowsThePolicy(t *testing.T) {
 	waitCondition(t, ns, "hotp-user", v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonKeyProvisioned)
 	if params, _, err := render.ParseOTPSecret(getSecret(t, ns, "hotp-user-otp")); err != nil || params.Method != v1alpha1.MethodHOTP {
 		t.Errorf("HOTP enrollment got %+v (%v)", params, err)
+	}
+
+	// HOTP becomes the default method: early's key is still TOTP, and its status says so (it used to show
+	// HOTP, Ready). An unlock makes the manager take one more pass over early once it has seen the edit.
+	hotpFirst := testenv.EditPolicy(t, env.Client, client.ObjectKey{Namespace: ns, Name: "webapp"}, func(s *v1alpha1.TwoFactorPolicySpec) {
+		s.Methods = []v1alpha1.Method{v1alpha1.MethodHOTP, v1alpha1.MethodTOTP}
+	})
+	waitPolicyObserved(t, hotpFirst)
+	annotate(t, ns, "early", v1alpha1.AnnotationUnlock, "after-the-edit")
+	testenv.Eventually(t, "the manager to handle the unlock", func() bool {
+		return getEnrollment(t, ns, "early").Status.LastHandledUnlock == "after-the-edit"
+	})
+	if e := getEnrollment(t, ns, "early"); e.Status.Method != v1alpha1.MethodTOTP ||
+		!meta.IsStatusConditionTrue(e.Status.Conditions, v1alpha1.ConditionReady) {
+		t.Errorf("early's TOTP key shows method %s, conditions %v", e.Status.Method, e.Status.Conditions)
 	}
 }
 

@@ -54,6 +54,17 @@ func enforcedTOTP() v1alpha1.TwoFactorPolicySpec {
 	return v1alpha1.TwoFactorPolicySpec{Mode: v1alpha1.ModeEnforced, Methods: []v1alpha1.Method{v1alpha1.MethodTOTP}}
 }
 
+// annotate sets an annotation on an enrollment, as `kubectl annotate --overwrite` does.
+func annotate(t *testing.T, ns, name, key, value string) {
+	t.Helper()
+	e := getEnrollment(t, ns, name)
+	patch := client.MergeFrom(e.DeepCopy())
+	metav1.SetMetaDataAnnotation(&e.ObjectMeta, key, value)
+	if err := env.Client.Patch(ctx, e, patch); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func getEnrollment(t *testing.T, ns, name string) *v1alpha1.UserEnrollment {
 	t.Helper()
 	e := &v1alpha1.UserEnrollment{}

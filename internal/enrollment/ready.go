@@ -18,7 +18,8 @@ type Facts struct {
 	Policy *v1alpha1.ResolvedPolicy
 	// PolicyName is the name the enrollment refers to.
 	PolicyName string
-	// Method is the method the enrollment uses (see ResolvedPolicy.MethodFor).
+	// Method is the method the enrollment uses: its key's, once one is bound, else the one a new key would
+	// get (see ResolvedPolicy.MethodFor).
 	Method v1alpha1.Method
 	// Duplicate names an enrollment that precedes this one for the same user and policy; empty when none.
 	Duplicate string
@@ -37,6 +38,9 @@ type SecretFacts struct {
 	UID string
 	// Owned is true when the enrollment controls the Secret.
 	Owned bool
+	// Method is the method of the key, from the Secret's own snapshot, when the manager read or wrote its data
+	// in this pass (it created the Secret, or checked its provenance); empty otherwise.
+	Method v1alpha1.Method
 }
 
 // NeedsKey reports whether a key must be generated: the enrollment is the user's, its policy lets it enroll
