@@ -112,6 +112,10 @@ func (r *EnrollmentReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 			notes = append(notes, note{corev1.EventTypeWarning, v1alpha1.EventReasonKeyReplaced, "Provision",
 				"Secret " + e.Status.SecretName + " was replaced with a new key: the enrollment must be confirmed again"})
 		}
+		if s.NoQRCode {
+			notes = append(notes, note{corev1.EventTypeNormal, v1alpha1.EventReasonNoQRCode, "Provision",
+				"Secret " + s.Name + " holds the key and its otpauth URI but no QR code: the URI is too long for one"})
+		}
 		// A bound key's method is its own snapshot's, whatever the policy's methods say now.
 		if s.Method != "" {
 			e.Status.Method = s.Method
@@ -232,7 +236,7 @@ func (r *EnrollmentReconciler) createSecret(ctx context.Context, e *v1alpha1.Use
 	}
 	logf.FromContext(ctx).Info("Created Secret", "secret", klog.KObj(secret), "method", method)
 	f := secretFacts(secret, e)
-	f.Method = method
+	f.Method, f.NoQRCode = method, !render.HasQRCode(secret)
 	return f, true, nil
 }
 

@@ -65,6 +65,9 @@ const (
 	EventReasonConfigMapNotTrusted = "ConfigMapNotTrusted"
 	// EventReasonKeyLost (Warning, manager): a confirmed enrollment's key Secret is gone; codes are refused.
 	EventReasonKeyLost = "KeyLost"
+	// EventReasonNoQRCode (Normal, manager): the key was provisioned without a QR code, because its
+	// provisioning URI (a very long user) does not fit in one; the URI and the key are in the Secret.
+	EventReasonNoQRCode = "NoQRCode"
 )
 
 // Labels and annotations kube2fa reads or writes.

@@ -41,6 +41,9 @@ type SecretFacts struct {
 	// Method is the method of the key, from the Secret's own snapshot, when the manager read or wrote its data
 	// in this pass (it created the Secret, or checked its provenance); empty otherwise.
 	Method v1alpha1.Method
+	// NoQRCode is true when the manager created the Secret in this pass without a QR code (see
+	// render.HasQRCode).
+	NoQRCode bool
 }
 
 // NeedsKey reports whether a key must be generated: the enrollment is the user's, its policy lets it enroll

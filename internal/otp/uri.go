@@ -62,6 +62,10 @@ func ProvisioningURI(p Params, issuer, account string, secret []byte, counter in
 	return u.String(), nil
 }
 
+// ErrTooLongForQR: the URI does not fit in a QR code (at error correction M, about 2,300 bytes: a very
+// long account name, percent-encoded).
+var ErrTooLongForQR = errors.New("otp: the provisioning URI is too long for a QR code")
+
 // QRPNG renders uri as a black-and-white PNG QR code of size x size pixels, as pquerna/otp's Key.Image
 // does (error correction M, the code scaled by the largest whole factor that fits, centred), but drawn
 // straight into a two-colour image and encoded with pooled PNG buffers: a manager provisions thousands of
@@ -75,8 +79,8 @@ func QRPNG(uri string, size int) ([]byte, error) {
 		return nil, errors.New("otp: invalid provisioning URI") // url.Parse errors quote the URI
 	}
 	code, err := qr.Encode(uri, qr.M, qr.Auto)
-	if err != nil {
-		return nil, errors.New("otp: encoding QR code failed") // the QR encoder's errors may quote the URI
+	if err != nil { // too long is its only failure for a valid URI; its errors may quote the URI
+		return nil, ErrTooLongForQR
 	}
 	img, err := scaled(code, size)
 	if err != nil {

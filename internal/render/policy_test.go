@@ -73,6 +73,13 @@ func TestContentTheCRDWouldRefuseDoesNotLoad(t *testing.T) {
 		"not JSON":               `mode: Disabled`,
 		"null":                   `null`,
 		"a string, not a policy": `"Disabled"`,
+		// Exact JSON (see strictjson): a reader that let a key in another case, or the last of two, win would
+		// read Disabled where the manager wrote Enforced.
+		"a key in another case":     edit(`"mode":"Enforced"`, `"mode":"Enforced","Mode":"Disabled"`),
+		"a key twice":               edit(`"mode":"Enforced"`, `"mode":"Enforced","mode":"Disabled"`),
+		"a nested key twice":        edit(`"maxFailures":3`, `"maxFailures":3,"maxFailures":100`),
+		"a nested key in any case":  edit(`"maxFailures":3`, `"maxFailures":3,"MAXFAILURES":100`),
+		"invalid UTF-8 in a string": edit(`"issuer":"webapp"`, "\"issuer\":\"web\xffapp\""),
 	} {
 		t.Run(name, func(t *testing.T) {
 			bad := cm.DeepCopy()

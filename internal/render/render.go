@@ -22,6 +22,7 @@ import (
 
 	"github.com/kube2fa/kube2fa/api/v1alpha1"
 	"github.com/kube2fa/kube2fa/internal/otp"
+	"github.com/kube2fa/kube2fa/internal/strictjson"
 )
 
 // Keys of the enrollment Secret's data.
@@ -92,13 +93,8 @@ func ParseVerifierConfigMap(cm *corev1.ConfigMap) (v1alpha1.ResolvedPolicy, erro
 	if !ok {
 		return p, fmt.Errorf("configmap %s/%s has no %q", cm.Namespace, cm.Name, ConfigMapKeyPolicy)
 	}
-	dec := json.NewDecoder(strings.NewReader(raw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&p); err != nil {
+	if err := strictjson.Unmarshal([]byte(raw), &p); err != nil {
 		return p, fmt.Errorf("decoding %q of configmap %s/%s: %w", ConfigMapKeyPolicy, cm.Namespace, cm.Name, err)
-	}
-	if dec.More() {
-		return p, fmt.Errorf("decoding %q of configmap %s/%s: more than one JSON value", ConfigMapKeyPolicy, cm.Namespace, cm.Name)
 	}
 	if err := ValidateResolved(p); err != nil {
 		return p, fmt.Errorf("configmap %s/%s: %w", cm.Namespace, cm.Name, err)
@@ -168,16 +164,12 @@ func ParamsFor(p v1alpha1.ResolvedPolicy, m v1alpha1.Method) otp.Params {
 }
 
 // OTPSecret renders an enrollment's key Secret: the key, the snapshot of its code parameters, the
-// provisioning URI and its QR code. The Secret is immutable: the API server itself refuses to change a key;
+// provisioning URI and its QR code, when the URI fits in one (see HasQRCode). The Secret is immutable: the API server itself refuses to change a key;
 // only deleting the Secret (or its enrollment) can replace it.
 func OTPSecret(e *v1alpha1.UserEnrollment, p otp.Params, issuer string, key []byte) (*corev1.Secret, error) {
 	uri, err := otp.ProvisioningURI(p, issuer, e.Spec.User, key, 0)
 	if err != nil {
 		return nil, fmt.Errorf("building provisioning URI: %w", err)
-	}
-	qr, err := otp.QRPNG(uri, QRSize)
-	if err != nil {
-		return nil, fmt.Errorf("rendering QR code: %w", err)
 	}
 	data := map[string][]byte{
 		SecretKeySecret:    []byte(otp.EncodeSecret(key)),
@@ -185,7 +177,13 @@ func OTPSecret(e *v1alpha1.UserEnrollment, p otp.Params, issuer string, key []by
 		SecretKeyAlgorithm: []byte(p.Algorithm),
 		SecretKeyDigits:    []byte(strconv.Itoa(int(p.Digits))),
 		SecretKeyURI:       []byte(uri),
-		SecretKeyQR:        qr,
+	}
+	switch qr, err := otp.QRPNG(uri, QRSize); {
+	case errors.Is(err, otp.ErrTooLongForQR): // the user types the key in; see HasQRCode
+	case err != nil:
+		return nil, fmt.Errorf("rendering QR code: %w", err)
+	default:
+		data[SecretKeyQR] = qr
 	}
 	if p.Method == v1alpha1.MethodTOTP {
 		data[SecretKeyPeriod] = []byte(strconv.Itoa(int(p.PeriodSeconds)))
@@ -202,6 +200,9 @@ func OTPSecret(e *v1alpha1.UserEnrollment, p otp.Params, issuer string, key []by
 		Data:      data,
 	}, nil
 }
+
+// HasQRCode reports whether OTPSecret found room for a QR code in s: not for a URI too long for one.
+func HasQRCode(s *corev1.Secret) bool { return len(s.Data[SecretKeyQR]) > 0 }
 
 // DropEnrollmentMaterial removes from s what only enrollment shows (the provisioning URI and the QR code,
 // most of the Secret's size), leaving what ParseOTPSecret reads.
@@ -236,7 +237,7 @@ func ParseOTPSecret(s *corev1.Secret) (otp.Params, []byte, error) {
 		return p, nil, fmt.Errorf("secret %s/%s: %w", s.Namespace, s.Name, err)
 	}
 	key, err := otp.DecodeSecret(string(s.Data[SecretKeySecret]))
-	if err != nil {
+	if err != nil || len(key) < otp.MinSecretBytes {
 		return p, nil, bad(SecretKeySecret)
 	}
 	return p, key, nil

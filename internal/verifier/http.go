@@ -15,6 +15,7 @@ import (
 
 	"github.com/kube2fa/kube2fa/api/v1alpha1"
 	"github.com/kube2fa/kube2fa/internal/enrollment"
+	"github.com/kube2fa/kube2fa/internal/strictjson"
 )
 
 // MaxBodyBytes is the largest request body accepted.
@@ -258,7 +259,7 @@ func (h *Handler) fail(w http.ResponseWriter, err error) int {
 	return writeJSON(w, status, errorBody{msg})
 }
 
-// decode reads a JSON body exactly (see parseBody); it answers 400 itself and returns its status when the
+// decode reads a JSON body exactly (see strictjson.Unmarshal); it answers 400 itself and returns its status when the
 // body is bad.
 func decode(w http.ResponseWriter, r *http.Request, into any) int {
 	raw, err := io.ReadAll(r.Body)
@@ -269,8 +270,8 @@ func decode(w http.ResponseWriter, r *http.Request, into any) int {
 		}
 		return writeJSON(w, 400, errorBody{"request body could not be read"})
 	}
-	if err := parseBody(raw, into); err != nil {
-		return writeJSON(w, 400, errorBody{err.Error()})
+	if err := strictjson.Unmarshal(raw, into); err != nil {
+		return writeJSON(w, 400, errorBody{"request body: " + err.Error()})
 	}
 	return 0
 }

@@ -1,8 +1,12 @@
 package verifier_test
 
 import (
+	"slices"
+	"strings"
 	"testing"
+	"time"
 
+	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -47,5 +51,26 @@ func TestSelfEnrollmentNamesNeverCollide(t *testing.T) {
 	}
 	if got := call(t, "GET", r.url+"/v1/enrollments/carol", ""); got.Body["state"] != "Pending" {
 		t.Fatalf("carol: %v", got.Body)
+	}
+}
+
+// A user of 200 four-byte characters (within the CRD's 256) has a provisioning URI too long for a QR code:
+// the manager provisions the key without one and self-enrollment answers with the URI alone (the manager
+// used to fail for ever, and the user got 503 after the provisioning timeout).
+func TestAUserTooLongForAQRCodeStillEnrolls(t *testing.T) {
+	ns, rs := setup(t, spec(v1alpha1.ModeEnforced, v1alpha1.MethodTOTP), 1)
+	user := strings.Repeat("😀", 200)
+	res := rs[0].enroll(t, user, "")
+	if res.Status != 201 || res.Body["otpauthURI"] == nil || res.Body["qrPNG"] != nil {
+		t.Fatalf("enroll: %d, URI %v, QR code %v", res.Status, res.Body["otpauthURI"] != nil, res.Body["qrPNG"] != nil)
+	}
+	testenv.EventuallyErr(t, "a NoQRCode Event", func() (bool, error) {
+		var list eventsv1.EventList
+		err := env.Client.List(ctx, &list, client.InNamespace(ns))
+		return slices.ContainsFunc(list.Items, func(ev eventsv1.Event) bool { return ev.Reason == v1alpha1.EventReasonNoQRCode }), err
+	})
+	p, k := key(t, ns, user)
+	if res := rs[0].confirm(t, user, totp(t, p, k, time.Now())); res.Status != 200 {
+		t.Fatalf("confirm: %d %v", res.Status, res.Body)
 	}
 }
