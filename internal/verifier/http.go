@@ -1,6 +1,8 @@
 package verifier
 
 import (
+	"cmp"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,6 +22,10 @@ import (
 
 // MaxBodyBytes is the largest request body accepted.
 const MaxBodyBytes = 4 << 10
+
+// DefaultRequestTimeout bounds an API request when Handler.Timeout is 0: longer than self-enrollment's wait
+// for the manager's key (10s by default), shorter than the server's write timeout.
+const DefaultRequestTimeout = 20 * time.Second
 
 // Metrics are the verifier's Prometheus metrics. No label ever holds a user name.
 type Metrics struct {
@@ -58,37 +64,59 @@ type Handler struct {
 	// Callers, when set, must allow the caller of every API request (not the probes and metrics): a
 	// verifier that serves over the network. Nil on loopback, beside the application.
 	Callers *Callers
+	// Timeout bounds each API request (default DefaultRequestTimeout): past it, whatever the request waits
+	// for (a hung API server, a slow watch) is abandoned and the answer is 503, so that requests cannot pile
+	// up goroutines.
+	Timeout time.Duration
 }
 
-// Routes returns the API, probes and metrics. Methods other than the listed ones get 405.
+// Routes returns the API, probes and metrics. Every answer is JSON, errors included: another method on a
+// known path is 405 with an Allow header, an unknown path 404.
 func (h *Handler) Routes() *http.ServeMux {
 	mux := http.NewServeMux()
-	h.handle(mux, "POST /v1/verify", h.verify)
-	h.handle(mux, "POST /v1/enrollments", h.enroll)
-	h.handle(mux, "GET /v1/enrollments/{user}", h.get)
-	h.handle(mux, "POST /v1/enrollments/{user}/confirm", h.confirm)
+	h.handle(mux, "POST", "/v1/verify", h.verify)
+	h.handle(mux, "POST", "/v1/enrollments", h.enroll)
+	h.handle(mux, "GET", "/v1/enrollments/{user}", h.get)
+	h.handle(mux, "POST", "/v1/enrollments/{user}/confirm", h.confirm)
 	h.Probes(mux)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusNotFound, errorBody{"no such endpoint: " + r.URL.Path})
+	})
 	return mux
 }
 
 // Probes adds /healthz, /readyz and /metrics to mux.
 func (h *Handler) Probes(mux *http.ServeMux) {
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, 200, map[string]string{"status": "ok"}) })
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+	only(mux, "GET", "/healthz", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, 200, map[string]string{"status": "ok"}) })
+	only(mux, "GET", "/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if err := h.Ready(); err != nil {
 			writeJSON(w, 503, errorBody{err.Error()})
 			return
 		}
 		writeJSON(w, 200, map[string]string{"status": "ok"})
 	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(h.Gatherer, promhttp.HandlerOpts{}))
+	only(mux, "GET", "/metrics", promhttp.HandlerFor(h.Gatherer, promhttp.HandlerOpts{}).ServeHTTP)
+}
+
+// only serves path with f for method alone (GET serves HEAD too), and answers any other method with a JSON
+// 405 that says which one is allowed: the mux's own 405 is plain text.
+func only(mux *http.ServeMux, method, path string, f http.HandlerFunc) {
+	mux.HandleFunc(method+" "+path, f)
+	mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Allow", method)
+		writeJSON(w, http.StatusMethodNotAllowed, errorBody{fmt.Sprintf("method %s is not allowed here; use %s", r.Method, method)})
+	})
 }
 
 type apiFunc func(w http.ResponseWriter, r *http.Request) int
 
-func (h *Handler) handle(mux *http.ServeMux, pattern string, f apiFunc) {
-	mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+func (h *Handler) handle(mux *http.ServeMux, method, path string, f apiFunc) {
+	pattern := method + " " + path
+	only(mux, method, path, func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
+		ctx, cancel := context.WithTimeout(r.Context(), cmp.Or(h.Timeout, DefaultRequestTimeout))
+		defer cancel()
+		r = r.WithContext(ctx)
 		r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
 		code := h.callerRefused(w, r) // before anything is read or counted
 		if code == 0 {
@@ -136,6 +164,9 @@ func (h *Handler) verify(w http.ResponseWriter, r *http.Request) int {
 	if code := badUser(w, req.User); code != 0 {
 		return code
 	}
+	if req.Code == "" {
+		return writeJSON(w, 400, errorBody{"code is required"})
+	}
 	d, err := h.V.Verify(r.Context(), req.User, req.Code)
 	return h.decision(w, d, err)
 }
@@ -150,6 +181,9 @@ func (h *Handler) confirm(w http.ResponseWriter, r *http.Request) int {
 	}
 	if code := badUser(w, r.PathValue("user")); code != 0 {
 		return code
+	}
+	if req.Code == "" {
+		return writeJSON(w, 400, errorBody{"code is required"})
 	}
 	d, err := h.V.Confirm(r.Context(), r.PathValue("user"), req.Code)
 	return h.decision(w, d, err)

@@ -20,7 +20,6 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -190,8 +189,8 @@ func (v *Verifier) decide(ctx context.Context, user, code string, confirm bool) 
 		if err := v.Client.Status().Update(ctx, updated); err != nil {
 			if apierrors.IsConflict(err) {
 				// Another replica (or the manager) wrote first: decide again on what it wrote.
-				if err := v.awaitNewer(ctx, e, 5*time.Second); err != nil {
-					return Decision{}, unavailable("the enrollment's state did not catch up after a conflict")
+				if err := v.reread(ctx, e); err != nil {
+					return Decision{}, err
 				}
 				continue
 			}
@@ -292,16 +291,23 @@ func (v *Verifier) distrust(policy *v1alpha1.TwoFactorPolicy, why string) error 
 	return unavailable("%s", why)
 }
 
-// awaitNewer waits up to timeout until the cache holds another version of e than the one given.
-func (v *Verifier) awaitNewer(ctx context.Context, e *v1alpha1.UserEnrollment, timeout time.Duration) error {
-	return wait.PollUntilContextTimeout(ctx, 2*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
-		cur := &v1alpha1.UserEnrollment{}
-		err := v.Cache.Get(ctx, client.ObjectKeyFromObject(e), cur)
-		if apierrors.IsNotFound(err) {
-			return true, nil
-		}
-		return err == nil && cur.ResourceVersion != e.ResourceVersion, nil
-	})
+// reread fetches e from the API server after a write conflict and keeps it as this replica's view until the
+// cache moves on, so that the next decision builds on the write that won. What this replica remembered
+// writing is stale now: deciding on it again would only conflict again, up to MaxRetries writes in a few
+// milliseconds.
+func (v *Verifier) reread(ctx context.Context, e *v1alpha1.UserEnrollment) error {
+	key := client.ObjectKeyFromObject(e)
+	v.Forget(key)
+	cached := &v1alpha1.UserEnrollment{}
+	if err := v.Cache.Get(ctx, key, cached, client.UnsafeDisableDeepCopy); err != nil {
+		return unavailable("reading the enrollment after a conflict failed: %v", apiReason(err))
+	}
+	fresh := &v1alpha1.UserEnrollment{}
+	if err := v.Client.Get(ctx, key, fresh); err != nil {
+		return unavailable("reading the enrollment after a conflict failed: %v", apiReason(err))
+	}
+	v.remember(cached.ResourceVersion, fresh)
+	return nil
 }
 
 // resolvedPolicy reads the policy the manager rendered into the verifier ConfigMap. It obeys only a

@@ -395,8 +395,24 @@ func TestBadRequestsAreRefusedAndNotCounted(t *testing.T) {
 	if res := r.enroll(t, "bob", "SMS"); res.Status != 400 {
 		t.Errorf("unknown method: %d", res.Status)
 	}
-	if res := call(t, "GET", r.url+"/v1/verify", ""); res.Status != http.StatusMethodNotAllowed {
-		t.Errorf("GET /v1/verify: %d", res.Status)
+	for _, tt := range []struct{ method, path, allow string }{
+		{"GET", "/v1/verify", "POST"},
+		{"DELETE", "/v1/enrollments/alice", "GET"},
+		{"PUT", "/v1/enrollments", "POST"},
+		{"GET", "/v1/enrollments/alice/confirm", "POST"},
+		{"POST", "/healthz", "GET"},
+	} {
+		// JSON like every other error, with the method that is allowed (the mux's own 405 is plain text).
+		if res := call(t, tt.method, r.url+tt.path, ""); res.Status != http.StatusMethodNotAllowed ||
+			res.Header.Get("Allow") != tt.allow || res.Body["error"] == nil {
+			t.Errorf("%s %s: %d, Allow %q, %v", tt.method, tt.path, res.Status, res.Header.Get("Allow"), res.Body)
+		}
+	}
+	if res := call(t, "GET", r.url+"/v2/verify", ""); res.Status != http.StatusNotFound || res.Body["error"] == nil {
+		t.Errorf("an unknown path: %d %v", res.Status, res.Body)
+	}
+	if res := call(t, "POST", r.url+"/v1/verify", `{"user":"alice"}`); res.Status != 400 || res.Body["error"] == nil {
+		t.Errorf("no code: %d %v", res.Status, res.Body)
 	}
 	if e := enrollment(t, ns, "alice"); e.Status.FailedAttempts != 0 {
 		t.Fatalf("bad requests were counted as failures: %d", e.Status.FailedAttempts)
