@@ -10,9 +10,15 @@ import (
 )
 
 // Precedes reports whether a, rather than b, is the enrollment of the user they both name under one policy:
-// the older one, and of two created in the same second the one with the smaller name. The manager marks
-// the other DuplicateUser; the verifier checks codes against the one that precedes.
+// one bound to a key before one that is not, then the older one, and of two created in the same second the
+// one with the smaller name. A key, once bound, is never displaced by an enrollment created later (in the
+// same second, with a smaller name: creation times have whole seconds), so that one user never holds two
+// keys. The manager marks the other DuplicateUser and gives it no key; the verifier checks codes against
+// the one that precedes.
 func Precedes(a, b *v1alpha1.UserEnrollment) bool {
+	if keyed := a.Status.SecretUID != ""; keyed != (b.Status.SecretUID != "") {
+		return keyed
+	}
 	if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
 		return a.CreationTimestamp.Before(&b.CreationTimestamp)
 	}

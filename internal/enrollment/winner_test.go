@@ -13,6 +13,12 @@ func enrolled(name string, created time.Time) v1alpha1.UserEnrollment {
 	return v1alpha1.UserEnrollment{ObjectMeta: metav1.ObjectMeta{Name: name, CreationTimestamp: metav1.NewTime(created)}}
 }
 
+func keyed(name string, created time.Time) v1alpha1.UserEnrollment {
+	e := enrolled(name, created)
+	e.Status.SecretUID = "secret-of-" + name
+	return e
+}
+
 func TestTheOldestEnrollmentOfAUserWinsThenTheSmallestName(t *testing.T) {
 	deleting := enrolled("aaa-deleting", t0.Add(-time.Hour))
 	deleting.DeletionTimestamp = &metav1.Time{Time: t0}
@@ -27,6 +33,9 @@ func TestTheOldestEnrollmentOfAUserWinsThenTheSmallestName(t *testing.T) {
 		{"the smaller name in the same second", []v1alpha1.UserEnrollment{enrolled("b", t0), enrolled("a", t0)}, "a"},
 		{"never one being deleted", []v1alpha1.UserEnrollment{deleting, enrolled("z", t0)}, "z"},
 		{"only one being deleted", []v1alpha1.UserEnrollment{deleting}, ""},
+		{"the one with a key, before a smaller name of the same second", []v1alpha1.UserEnrollment{enrolled("a", t0), keyed("b", t0)}, "b"},
+		{"the one with a key, before an older one", []v1alpha1.UserEnrollment{enrolled("a", t0), keyed("b", t0.Add(time.Second))}, "b"},
+		{"of two with keys, the older", []v1alpha1.UserEnrollment{keyed("a", t0.Add(time.Second)), keyed("b", t0)}, "b"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

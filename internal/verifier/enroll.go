@@ -121,6 +121,9 @@ func (v *Verifier) create(ctx context.Context, user string, method v1alpha1.Meth
 			return nil, unavailable("reading the existing enrollment failed: %v", apiReason(err))
 		}
 		if existing.Spec.User == user && existing.Spec.PolicyRef.Name == v.Policy {
+			if !existing.DeletionTimestamp.IsZero() { // its key goes with it: never hand that out
+				return nil, unavailable("the user's previous enrollment is still being deleted; retry")
+			}
 			return existing, nil
 		}
 		e.GenerateName, e.Name = e.Name+"-", ""

@@ -6,11 +6,13 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/kube2fa/kube2fa/api/v1alpha1"
+	"github.com/kube2fa/kube2fa/internal/render"
 	"github.com/kube2fa/kube2fa/internal/testenv"
 )
 
@@ -73,4 +75,39 @@ func TestAUserTooLongForAQRCodeStillEnrolls(t *testing.T) {
 	if res := rs[0].confirm(t, user, totp(t, p, k, time.Now())); res.Status != 200 {
 		t.Fatalf("confirm: %d %v", res.Status, res.Body)
 	}
+}
+
+// An enrollment being deleted (a foreground deletion waits for its Secret) is no enrollment to answer for:
+// self-enrollment used to hand out the key that was going away with it.
+func TestSelfEnrollmentNeverAnswersForAnEnrollmentBeingDeleted(t *testing.T) {
+	ns, rs := setup(t, spec(v1alpha1.ModeEnforced, v1alpha1.MethodTOTP), 1)
+	r := rs[0]
+	if res := r.enroll(t, "dave", ""); res.Status != 201 {
+		t.Fatalf("enroll: %d %v", res.Status, res.Body)
+	}
+	e := enrollment(t, ns, "dave")
+	e.Finalizers = append(e.Finalizers, "test.kube2fa.io/hold")
+	if err := env.Client.Update(ctx, e); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Client.Delete(ctx, e); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "the replica to see the deletion", func() bool {
+		cached := &v1alpha1.UserEnrollment{}
+		return r.Cache.Get(ctx, client.ObjectKeyFromObject(e), cached) == nil && !cached.DeletionTimestamp.IsZero()
+	})
+	if res := r.enroll(t, "dave", ""); res.Status != 503 || res.Body["otpauthURI"] != nil {
+		t.Fatalf("enroll while the old enrollment is being deleted: %d %v", res.Status, res.Body)
+	}
+	e = enrollment(t, ns, "dave")
+	e.Finalizers = nil
+	if err := env.Client.Update(ctx, e); err != nil {
+		t.Fatal(err)
+	}
+	// The garbage collector (not running here) takes the old key with it.
+	if err := env.Client.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: render.SecretName(e.Name)}}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "dave to enroll afresh", func() bool { return r.enroll(t, "dave", "").Status == 201 })
 }
