@@ -3,10 +3,12 @@ package verifier
 import (
 	"cmp"
 	"context"
+	"errors"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -135,7 +137,9 @@ func (v *Verifier) create(ctx context.Context, user string, method v1alpha1.Meth
 	return e, nil
 }
 
-// awaitKey waits until the cache shows e provisioned by the manager, bounded by ProvisionTimeout.
+// awaitKey waits until the cache shows e provisioned by the manager, bounded by ProvisionTimeout. When the
+// manager says that no key will come (the policy is Disabled or does not allow the method, which this
+// replica's view of the policy may not show yet), it answers that at once.
 func (v *Verifier) awaitKey(ctx context.Context, e *v1alpha1.UserEnrollment) (*v1alpha1.UserEnrollment, error) {
 	cur := &v1alpha1.UserEnrollment{}
 	err := wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, cmp.Or(v.ProvisionTimeout, 10*time.Second), true,
@@ -143,14 +147,35 @@ func (v *Verifier) awaitKey(ctx context.Context, e *v1alpha1.UserEnrollment) (*v
 			if err := v.Cache.Get(ctx, client.ObjectKeyFromObject(e), cur); err != nil {
 				return false, nil
 			}
+			if err := noKeyComing(cur); err != nil {
+				return false, err
+			}
 			s := &corev1.Secret{}
 			err := v.Cache.Get(ctx, client.ObjectKey{Namespace: e.Namespace, Name: render.SecretName(e.Name)}, s)
 			return cur.Status.SecretUID != "" && err == nil && string(s.UID) == cur.Status.SecretUID, nil
 		})
+	if errors.Is(err, ErrDisabled) || errors.Is(err, ErrMethodNotAllowed) {
+		return nil, err
+	}
 	if err != nil {
 		return nil, unavailable("the enrollment's key was not provisioned in time (%s); retry", readyReason(cur))
 	}
 	return cur, nil
+}
+
+// noKeyComing is why the manager will not provision e's key, as its current Ready condition says, or nil.
+func noKeyComing(e *v1alpha1.UserEnrollment) error {
+	c := meta.FindStatusCondition(e.Status.Conditions, v1alpha1.ConditionReady)
+	if c == nil || c.Status != metav1.ConditionFalse || c.ObservedGeneration != e.Generation {
+		return nil
+	}
+	switch c.Reason {
+	case v1alpha1.ReasonPolicyDisabled:
+		return refuse(ErrDisabled, "two-factor authentication is disabled by policy %s", e.Spec.PolicyRef.Name)
+	case v1alpha1.ReasonMethodNotAllowed:
+		return refuse(ErrMethodNotAllowed, "policy %s does not allow method %s", e.Spec.PolicyRef.Name, e.Spec.Method)
+	}
+	return nil
 }
 
 // material fills in the provisioning URI and QR code of a pending enrollment. They are read from the API

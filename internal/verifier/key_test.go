@@ -3,9 +3,12 @@ package verifier
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -132,5 +135,27 @@ func TestCachedSecretsKeepOnlyWhatVerificationReads(t *testing.T) {
 	}
 	if p, k, err := render.ParseOTPSecret(cached); err != nil || p != params || string(k) != string(key) {
 		t.Errorf("the cached Secret no longer parses: %+v, key ok %v, %v", p, string(k) == string(key), err)
+	}
+}
+
+// When the manager says no key will come (its view of the policy is ahead of this replica's), self-enrollment
+// answers 403 at once: it used to wait out its provisioning timeout and answer 503.
+func TestSelfEnrollmentStopsWaitingWhenTheManagerSaysNoKeyWillCome(t *testing.T) {
+	for reason, want := range map[string]error{
+		v1alpha1.ReasonPolicyDisabled:   ErrDisabled,
+		v1alpha1.ReasonMethodNotAllowed: ErrMethodNotAllowed,
+	} {
+		v, e, _, c := keyFixture(t, nil)
+		e.Status.SecretUID, e.Generation = "", 1
+		meta.SetStatusCondition(&e.Status.Conditions, metav1.Condition{Type: v1alpha1.ConditionReady,
+			Status: metav1.ConditionFalse, Reason: reason, ObservedGeneration: 1})
+		if err := c.Create(context.Background(), e); err != nil {
+			t.Fatal(err)
+		}
+		v.ProvisionTimeout = time.Minute
+		start := time.Now()
+		if _, err := v.awaitKey(context.Background(), e); !errors.Is(err, want) || time.Since(start) > 10*time.Second {
+			t.Errorf("%s: %v after %v, want %v at once", reason, err, time.Since(start), want)
+		}
 	}
 }
