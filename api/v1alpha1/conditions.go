@@ -65,6 +65,12 @@ const (
 	EventReasonConfigMapNotTrusted = "ConfigMapNotTrusted"
 	// EventReasonKeyLost (Warning, manager): a confirmed enrollment's key Secret is gone; codes are refused.
 	EventReasonKeyLost = "KeyLost"
+	// EventReasonSelfEnrolled (Normal, verifier): the verifier created the enrollment when its user
+	// self-enrolled. Under trust on first use, a takeover of a never-enrolled account looks like this.
+	EventReasonSelfEnrolled = "SelfEnrolled"
+	// EventReasonExpired (Normal, manager): a self-enrollment never confirmed within the policy's
+	// selfEnrollment.pendingExpirySeconds was deleted with its key.
+	EventReasonExpired = "Expired"
 	// EventReasonNoQRCode (Normal, manager): the key was provisioned without a QR code, because its
 	// provisioning URI (a very long user) does not fit in one; the URI and the key are in the Secret.
 	EventReasonNoQRCode = "NoQRCode"

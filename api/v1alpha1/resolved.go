@@ -13,6 +13,10 @@ const (
 	DefaultSecretBytes     = 20
 	DefaultMaxFailures     = 3
 	DefaultThrottleSeconds = 0
+	// DefaultMaxTemporaryLockouts: after ten throttled locks without a success, an administrator decides.
+	DefaultMaxTemporaryLockouts = 10
+	DefaultSelfEnrollment       = SelfEnrollmentOpen
+	DefaultPendingExpirySeconds = 86400
 )
 
 // ResolvedPolicy is a TwoFactorPolicy spec with every default filled in. It is the content of the verifier
@@ -41,6 +45,20 @@ type ResolvedPolicy struct {
 	// lockout holds the lockout parameters.
 	// +required
 	Lockout ResolvedLockout `json:"lockout"`
+	// selfEnrollment holds the self-enrollment parameters.
+	// +required
+	SelfEnrollment ResolvedSelfEnrollment `json:"selfEnrollment"`
+}
+
+// ResolvedSelfEnrollment holds every self-enrollment parameter.
+// +kubebuilder:object:generate=false
+type ResolvedSelfEnrollment struct {
+	// mode is Open or AdminOnly.
+	// +required
+	Mode SelfEnrollmentMode `json:"mode"`
+	// pendingExpirySeconds is how long a self-enrollment may stay unconfirmed.
+	// +required
+	PendingExpirySeconds int32 `json:"pendingExpirySeconds"`
 }
 
 // ResolvedTOTP holds every TOTP parameter.
@@ -83,6 +101,10 @@ type ResolvedLockout struct {
 	// throttleSeconds is how long a lock lasts; 0 until an administrator unlocks.
 	// +required
 	ThrottleSeconds int32 `json:"throttleSeconds"`
+	// maxTemporaryLockouts is how many throttled locks may end by themselves without a success in
+	// between; 0 for no bound.
+	// +required
+	MaxTemporaryLockouts int32 `json:"maxTemporaryLockouts"`
 }
 
 // Resolve returns the policy with every default filled in.
@@ -97,8 +119,10 @@ func (p *TwoFactorPolicy) Resolve() ResolvedPolicy {
 			Algorithm: DefaultAlgorithm, Digits: DefaultDigits,
 			PeriodSeconds: DefaultPeriodSeconds, SkewSteps: DefaultSkewSteps,
 		},
-		HOTP:    ResolvedHOTP{Algorithm: DefaultAlgorithm, Digits: DefaultDigits, LookAhead: DefaultLookAhead},
-		Lockout: ResolvedLockout{MaxFailures: DefaultMaxFailures, ThrottleSeconds: DefaultThrottleSeconds},
+		HOTP: ResolvedHOTP{Algorithm: DefaultAlgorithm, Digits: DefaultDigits, LookAhead: DefaultLookAhead},
+		Lockout: ResolvedLockout{MaxFailures: DefaultMaxFailures, ThrottleSeconds: DefaultThrottleSeconds,
+			MaxTemporaryLockouts: DefaultMaxTemporaryLockouts},
+		SelfEnrollment: ResolvedSelfEnrollment{Mode: DefaultSelfEnrollment, PendingExpirySeconds: DefaultPendingExpirySeconds},
 	}
 	if r.Methods == nil {
 		r.Methods = []Method{}
@@ -117,6 +141,11 @@ func (p *TwoFactorPolicy) Resolve() ResolvedPolicy {
 	if l := s.Lockout; l != nil {
 		r.Lockout.MaxFailures = or(l.MaxFailures, r.Lockout.MaxFailures)
 		r.Lockout.ThrottleSeconds = deref(l.ThrottleSeconds, r.Lockout.ThrottleSeconds)
+		r.Lockout.MaxTemporaryLockouts = deref(l.MaxTemporaryLockouts, r.Lockout.MaxTemporaryLockouts)
+	}
+	if se := s.SelfEnrollment; se != nil {
+		r.SelfEnrollment.Mode = or(se.Mode, r.SelfEnrollment.Mode)
+		r.SelfEnrollment.PendingExpirySeconds = or(se.PendingExpirySeconds, r.SelfEnrollment.PendingExpirySeconds)
 	}
 	return r
 }

@@ -14,9 +14,10 @@ func TestMinimalPolicyResolvesToTheDocumentedDefaults(t *testing.T) {
 	got := p.Resolve()
 	want := ResolvedPolicy{
 		Mode: ModeEnforced, Methods: []Method{MethodTOTP}, Issuer: "webapp", SecretBytes: 20,
-		TOTP:    ResolvedTOTP{Algorithm: AlgorithmSHA1, Digits: 6, PeriodSeconds: 30, SkewSteps: 1},
-		HOTP:    ResolvedHOTP{Algorithm: AlgorithmSHA1, Digits: 6, LookAhead: 4},
-		Lockout: ResolvedLockout{MaxFailures: 3, ThrottleSeconds: 0},
+		TOTP:           ResolvedTOTP{Algorithm: AlgorithmSHA1, Digits: 6, PeriodSeconds: 30, SkewSteps: 1},
+		HOTP:           ResolvedHOTP{Algorithm: AlgorithmSHA1, Digits: 6, LookAhead: 4},
+		Lockout:        ResolvedLockout{MaxFailures: 3, ThrottleSeconds: 0, MaxTemporaryLockouts: 10},
+		SelfEnrollment: ResolvedSelfEnrollment{Mode: SelfEnrollmentOpen, PendingExpirySeconds: 86400},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("Resolve() = %+v\nwant %+v", got, want)
@@ -26,16 +27,18 @@ func TestMinimalPolicyResolvesToTheDocumentedDefaults(t *testing.T) {
 func TestExplicitValuesWinIncludingZeros(t *testing.T) {
 	p := &TwoFactorPolicy{ObjectMeta: metav1.ObjectMeta{Name: "webapp"}, Spec: TwoFactorPolicySpec{
 		Mode: ModeOptional, Methods: []Method{MethodHOTP, MethodTOTP}, Issuer: "Acme", SecretBytes: 32,
-		TOTP:    &TOTPSettings{Algorithm: AlgorithmSHA512, Digits: 8, PeriodSeconds: 60, SkewSteps: ptr.To[int32](0)},
-		HOTP:    &HOTPSettings{Algorithm: AlgorithmSHA256, Digits: 8, LookAhead: ptr.To[int32](0)},
-		Lockout: &LockoutSettings{MaxFailures: 5, ThrottleSeconds: ptr.To[int32](300)},
+		TOTP:           &TOTPSettings{Algorithm: AlgorithmSHA512, Digits: 8, PeriodSeconds: 60, SkewSteps: ptr.To[int32](0)},
+		HOTP:           &HOTPSettings{Algorithm: AlgorithmSHA256, Digits: 8, LookAhead: ptr.To[int32](0)},
+		Lockout:        &LockoutSettings{MaxFailures: 5, ThrottleSeconds: ptr.To[int32](300), MaxTemporaryLockouts: ptr.To[int32](0)},
+		SelfEnrollment: &SelfEnrollmentSettings{Mode: SelfEnrollmentAdminOnly, PendingExpirySeconds: 3600},
 	}}
 	got := p.Resolve()
 	want := ResolvedPolicy{
 		Mode: ModeOptional, Methods: []Method{MethodHOTP, MethodTOTP}, Issuer: "Acme", SecretBytes: 32,
-		TOTP:    ResolvedTOTP{Algorithm: AlgorithmSHA512, Digits: 8, PeriodSeconds: 60, SkewSteps: 0},
-		HOTP:    ResolvedHOTP{Algorithm: AlgorithmSHA256, Digits: 8, LookAhead: 0},
-		Lockout: ResolvedLockout{MaxFailures: 5, ThrottleSeconds: 300},
+		TOTP:           ResolvedTOTP{Algorithm: AlgorithmSHA512, Digits: 8, PeriodSeconds: 60, SkewSteps: 0},
+		HOTP:           ResolvedHOTP{Algorithm: AlgorithmSHA256, Digits: 8, LookAhead: 0},
+		Lockout:        ResolvedLockout{MaxFailures: 5, ThrottleSeconds: 300, MaxTemporaryLockouts: 0},
+		SelfEnrollment: ResolvedSelfEnrollment{Mode: SelfEnrollmentAdminOnly, PendingExpirySeconds: 3600},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("Resolve() = %+v\nwant %+v", got, want)

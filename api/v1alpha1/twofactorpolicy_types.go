@@ -79,6 +79,39 @@ type TwoFactorPolicySpec struct {
 	// lockout says when wrong codes lock an enrollment, and for how long.
 	// +optional
 	Lockout *LockoutSettings `json:"lockout,omitempty"`
+
+	// selfEnrollment says whether users may enroll themselves through the verifier, and how long an
+	// enrollment they started may wait for its first code.
+	// +optional
+	SelfEnrollment *SelfEnrollmentSettings `json:"selfEnrollment,omitempty"`
+}
+
+// SelfEnrollmentMode says who creates enrollments.
+// +kubebuilder:validation:Enum=Open;AdminOnly
+type SelfEnrollmentMode string
+
+const (
+	// SelfEnrollmentOpen: a user without an enrollment may enroll through the verifier (trust on first use:
+	// whoever holds the password when a user first enrolls holds the second factor).
+	SelfEnrollmentOpen SelfEnrollmentMode = "Open"
+	// SelfEnrollmentAdminOnly: only administrators create enrollments and hand out the QR code out of band;
+	// the verifier creates none and serves no provisioning material.
+	SelfEnrollmentAdminOnly SelfEnrollmentMode = "AdminOnly"
+)
+
+// SelfEnrollmentSettings govern the enrollments the verifier creates.
+type SelfEnrollmentSettings struct {
+	// mode is Open (the default) or AdminOnly.
+	// +optional
+	Mode SelfEnrollmentMode `json:"mode,omitempty"`
+
+	// pendingExpirySeconds is how long a self-enrollment may stay unconfirmed before the manager deletes
+	// it, with its key. Enrollments an administrator created never expire by themselves. Defaults to
+	// 86400 (a day).
+	// +optional
+	// +kubebuilder:validation:Minimum=60
+	// +kubebuilder:validation:Maximum=2592000
+	PendingExpirySeconds int32 `json:"pendingExpirySeconds,omitempty"`
 }
 
 // TOTPSettings are the parameters of time-based codes. Changing them affects only new enrollments.
@@ -139,6 +172,14 @@ type LockoutSettings struct {
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=604800
 	ThrottleSeconds *int32 `json:"throttleSeconds,omitempty"`
+
+	// maxTemporaryLockouts bounds the guessing budget over time when throttleSeconds is set: after this
+	// many locks that ended by themselves without a success in between, the next lock lasts until an
+	// administrator unlocks it. 0 means no bound. Defaults to 10.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=1000
+	MaxTemporaryLockouts *int32 `json:"maxTemporaryLockouts,omitempty"`
 }
 
 // EnrollmentCounts summarise the enrollments of a policy: the policy-level "who has 2FA".

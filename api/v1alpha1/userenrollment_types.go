@@ -74,6 +74,13 @@ type UserEnrollmentStatus struct {
 	// +optional
 	FailedAttempts int32 `json:"failedAttempts,omitempty"`
 
+	// temporaryLockouts counts the throttled locks (those that end by themselves) since the last success or
+	// administrator unlock. Once it reaches lockout.maxTemporaryLockouts, the next lock lasts until an
+	// administrator unlocks it.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	TemporaryLockouts int32 `json:"temporaryLockouts,omitempty"`
+
 	// lastFailureAt is when the last wrong code was received.
 	// +optional
 	LastFailureAt *metav1.Time `json:"lastFailureAt,omitempty"`

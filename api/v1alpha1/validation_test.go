@@ -67,6 +67,9 @@ func TestAPIServerRefusesBadManifestsNamingTheField(t *testing.T) {
 		{"maxFailures over 100", policy("p", totp+"  lockout: {maxFailures: 101}"), []string{"spec.lockout.maxFailures"}},
 		{"negative throttle", policy("p", totp+"  lockout: {throttleSeconds: -1}"), []string{"spec.lockout.throttleSeconds"}},
 		{"throttle over a week", policy("p", totp+"  lockout: {throttleSeconds: 604801}"), []string{"spec.lockout.throttleSeconds"}},
+		{"negative temporary lockouts", policy("p", totp+"  lockout: {maxTemporaryLockouts: -1}"), []string{"spec.lockout.maxTemporaryLockouts"}},
+		{"unknown self-enrollment", policy("p", totp+"  selfEnrollment: {mode: Anyone}"), []string{"spec.selfEnrollment.mode"}},
+		{"expiry under a minute", policy("p", totp+"  selfEnrollment: {pendingExpirySeconds: 59}"), []string{"spec.selfEnrollment.pendingExpirySeconds"}},
 		{"policy name over 63", policy(strings.Repeat("p", 64), totp), []string{"policy name must be at most 63"}},
 		{"enrollment without user", enrollment("e", "  policyRef: {name: p}"), []string{"spec.user", "Required"}},
 		{"enrollment with empty user", enrollment("e", "  policyRef: {name: p}\n  user: ''"), []string{"spec.user"}},
@@ -157,7 +160,8 @@ func TestObjectsReadBackExactlyAsWritten(t *testing.T) {
 		policy("minimal", totp),
 		policy("disabled", "  mode: Disabled"),
 		policy("full", totp+"  issuer: Acme\n  totp: {algorithm: SHA256, digits: 8, periodSeconds: 60, skewSteps: 0}\n"+
-			"  hotp: {algorithm: SHA512, digits: 8, lookAhead: 0}\n  secretBytes: 32\n  lockout: {maxFailures: 5, throttleSeconds: 0}"),
+			"  hotp: {algorithm: SHA512, digits: 8, lookAhead: 0}\n  secretBytes: 32\n  lockout: {maxFailures: 5, throttleSeconds: 0, maxTemporaryLockouts: 0}\n"+
+			"  selfEnrollment: {mode: AdminOnly, pendingExpirySeconds: 3600}"),
 		enrollment("minimal", "  policyRef: {name: minimal}\n  user: alice"),
 		enrollment("with-method", "  policyRef: {name: minimal}\n  user: bob\n  method: TOTP"),
 	} {

@@ -34,8 +34,8 @@ const serviceAccountNamespace = "/var/run/secrets/kubernetes.io/serviceaccount/n
 // options are the verifier's flags.
 type options struct {
 	policy, namespace, listen, metricsListen, pprofListen, kubeconfig string
-	qps                                                               float64
-	burst                                                             int
+	qps, selfEnrollRate                                               float64
+	burst, selfEnrollBurst, maxPending                                int
 	maxStaleness                                                      time.Duration
 	authenticateCallers                                               bool
 	zap                                                               zap.Options
@@ -52,6 +52,9 @@ func (o *options) bind(fs *flag.FlagSet) {
 	fs.Float64Var(&o.qps, "kube-api-qps", 100, "Client-side limit of API requests per second (each state-changing decision is one).")
 	fs.IntVar(&o.burst, "kube-api-burst", 200, "Client-side burst above --kube-api-qps.")
 	fs.BoolVar(&o.authenticateCallers, "authenticate-callers", false, "Serve only callers with a ServiceAccount token for audience kube2fa whom RBAC allows to create twofactorpolicies/verify of the policy (for a verifier reached over the network; off for a sidecar on loopback).")
+	fs.Float64Var(&o.selfEnrollRate, "self-enrollment-rate", verifier.DefaultSelfEnrollmentRate, "New self-enrollments per second this replica creates at most (429 beyond); 0 for no bound.")
+	fs.IntVar(&o.selfEnrollBurst, "self-enrollment-burst", verifier.DefaultSelfEnrollmentBurst, "New self-enrollments this replica creates at once above --self-enrollment-rate.")
+	fs.IntVar(&o.maxPending, "max-pending-self-enrollments", verifier.DefaultMaxPending, "Unconfirmed self-enrollments the policy may have at most (503 beyond); 0 for no bound.")
 	fs.DurationVar(&o.maxStaleness, "max-staleness", verifier.DefaultMaxStaleness, "Answer 503 and fail readiness when the policy could not be confirmed current (a quorum read of its ConfigMap matching the watch cache) for longer than this.")
 	o.zap.BindFlags(fs)
 	fs.Usage = func() {
@@ -128,7 +131,8 @@ func run(log logr.Logger, o options) error {
 
 	log.Info("Starting watch caches", "policy", o.policy, "namespace", namespace)
 	running, err := verifier.Start(ctx, verifier.Config{Rest: cfg, Scheme: scheme.Scheme, Namespace: namespace, Policy: o.policy,
-		MaxStaleness: o.maxStaleness})
+		MaxStaleness: o.maxStaleness, SelfEnrollmentRate: o.selfEnrollRate, SelfEnrollmentBurst: o.selfEnrollBurst,
+		MaxPending: o.maxPending})
 	if err != nil {
 		return err
 	}

@@ -36,6 +36,9 @@ func SetConditions(st *v1alpha1.UserEnrollmentStatus, generation int64, now time
 	case st.LockedUntil == nil:
 		locked.Status, locked.Reason = metav1.ConditionTrue, v1alpha1.ReasonTooManyFailures
 		locked.Message = fmt.Sprintf("Locked after %d wrong codes until an administrator unlocks it", st.FailedAttempts)
+		if st.TemporaryLockouts > 0 {
+			locked.Message += fmt.Sprintf(" (after %d temporary lockouts without a success)", st.TemporaryLockouts)
+		}
 	default:
 		locked.Status, locked.Reason = metav1.ConditionTrue, v1alpha1.ReasonTooManyFailures
 		locked.Message = fmt.Sprintf("Locked after %d wrong codes until %s", st.FailedAttempts,

@@ -14,13 +14,17 @@ type Settings struct {
 	MaxFailures int32
 	// Throttle is how long a lock lasts; 0 means until an administrator unlocks.
 	Throttle time.Duration
+	// MaxTemporaryLockouts is how many throttled locks an enrollment gets without a success in between;
+	// the next lock lasts until an administrator unlocks. 0 means no bound.
+	MaxTemporaryLockouts int32
 }
 
 // SettingsFor returns the lockout settings of a resolved policy.
 func SettingsFor(p v1alpha1.ResolvedPolicy) Settings {
 	return Settings{
-		MaxFailures: p.Lockout.MaxFailures,
-		Throttle:    time.Duration(p.Lockout.ThrottleSeconds) * time.Second,
+		MaxFailures:          p.Lockout.MaxFailures,
+		Throttle:             time.Duration(p.Lockout.ThrottleSeconds) * time.Second,
+		MaxTemporaryLockouts: p.Lockout.MaxTemporaryLockouts,
 	}
 }
 
@@ -73,7 +77,7 @@ func Attempt(st *v1alpha1.UserEnrollmentStatus, s Settings, now time.Time, check
 	}
 	switch check() {
 	case Right:
-		st.FailedAttempts = 0
+		st.FailedAttempts, st.TemporaryLockouts = 0, 0
 		st.LastSuccessAt = stamp(now)
 		return Result{Outcome: Accepted}
 	case Used:
@@ -85,8 +89,11 @@ func Attempt(st *v1alpha1.UserEnrollmentStatus, s Settings, now time.Time, check
 	if st.FailedAttempts >= s.MaxFailures {
 		st.LockedAt = stamp(now)
 		st.LockedUntil = nil
-		if s.Throttle > 0 {
+		// A throttle does not stack on failures (the reference semantics), but it does not come back for
+		// ever either: past MaxTemporaryLockouts, an administrator decides.
+		if s.Throttle > 0 && (s.MaxTemporaryLockouts == 0 || st.TemporaryLockouts < s.MaxTemporaryLockouts) {
 			st.LockedUntil = stamp(st.LockedAt.Add(s.Throttle))
+			st.TemporaryLockouts++
 		}
 		res.LockedNow = true
 		res.RetryAfter = RetryAfter(st, now)
@@ -118,13 +125,14 @@ func Expire(st *v1alpha1.UserEnrollmentStatus, now time.Time) bool {
 	return true
 }
 
-// Unlock handles the administrator's unlock annotation: a value not handled before clears the lock and the
-// failures and is recorded. It reports whether the value was new.
+// Unlock handles the administrator's unlock annotation: a value not handled before clears the lock, the
+// failures and the count of temporary lockouts, and is recorded. It reports whether the value was new.
 func Unlock(st *v1alpha1.UserEnrollmentStatus, annotation string) bool {
 	if annotation == "" || annotation == st.LastHandledUnlock {
 		return false
 	}
 	clear(st)
+	st.TemporaryLockouts = 0
 	st.LastHandledUnlock = annotation
 	return true
 }
@@ -133,6 +141,7 @@ func Unlock(st *v1alpha1.UserEnrollmentStatus, annotation string) bool {
 // all belong to the key they were recorded for.
 func Reset(st *v1alpha1.UserEnrollmentStatus) {
 	clear(st)
+	st.TemporaryLockouts = 0
 	st.LastFailureAt = nil
 	st.ConfirmedAt = nil
 	st.LastSuccessAt = nil

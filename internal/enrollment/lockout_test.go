@@ -219,3 +219,49 @@ func TestAUsedCodeIsRefusedNotCounted(t *testing.T) {
 		t.Fatalf("replay while locked: %+v", res)
 	}
 }
+
+// With a throttle, each lock used to end by itself for ever: maxFailures fresh guesses every throttle
+// period. After MaxTemporaryLockouts throttled locks without a success, the next lock needs an
+// administrator; a success or an unlock starts the count again. The clock is the test's.
+func TestTemporaryLockoutsAreBounded(t *testing.T) {
+	s := Settings{MaxFailures: 2, Throttle: time.Minute, MaxTemporaryLockouts: 3}
+	st := &v1alpha1.UserEnrollmentStatus{}
+	now := t0
+	lock := func() Result {
+		t.Helper()
+		Attempt(st, s, now, wrong)
+		return Attempt(st, s, now, wrong)
+	}
+	for i := int32(1); i <= 3; i++ {
+		if res := lock(); !res.LockedNow || res.RetryAfter != time.Minute || st.TemporaryLockouts != i {
+			t.Fatalf("lock %d: %+v, %d temporary lockouts", i, res, st.TemporaryLockouts)
+		}
+		now = now.Add(time.Minute) // the throttle ends by itself
+	}
+	if res := lock(); !res.LockedNow || res.RetryAfter != 0 || st.LockedUntil != nil {
+		t.Fatalf("the fourth lock ends by itself: %+v", res)
+	}
+	if IsLocked(st, now.Add(365*24*time.Hour)) != true {
+		t.Fatal("the fourth lock ended without an administrator")
+	}
+	SetConditions(st, 1, now)
+	if c := meta.FindStatusCondition(st.Conditions, v1alpha1.ConditionLocked); c == nil ||
+		c.Message != "Locked after 2 wrong codes until an administrator unlocks it (after 3 temporary lockouts without a success)" {
+		t.Fatalf("Locked condition: %+v", c)
+	}
+	if !Unlock(st, "ticket-1") || st.TemporaryLockouts != 0 {
+		t.Fatalf("an unlock keeps the count: %+v", st)
+	}
+	lock()
+	now = now.Add(time.Minute)
+	if res := Attempt(st, s, now, right); res.Outcome != Accepted || st.TemporaryLockouts != 0 {
+		t.Fatalf("a success keeps the count: %+v", st)
+	}
+	unbounded := Settings{MaxFailures: 1, Throttle: time.Second}
+	for range 50 {
+		if res := Attempt(st, unbounded, now, wrong); res.RetryAfter != time.Second {
+			t.Fatalf("0 bounds nothing: %+v", res)
+		}
+		now = now.Add(time.Second)
+	}
+}

@@ -111,6 +111,11 @@ const (
 	maxSecretBytes     = 64
 	maxMaxFailures     = 100
 	maxThrottleSeconds = 604800
+	// maxTemporaryLockouts bounds lockout.maxTemporaryLockouts.
+	maxTemporaryLockouts = 1000
+	// minPendingExpiry and maxPendingExpiry bound selfEnrollment.pendingExpirySeconds.
+	minPendingExpiry = 60
+	maxPendingExpiry = 2592000
 )
 
 // ValidateResolved reports the first way p differs from what Resolve makes of a valid TwoFactorPolicy.
@@ -147,6 +152,9 @@ func ValidateResolved(p v1alpha1.ResolvedPolicy) error {
 		{p.SecretBytes >= otp.MinSecretBytes && p.SecretBytes <= maxSecretBytes, "secretBytes is out of bounds"},
 		{p.Lockout.MaxFailures >= 1 && p.Lockout.MaxFailures <= maxMaxFailures, "lockout.maxFailures is out of bounds"},
 		{p.Lockout.ThrottleSeconds >= 0 && p.Lockout.ThrottleSeconds <= maxThrottleSeconds, "lockout.throttleSeconds is out of bounds"},
+		{p.Lockout.MaxTemporaryLockouts >= 0 && p.Lockout.MaxTemporaryLockouts <= maxTemporaryLockouts, "lockout.maxTemporaryLockouts is out of bounds"},
+		{p.SelfEnrollment.Mode == v1alpha1.SelfEnrollmentOpen || p.SelfEnrollment.Mode == v1alpha1.SelfEnrollmentAdminOnly, "selfEnrollment.mode is not Open or AdminOnly"},
+		{p.SelfEnrollment.PendingExpirySeconds >= minPendingExpiry && p.SelfEnrollment.PendingExpirySeconds <= maxPendingExpiry, "selfEnrollment.pendingExpirySeconds is out of bounds"},
 	} {
 		if !check.ok {
 			return errors.New(check.what)

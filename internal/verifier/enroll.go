@@ -78,6 +78,10 @@ func (v *Verifier) Enroll(ctx context.Context, user string, method v1alpha1.Meth
 	if p.Mode == v1alpha1.ModeDisabled {
 		return out, false, refuse(ErrDisabled, "two-factor authentication is disabled by policy %s", v.Policy)
 	}
+	if p.SelfEnrollment.Mode == v1alpha1.SelfEnrollmentAdminOnly {
+		return out, false, refuse(ErrSelfEnrollmentClosed,
+			"policy %s lets only administrators enroll users; ask yours for your QR code", v.Policy)
+	}
 	method = p.MethodFor(method)
 	if !p.Allows(method) {
 		return out, false, refuse(ErrMethodNotAllowed, "policy %s does not allow method %s", v.Policy, method)
@@ -87,10 +91,15 @@ func (v *Verifier) Enroll(ctx context.Context, user string, method v1alpha1.Meth
 		return out, false, err
 	}
 	if e == nil {
+		if err := v.mayCreate(ctx); err != nil {
+			return out, false, err
+		}
 		if e, err = v.create(ctx, user, method); err != nil {
 			return out, false, err
 		}
 		created = true
+		v.event(e, corev1.EventTypeNormal, v1alpha1.EventReasonSelfEnrolled,
+			"Created by self-enrollment through the verifier: whoever confirms it first holds this user's second factor")
 	}
 	switch {
 	case e.Status.ConfirmedAt != nil:
@@ -105,6 +114,32 @@ func (v *Verifier) Enroll(ctx context.Context, user string, method v1alpha1.Meth
 	}
 	out = Enrollment{User: user, Method: e.Status.Method, State: StatePending}
 	return out, created, v.material(ctx, e, &out)
+}
+
+// mayCreate refuses a new self-enrollment beyond this replica's rate or the policy's number of pending ones.
+func (v *Verifier) mayCreate(ctx context.Context) error {
+	if v.SelfEnrollments != nil && !v.SelfEnrollments.Allow() {
+		return refuse(ErrSelfEnrollmentRate, "too many new enrollments at once; retry in a moment")
+	}
+	if v.MaxPending <= 0 {
+		return nil
+	}
+	var list v1alpha1.UserEnrollmentList
+	if err := v.Cache.List(ctx, &list, client.InNamespace(v.Namespace), client.UnsafeDisableDeepCopy); err != nil {
+		return unavailable("reading enrollments failed: %v", apiReason(err))
+	}
+	pending := 0
+	for i := range list.Items {
+		e := &list.Items[i]
+		if e.Labels[v1alpha1.LabelSelfEnrolled] == "true" && e.Status.ConfirmedAt == nil && e.DeletionTimestamp.IsZero() &&
+			e.Spec.PolicyRef.Name == v.Policy {
+			pending++
+		}
+	}
+	if pending >= v.MaxPending {
+		return refuse(ErrTooManyPending, "policy %s has %d unconfirmed self-enrollments, the most allowed; retry later", v.Policy, pending)
+	}
+	return nil
 }
 
 // create creates the user's enrollment under its derived name (see enrollment.Name), or finds the one

@@ -22,6 +22,12 @@ var (
 	ErrOtherMethodPending = errors.New("pending with another method")
 	// ErrLocked: the enrollment is locked by wrong codes, so it shows no provisioning material.
 	ErrLocked = errors.New("locked")
+	// ErrSelfEnrollmentClosed: the policy's selfEnrollment.mode is AdminOnly.
+	ErrSelfEnrollmentClosed = errors.New("self-enrollment closed")
+	// ErrSelfEnrollmentRate: this replica's bound on the rate of new self-enrollments is reached.
+	ErrSelfEnrollmentRate = errors.New("self-enrollment rate exceeded")
+	// ErrTooManyPending: the policy's bound on unconfirmed self-enrollments is reached.
+	ErrTooManyPending = errors.New("too many pending self-enrollments")
 	// ErrUnavailable: state could not be read or recorded, so the verifier refuses (fails closed).
 	ErrUnavailable = errors.New("unavailable")
 )

@@ -31,7 +31,10 @@ const DefaultRequestTimeout = 20 * time.Second
 type Metrics struct {
 	Verifications *prometheus.CounterVec
 	Lockouts      prometheus.Counter
-	Duration      *prometheus.HistogramVec
+	// SelfEnrollments counts self-enrollment requests by result: created (a new enrollment: watch it, a
+	// takeover of a never-enrolled account looks like one), resumed, closed, rate_limited, too_many_pending.
+	SelfEnrollments *prometheus.CounterVec
+	Duration        *prometheus.HistogramVec
 }
 
 // NewMetrics creates the metrics and registers them with reg.
@@ -43,12 +46,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Lockouts: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "kube2fa_lockouts_total", Help: "Enrollments locked by wrong codes.",
 		}),
+		SelfEnrollments: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kube2fa_self_enrollments_total",
+			Help: "Self-enrollment requests by result: created, resumed, closed, rate_limited, too_many_pending.",
+		}, []string{"result"}),
 		Duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "kube2fa_verifier_request_duration_seconds", Help: "HTTP request latency by route and status code.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}, []string{"route", "code"}),
 	}
-	reg.MustRegister(m.Verifications, m.Lockouts, m.Duration)
+	reg.MustRegister(m.Verifications, m.Lockouts, m.SelfEnrollments, m.Duration)
 	return m
 }
 
@@ -237,6 +244,19 @@ func (h *Handler) enroll(w http.ResponseWriter, r *http.Request) int {
 		return writeJSON(w, 400, errorBody{fmt.Sprintf("method must be TOTP or HOTP, not %q", req.Method)})
 	}
 	out, created, err := h.V.Enroll(r.Context(), req.User, req.Method)
+	switch {
+	case created:
+		h.Metrics.SelfEnrollments.WithLabelValues("created").Inc()
+	case errors.Is(err, ErrSelfEnrollmentClosed):
+		h.Metrics.SelfEnrollments.WithLabelValues("closed").Inc()
+	case errors.Is(err, ErrSelfEnrollmentRate):
+		h.Metrics.SelfEnrollments.WithLabelValues("rate_limited").Inc()
+		w.Header().Set("Retry-After", "1")
+	case errors.Is(err, ErrTooManyPending):
+		h.Metrics.SelfEnrollments.WithLabelValues("too_many_pending").Inc()
+	case err == nil:
+		h.Metrics.SelfEnrollments.WithLabelValues("resumed").Inc()
+	}
 	if err != nil {
 		return h.fail(w, err)
 	}
@@ -269,6 +289,9 @@ var statuses = []struct {
 	{ErrNoKey, http.StatusConflict},
 	{ErrOtherMethodPending, http.StatusConflict},
 	{ErrLocked, http.StatusTooManyRequests},
+	{ErrSelfEnrollmentClosed, http.StatusForbidden},
+	{ErrSelfEnrollmentRate, http.StatusTooManyRequests},
+	{ErrTooManyPending, http.StatusServiceUnavailable},
 	{ErrUnavailable, http.StatusServiceUnavailable},
 }
 

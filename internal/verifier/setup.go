@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"golang.org/x/time/rate"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -35,10 +36,26 @@ type Config struct {
 	// MaxStaleness bounds how long the replica answers without confirming that its policy is current
 	// (default DefaultMaxStaleness).
 	MaxStaleness time.Duration
+	// SelfEnrollmentRate (per second) and SelfEnrollmentBurst bound how fast this replica creates
+	// enrollments; a rate of 0 bounds nothing. MaxPending bounds the policy's unconfirmed
+	// self-enrollments; 0 bounds nothing. cmd/verifier's flags default to the Default values below.
+	SelfEnrollmentRate  float64
+	SelfEnrollmentBurst int
+	MaxPending          int
 }
 
-// DefaultMaxStaleness is how long a replica answers without confirming its policy is current.
-const DefaultMaxStaleness = 10 * time.Second
+// Defaults of the verifier's bounds.
+const (
+	// DefaultMaxStaleness is how long a replica answers without confirming its policy is current.
+	DefaultMaxStaleness = 10 * time.Second
+	// DefaultSelfEnrollmentRate and DefaultSelfEnrollmentBurst: ten new enrollments a second, twenty at
+	// once, per replica: far above honest sign-ups, far below what fills etcd.
+	DefaultSelfEnrollmentRate  = 10
+	DefaultSelfEnrollmentBurst = 20
+	// DefaultMaxPending unconfirmed self-enrollments per policy: about 3 MB of etcd (a Secret and an
+	// object each), and they expire (selfEnrollment.pendingExpirySeconds).
+	DefaultMaxPending = 1000
+)
 
 // Running is a started verifier: its decision engine over synced watch caches.
 type Running struct {
@@ -72,7 +89,11 @@ func Start(ctx context.Context, cfg Config) (*Running, error) {
 		Events:    events,
 
 		MaxStaleness: cmp.Or(cfg.MaxStaleness, DefaultMaxStaleness),
+		MaxPending:   cfg.MaxPending,
 	}}
+	if cfg.SelfEnrollmentRate > 0 {
+		r.SelfEnrollments = rate.NewLimiter(rate.Limit(cfg.SelfEnrollmentRate), max(cfg.SelfEnrollmentBurst, 1))
+	}
 	if err := r.forgetOnChange(ctx); err != nil {
 		return nil, err
 	}

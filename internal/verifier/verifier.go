@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/time/rate"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -78,6 +79,11 @@ type Verifier struct {
 	MaxRetries int
 	// ProvisionTimeout bounds how long self-enrollment waits for the manager's Secret (default 10s).
 	ProvisionTimeout time.Duration
+	// SelfEnrollments bounds how fast this replica creates enrollments (nil: no bound). MaxPending bounds
+	// the policy's unconfirmed self-enrollments (0: no bound). Each costs a Secret and an object in etcd,
+	// whose quota the whole cluster shares, and an application with open sign-up lets anyone ask.
+	SelfEnrollments *rate.Limiter
+	MaxPending      int
 	// MaxStaleness bounds how old the last confirmation that the cached policy is the API server's may be
 	// (see CheckFreshness); past it every answer is unavailable. 0 turns the bound off (tests that build a
 	// Verifier by hand).
