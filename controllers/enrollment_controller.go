@@ -51,7 +51,7 @@ type EnrollmentReconciler struct {
 	MaxConcurrentReconciles int
 }
 
-// +kubebuilder:rbac:groups=twofactor.kube2fa.io,resources=userenrollments,verbs=get;list;watch
+// +kubebuilder:rbac:groups=twofactor.kube2fa.io,resources=userenrollments,verbs=get;list;watch;delete
 // +kubebuilder:rbac:groups=twofactor.kube2fa.io,resources=userenrollments/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=twofactor.kube2fa.io,resources=userenrollments/finalizers,verbs=update
 // +kubebuilder:rbac:groups=twofactor.kube2fa.io,resources=twofactorpolicies,verbs=get;list;watch
@@ -71,7 +71,11 @@ func (r *EnrollmentReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	before := e.Status.DeepCopy()
 	now := r.Clock.Now()
 	var notes []note // Events announced only once the status that records them is written
+	gone := false    // the enrollment expired: there is no status left to write
 	defer func() {
+		if gone {
+			return
+		}
 		enrollment.SetConditions(&e.Status, e.Generation, now)
 		if err == nil {
 			e.Status.ObservedGeneration = e.Generation
@@ -89,6 +93,15 @@ func (r *EnrollmentReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	if err != nil {
 		return ctrl.Result{}, err // a fact that could not be read decides nothing: Ready stays as it was
 	}
+	expiresIn, err := r.expire(ctx, e, facts.Policy, now)
+	if gone = err == nil && expiresIn < 0; gone || err != nil {
+		return ctrl.Result{}, err
+	}
+	defer func() {
+		if expiresIn > 0 && err == nil && (res.RequeueAfter == 0 || expiresIn < res.RequeueAfter) {
+			res.RequeueAfter = expiresIn
+		}
+	}()
 	if facts.Policy != nil { // else the Secret was not read: nothing is known of it
 		facts.KeyLost = enrollment.KeyLost(&e.Status, facts.Secret)
 		if enrollment.Reissue(&e.Status, e.Annotations[v1alpha1.AnnotationReissue], facts.KeyLost) {
@@ -131,6 +144,27 @@ func (r *EnrollmentReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	res, lockNotes := r.handleLock(e, now)
 	notes = append(notes, lockNotes...)
 	return res, nil
+}
+
+// expire deletes e when it is a self-enrollment that was never confirmed in time (see enrollment.Expiry), and
+// returns -1 then; otherwise how long until it expires, 0 when it never does. The deletion is guarded by
+// e's resourceVersion: an enrollment confirmed meanwhile is not deleted.
+func (r *EnrollmentReconciler) expire(ctx context.Context, e *v1alpha1.UserEnrollment, p *v1alpha1.ResolvedPolicy,
+	now time.Time) (time.Duration, error) {
+	at, ok := enrollment.Expiry(e, p)
+	switch {
+	case !ok:
+		return 0, nil
+	case now.Before(at):
+		return at.Sub(now), nil
+	}
+	err := r.Delete(ctx, e, client.Preconditions{UID: &e.UID, ResourceVersion: &e.ResourceVersion})
+	if err != nil {
+		return 0, client.IgnoreNotFound(err)
+	}
+	r.Recorder.Eventf(e, nil, corev1.EventTypeNormal, v1alpha1.EventReasonExpired, "Expire",
+		"Self-enrollment not confirmed within %ds: deleted with its key", p.SelfEnrollment.PendingExpirySeconds)
+	return -1, nil
 }
 
 // note is an Event to emit about an enrollment. The first provisioning of a key is not one: the Ready

@@ -13,6 +13,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	clocktesting "k8s.io/utils/clock/testing"
@@ -169,6 +170,51 @@ func TestThrottledLockEndsByItself(t *testing.T) {
 	}
 }
 
+// Pending self-enrollments cost etcd space that the whole cluster shares: one never confirmed goes, with its
+// key, once the policy's pendingExpirySeconds have passed on the manager's (fake) clock. What an
+// administrator created, and what was confirmed, stays.
+func TestUnconfirmedSelfEnrollmentsExpire(t *testing.T) {
+	ns := env.Namespace(t)
+	clk := clocktesting.NewFakeClock(time.Now())
+	env.StartManager(t, controllers.Options{MaxConcurrentReconciles: 4, Clock: clk})
+	spec := enforcedTOTP()
+	spec.SelfEnrollment = &v1alpha1.SelfEnrollmentSettings{PendingExpirySeconds: 60}
+	createPolicy(t, ns, "webapp", spec)
+	self := func(name string) *v1alpha1.UserEnrollment {
+		e := &v1alpha1.UserEnrollment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name,
+			Labels: map[string]string{v1alpha1.LabelSelfEnrolled: "true"}},
+			Spec: v1alpha1.UserEnrollmentSpec{PolicyRef: v1alpha1.PolicyReference{Name: "webapp"}, User: name}}
+		if err := env.Client.Create(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	pending, confirmed := self("pending"), self("confirmed")
+	createEnrollment(t, ns, "by-admin", "webapp", "by-admin")
+	for _, n := range []string{"pending", "confirmed", "by-admin"} {
+		waitCondition(t, ns, n, v1alpha1.ConditionReady, metav1.ConditionTrue, "")
+	}
+	recordAttemptsAt(t, ns, confirmed.Name, enrollment.Settings{MaxFailures: 3}, 1, true, clk.Now)
+	waitCondition(t, ns, confirmed.Name, v1alpha1.ConditionEnrolled, metav1.ConditionTrue, "")
+
+	testenv.EventuallyErr(t, "the pending self-enrollment to expire", func() (bool, error) {
+		err := env.Client.Get(ctx, client.ObjectKeyFromObject(pending), &v1alpha1.UserEnrollment{})
+		if apierrors.IsNotFound(err) {
+			return true, nil
+		}
+		clk.Step(time.Second)
+		return false, err
+	})
+	if deadline := pending.CreationTimestamp.Add(60 * time.Second); clk.Now().Before(deadline) {
+		t.Errorf("expired at %v, before %v", clk.Now(), deadline)
+	}
+	waitEvent(t, ns, "pending", corev1.EventTypeNormal, v1alpha1.EventReasonExpired)
+	clk.Step(time.Hour)
+	for _, n := range []string{"confirmed", "by-admin"} {
+		waitCondition(t, ns, n, v1alpha1.ConditionReady, metav1.ConditionTrue, "") // still there
+	}
+}
+
 func TestUnlockAnnotationClearsALockOnce(t *testing.T) {
 	ns := env.Namespace(t)
 	startManager(t)
@@ -247,7 +293,7 @@ func TestAConfirmedEnrollmentThatLosesItsKeyStaysClosedUntilReissued(t *testing.
 		!meta.IsStatusConditionTrue(e.Status.Conditions, v1alpha1.ConditionEnrolled) {
 		t.Errorf("a lost key lowered the bar: %+v", e.Status)
 	}
-	waitEvent(t, ns, "alice", v1alpha1.EventReasonKeyLost)
+	waitEvent(t, ns, "alice", corev1.EventTypeWarning, v1alpha1.EventReasonKeyLost)
 	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(old), &corev1.Secret{}); err == nil {
 		t.Fatal("a new key was issued behind the user's back")
 	}
@@ -263,7 +309,7 @@ func TestAConfirmedEnrollmentThatLosesItsKeyStaysClosedUntilReissued(t *testing.
 		e.Status.LastHandledReissue != "ticket-9" {
 		t.Errorf("status after the reissue: %+v", e.Status)
 	}
-	waitEvent(t, ns, "alice", v1alpha1.EventReasonKeyReplaced)
+	waitEvent(t, ns, "alice", corev1.EventTypeWarning, v1alpha1.EventReasonKeyReplaced)
 }
 
 // A pending enrollment that loses its Secret gets a new key: nobody was ever asked for the old one.
@@ -282,17 +328,18 @@ func TestAPendingEnrollmentThatLosesItsKeyGetsANewOne(t *testing.T) {
 		return e.Status.SecretUID != "" && e.Status.SecretUID != string(old.UID) &&
 			meta.IsStatusConditionTrue(e.Status.Conditions, v1alpha1.ConditionReady), nil
 	})
-	waitEvent(t, ns, "bob", v1alpha1.EventReasonKeyReplaced)
+	waitEvent(t, ns, "bob", corev1.EventTypeWarning, v1alpha1.EventReasonKeyReplaced)
 }
 
 // waitEvent waits for a Warning Event with reason about enrollment name.
-func waitEvent(t *testing.T, ns, name, reason string) {
+// waitEvent waits for an Event of type kind (Normal, Warning) and reason about enrollment name.
+func waitEvent(t *testing.T, ns, name, kind, reason string) {
 	t.Helper()
-	testenv.EventuallyErr(t, "a "+reason+" warning", func() (bool, error) {
+	testenv.EventuallyErr(t, "a "+kind+" "+reason+" Event", func() (bool, error) {
 		var events eventsv1.EventList
 		err := env.Client.List(ctx, &events, client.InNamespace(ns))
 		return slices.ContainsFunc(events.Items, func(ev eventsv1.Event) bool {
-			return ev.Reason == reason && ev.Type == corev1.EventTypeWarning && ev.Regarding.Name == name
+			return ev.Reason == reason && ev.Type == kind && ev.Regarding.Name == name
 		}), err
 	})
 }
@@ -447,7 +494,7 @@ func TestAPlantedSecretWithAForgedOwnerIsNeverAKey(t *testing.T) {
 	if got.Status.SecretUID != "" {
 		t.Fatalf("the planted Secret was bound as alice's key: %+v", got.Status)
 	}
-	waitEvent(t, ns, "alice", v1alpha1.ReasonSecretConflict)
+	waitEvent(t, ns, "alice", corev1.EventTypeWarning, v1alpha1.ReasonSecretConflict)
 	if s := getSecret(t, ns, "alice-otp"); s.UID != planted.UID {
 		t.Errorf("the planted Secret was replaced: the manager may not delete or rewrite a Secret")
 	}

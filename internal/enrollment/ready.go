@@ -131,3 +131,15 @@ func Confirm(st *v1alpha1.UserEnrollmentStatus, now time.Time) {
 		st.ConfirmedAt = stamp(now)
 	}
 }
+
+// Expiry is when e, a self-enrollment never confirmed, expires under policy p: its creation plus the
+// policy's selfEnrollment.pendingExpirySeconds. ok is false for an enrollment that never expires by itself:
+// one an administrator created (not labelled self-enrolled), one confirmed, and one an administrator
+// reissued a key for.
+func Expiry(e *v1alpha1.UserEnrollment, p *v1alpha1.ResolvedPolicy) (at time.Time, ok bool) {
+	if p == nil || e.Labels[v1alpha1.LabelSelfEnrolled] != "true" || e.Status.ConfirmedAt != nil ||
+		e.Status.LastHandledReissue != "" {
+		return time.Time{}, false
+	}
+	return e.CreationTimestamp.Add(time.Duration(p.SelfEnrollment.PendingExpirySeconds) * time.Second), true
+}

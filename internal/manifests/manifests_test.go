@@ -22,6 +22,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -51,6 +52,7 @@ const (
 	appDir     = "config/samples/app"
 	// serviceDir is the verifier as its own Deployment and Service, in namespace webapp.
 	serviceDir = "config/samples/service"
+	quotaDir   = "config/samples/quota"
 	// namespacedDir is the install that serves one namespace, kube2fa by default.
 	namespacedDir       = "config/namespaced"
 	namespacedNamespace = "kube2fa"
@@ -226,7 +228,7 @@ func TestTheVerifierServiceAdmitsOnlyTheApplication(t *testing.T) {
 func TestSamplesAreAcceptedByARealAPIServerInARestrictedNamespace(t *testing.T) {
 	ns := restrictedNamespace(t)
 	// The samples say "apply with -n <namespace>": a namespace written into them would defeat that.
-	for _, r := range []rendering{render(t, samplesDir), render(t, appDir)} {
+	for _, r := range []rendering{render(t, samplesDir), render(t, appDir), render(t, quotaDir)} {
 		for _, o := range r.objs {
 			if o.GetNamespace() != "" {
 				t.Errorf("%s renders %s %s in namespace %q: the samples must take the namespace they are applied to",
@@ -234,6 +236,28 @@ func TestSamplesAreAcceptedByARealAPIServerInARestrictedNamespace(t *testing.T) 
 			}
 		}
 		serverDryRunApply(t, r, ns)
+	}
+}
+
+// The quota counts kube2fa's objects by the names the API server counts them by: a resource name it does not
+// know would be accepted and count nothing.
+func TestTheQuotaSampleCountsEnrollmentsAndSecrets(t *testing.T) {
+	q := render(t, quotaDir).only(t, "ResourceQuota")
+	hard, _, err := unstructured.NestedStringMap(q.Object, "spec", "hard")
+	if err != nil {
+		t.Fatal(err)
+	}
+	crd := &unstructured.Unstructured{}
+	crd.SetGroupVersionKind(apiextensionsv1.SchemeGroupVersion.WithKind("CustomResourceDefinition"))
+	if err := env.Client.Get(t.Context(), client.ObjectKey{Name: "userenrollments." + v1alpha1.GroupVersion.Group}, crd); err != nil {
+		t.Fatal(err)
+	}
+	plural, _, _ := unstructured.NestedString(crd.Object, "spec", "names", "plural")
+	group, _, _ := unstructured.NestedString(crd.Object, "spec", "group")
+	for _, want := range []string{"count/" + plural + "." + group, "count/secrets"} {
+		if hard[want] == "" {
+			t.Errorf("the quota does not bound %s: %v", want, hard)
+		}
 	}
 }
 
