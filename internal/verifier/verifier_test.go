@@ -243,8 +243,34 @@ func TestThrottledLockRefusesThenExpires(t *testing.T) {
 		t.Fatalf("right code when the throttle ended: %d %v", res.Status, res.Body)
 	}
 	e := enrollment(t, ns, "alice")
-	if e.Status.FailedAttempts != 0 || e.Status.LockedAt != nil {
+	if e.Status.FailedAttempts != 0 || e.Status.LockedAt != nil || e.Status.TemporaryLockouts != 0 {
 		t.Fatalf("after expiry: %+v", e.Status)
+	}
+
+	// With maxTemporaryLockouts 1, the first lock ends by itself and the second, without a success in
+	// between, needs an administrator.
+	testenv.EditPolicy(t, env.Client, client.ObjectKey{Namespace: ns, Name: "webapp"}, func(s *v1alpha1.TwoFactorPolicySpec) {
+		s.Lockout.MaxTemporaryLockouts = ptr.To[int32](1)
+	})
+	testenv.Eventually(t, "the replica to see the bound", func() bool {
+		cm := &corev1.ConfigMap{}
+		return r.Cache.Get(ctx, client.ObjectKey{Namespace: ns, Name: "webapp-verifier"}, cm) == nil &&
+			strings.Contains(cm.Data["policy.json"], `"maxTemporaryLockouts":1`)
+	})
+	for lock := range 2 {
+		clk.SetTime(clk.Now().Add(10 * time.Minute))
+		r.verify(t, "alice", "111111")
+		if res := r.verify(t, "alice", "222222"); res.Status != 401 || res.Body["remainingAttempts"] != 0.0 {
+			t.Fatalf("lock %d: %d %v", lock+1, res.Status, res.Body)
+		}
+		e := enrollment(t, ns, "alice")
+		if temporary := lock == 0; e.Status.LockedAt == nil || (e.Status.LockedUntil != nil) != temporary || e.Status.TemporaryLockouts != 1 {
+			t.Fatalf("lock %d: %+v", lock+1, e.Status)
+		}
+	}
+	clk.SetTime(clk.Now().Add(24 * time.Hour))
+	if res := r.verify(t, "alice", totp(t, p, k, clk.Now())); res.Status != 429 || res.Header.Get("Retry-After") != "" {
+		t.Fatalf("a day into the lock that needs an administrator: %d %v", res.Status, res.Body)
 	}
 }
 
