@@ -55,6 +55,21 @@ control-plane: ## Build etcd, kube-apiserver and kube-controller-manager from so
 test: manifests generate fmt vet control-plane ## Run every test against the local control plane.
 	KUBEBUILDER_ASSETS=$(K8S_ASSETS) go test $(GO_TEST_FLAGS) ./...
 
+# Every fuzz target, by package. `make test` runs their seed corpora (and testdata/fuzz); `make fuzz` runs the
+# fuzzer on each for FUZZTIME. None needs the control plane.
+FUZZ_TARGETS := ./internal/enrollment:FuzzName ./internal/enrollment:FuzzValidUser \
+	./internal/strictjson:FuzzUnmarshal ./internal/otp:FuzzProvisioningURI \
+	./internal/render:FuzzParseOTPSecret ./internal/render:FuzzParseVerifierConfigMap \
+	./internal/verifier:FuzzRequests
+FUZZTIME ?= 30s
+
+.PHONY: fuzz
+fuzz: ## Run each fuzz target for FUZZTIME (default 30s), one after the other.
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		echo "fuzz $${t#*:} in $${t%%:*} for $(FUZZTIME)"; \
+		go test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) "$${t%%:*}"; \
+	done
+
 .PHONY: bench
 bench: build control-plane ## Measure kube2fa against the API server's own ceiling (BENCH_FLAGS="-n 10000" to scale).
 	KUBEBUILDER_ASSETS=$(K8S_ASSETS) go run ./cmd/bench $(BENCH_FLAGS)

@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"testing"
@@ -97,6 +98,14 @@ func Start(opts Options) (*Env, error) {
 
 // Main runs a test package's tests against one control plane started for them, stored in *env.
 func Main(m *testing.M, opts Options, env **Env) {
+	// A fuzzing run (-fuzz, and each of its worker processes) exercises pure code: it needs no control
+	// plane, and would otherwise start one per worker.
+	flag.Parse()
+	for _, name := range []string{"test.fuzz", "test.fuzzworker"} {
+		if f := flag.Lookup(name); f != nil && f.Value.String() != "" && f.Value.String() != "false" {
+			os.Exit(m.Run())
+		}
+	}
 	e, err := Start(opts)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "testenv:", err)

@@ -20,20 +20,7 @@ import (
 // writes in a few milliseconds before a 503.
 func TestAConflictIsFollowedByOneDecisionOnTheStateThatWon(t *testing.T) {
 	ctx := context.Background()
-	v, e, secret, scratch := keyFixture(t, nil)
-	policy := &v1alpha1.TwoFactorPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "webapp", UID: "policy-1"},
-		Spec: v1alpha1.TwoFactorPolicySpec{Mode: v1alpha1.ModeEnforced, Methods: []v1alpha1.Method{v1alpha1.MethodTOTP}}}
-	cm, err := render.VerifierConfigMap(policy)
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := metav1.Now()
-	e.Status.ConfirmedAt = &now
-	cache := fake.NewClientBuilder().WithScheme(scratch.Scheme()).WithObjects(policy, cm, secret, e.DeepCopy()).
-		WithIndex(&v1alpha1.UserEnrollment{}, IndexKey, func(o client.Object) []string {
-			return []string{enrollment.KeyOf(o.(*v1alpha1.UserEnrollment))}
-		}).Build()
-	v.Cache = cache
+	v, e, cache := decisionFixture(t)
 	// The API server: the same enrollment, on which another replica recorded a failure after this replica's
 	// own last write, which the cache has not shown yet.
 	var updates int
@@ -66,4 +53,24 @@ func TestAConflictIsFollowedByOneDecisionOnTheStateThatWon(t *testing.T) {
 	if updates != 2 {
 		t.Fatalf("%d writes for one decision: want the one that conflicted and the one that landed", updates)
 	}
+}
+
+// decisionFixture is a verifier over a fake cache holding an Enforced TOTP policy webapp, its ConfigMap, and
+// alice's confirmed enrollment e with its key; v.Client is not set.
+func decisionFixture(t testing.TB) (*Verifier, *v1alpha1.UserEnrollment, client.WithWatch) {
+	v, e, secret, scratch := keyFixture(t, nil)
+	policy := &v1alpha1.TwoFactorPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "webapp", UID: "policy-1"},
+		Spec: v1alpha1.TwoFactorPolicySpec{Mode: v1alpha1.ModeEnforced, Methods: []v1alpha1.Method{v1alpha1.MethodTOTP}}}
+	cm, err := render.VerifierConfigMap(policy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := metav1.Now()
+	e.Status.ConfirmedAt = &now
+	cache := fake.NewClientBuilder().WithScheme(scratch.Scheme()).WithObjects(policy, cm, secret, e.DeepCopy()).
+		WithIndex(&v1alpha1.UserEnrollment{}, IndexKey, func(o client.Object) []string {
+			return []string{enrollment.KeyOf(o.(*v1alpha1.UserEnrollment))}
+		}).Build()
+	v.Cache, v.Clock = cache, clock.RealClock{}
+	return v, e, cache
 }

@@ -20,7 +20,7 @@ import (
 )
 
 // keyFixture is an enrollment with its key Secret, in a fake cache whose Gets can be intercepted.
-func keyFixture(t *testing.T, get func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error) (*Verifier, *v1alpha1.UserEnrollment, *corev1.Secret, client.Client) {
+func keyFixture(t testing.TB, get func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error) (*Verifier, *v1alpha1.UserEnrollment, *corev1.Secret, client.Client) {
 	t.Helper()
 	scheme := runtime.NewScheme()
 	if err := corev1.AddToScheme(scheme); err != nil {
