@@ -1,7 +1,6 @@
 package verifier_test
 
 import (
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -66,11 +65,7 @@ func TestAUserTooLongForAQRCodeStillEnrolls(t *testing.T) {
 	if res.Status != 201 || res.Body["otpauthURI"] == nil || res.Body["qrPNG"] != nil {
 		t.Fatalf("enroll: %d, URI %v, QR code %v", res.Status, res.Body["otpauthURI"] != nil, res.Body["qrPNG"] != nil)
 	}
-	testenv.EventuallyErr(t, "a NoQRCode Event", func() (bool, error) {
-		var list eventsv1.EventList
-		err := env.Client.List(ctx, &list, client.InNamespace(ns))
-		return slices.ContainsFunc(list.Items, func(ev eventsv1.Event) bool { return ev.Reason == v1alpha1.EventReasonNoQRCode }), err
-	})
+	waitEvent(t, ns, "a NoQRCode Event", func(ev eventsv1.Event) bool { return ev.Reason == v1alpha1.EventReasonNoQRCode })
 	p, k := key(t, ns, user)
 	if res := rs[0].confirm(t, user, totp(t, p, k, time.Now())); res.Status != 200 {
 		t.Fatalf("confirm: %d %v", res.Status, res.Body)

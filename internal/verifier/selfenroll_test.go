@@ -3,7 +3,6 @@ package verifier_test
 import (
 	"io"
 	"net/http"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -40,12 +39,8 @@ func TestSelfEnrollmentIsVisibleAndCanBeClosed(t *testing.T) {
 	if res := r.enroll(t, "erin", ""); res.Status != 201 {
 		t.Fatalf("enroll: %d %v", res.Status, res.Body)
 	}
-	testenv.EventuallyErr(t, "a SelfEnrolled Event on erin's enrollment", func() (bool, error) {
-		var list eventsv1.EventList
-		err := env.Client.List(ctx, &list, client.InNamespace(ns))
-		return slices.ContainsFunc(list.Items, func(ev eventsv1.Event) bool {
-			return ev.Reason == v1alpha1.EventReasonSelfEnrolled && ev.Regarding.Name == ueName("erin")
-		}), err
+	waitEvent(t, ns, "a SelfEnrolled Event on erin's enrollment", func(ev eventsv1.Event) bool {
+		return ev.Reason == v1alpha1.EventReasonSelfEnrolled && ev.Regarding.Name == ueName("erin")
 	})
 	if text := metricsText(t, r); !strings.Contains(text, `kube2fa_self_enrollments_total{result="created"} 1`) {
 		t.Errorf("no self-enrollment counted:\n%s", text)

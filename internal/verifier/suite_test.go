@@ -20,6 +20,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -175,6 +176,22 @@ func (r *replica) confirm(t *testing.T, user, code string) response {
 
 func (r *replica) enroll(t *testing.T, user, method string) response {
 	return call(t, "POST", r.url+"/v1/enrollments", fmt.Sprintf(`{"user":%q,"method":%q}`, user, method))
+}
+
+// waitEvent waits for an Event in ns that match accepts, and returns it.
+func waitEvent(t *testing.T, ns, what string, match func(ev eventsv1.Event) bool) eventsv1.Event {
+	t.Helper()
+	var found eventsv1.Event
+	testenv.EventuallyErr(t, what, func() (bool, error) {
+		var list eventsv1.EventList
+		err := env.Client.List(ctx, &list, client.InNamespace(ns))
+		i := slices.IndexFunc(list.Items, match)
+		if i >= 0 {
+			found = list.Items[i]
+		}
+		return i >= 0, err
+	})
+	return found
 }
 
 // ueName is the name self-enrollment gives user's enrollment under the tests' policy, webapp.

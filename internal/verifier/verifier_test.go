@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -168,19 +167,8 @@ func TestLockoutWithoutThrottleNeedsTheAdministrator(t *testing.T) {
 	if e.Status.FailedAttempts != 3 || !meta.IsStatusConditionTrue(e.Status.Conditions, v1alpha1.ConditionLocked) {
 		t.Fatalf("lock state: %+v", e.Status)
 	}
-	var lockedOut eventsv1.Event
-	testenv.Eventually(t, "a LockedOut Event", func() bool {
-		var list eventsv1.EventList
-		if err := env.Client.List(ctx, &list, client.InNamespace(ns)); err != nil {
-			return false
-		}
-		for _, ev := range list.Items {
-			if ev.Reason == v1alpha1.EventReasonLockedOut && ev.Regarding.Name == ueName("alice") {
-				lockedOut = ev
-				return true
-			}
-		}
-		return false
+	lockedOut := waitEvent(t, ns, "a LockedOut Event", func(ev eventsv1.Event) bool {
+		return ev.Reason == v1alpha1.EventReasonLockedOut && ev.Regarding.Name == ueName("alice")
 	})
 	if lockedOut.Type != corev1.EventTypeWarning {
 		t.Errorf("a lockout is announced as %s, want a Warning", lockedOut.Type)
@@ -521,13 +509,9 @@ func TestTheVerifierObeysOnlyTheConfigMapItsPolicyControls(t *testing.T) {
 			if err := r.Ready(); err == nil {
 				t.Error("the verifier is ready on a ConfigMap its policy does not control")
 			}
-			testenv.EventuallyErr(t, "a ConfigMapNotTrusted Warning on the policy", func() (bool, error) {
-				var list eventsv1.EventList
-				err := env.Client.List(ctx, &list, client.InNamespace(ns))
-				return slices.ContainsFunc(list.Items, func(ev eventsv1.Event) bool {
-					return ev.Reason == v1alpha1.EventReasonConfigMapNotTrusted && ev.Type == corev1.EventTypeWarning &&
-						ev.Regarding.Kind == "TwoFactorPolicy" && ev.Regarding.Name == "webapp"
-				}), err
+			waitEvent(t, ns, "a ConfigMapNotTrusted Warning on the policy", func(ev eventsv1.Event) bool {
+				return ev.Reason == v1alpha1.EventReasonConfigMapNotTrusted && ev.Type == corev1.EventTypeWarning &&
+					ev.Regarding.Kind == "TwoFactorPolicy" && ev.Regarding.Name == "webapp"
 			})
 		})
 	}
