@@ -216,13 +216,6 @@ func secretFacts(s metav1.Object, e *v1alpha1.UserEnrollment) *enrollment.Secret
 // Secrets could plant one with kube2fa's labels and a forged owner, and would know its key.
 func (r *EnrollmentReconciler) provision(ctx context.Context, e *v1alpha1.UserEnrollment, f *enrollment.Facts) error {
 	if enrollment.NeedsKey(*f) {
-		// The cache may not show yet an enrollment of the same user created a moment ago: a key is created
-		// only when the API server itself says that this enrollment is the user's.
-		dup, err := r.liveDuplicate(ctx, e)
-		if err != nil || dup != "" {
-			f.Duplicate = dup
-			return err
-		}
 		s, created, err := r.createSecret(ctx, e, *f.Policy, f.Method)
 		if err != nil {
 			f.ProvisionFailed = true
@@ -245,20 +238,6 @@ func (r *EnrollmentReconciler) provision(ctx context.Context, e *v1alpha1.UserEn
 		s.Method = v1alpha1.Method(full.Data[render.SecretKeyMethod])
 	}
 	return nil
-}
-
-// liveDuplicate names the enrollment that precedes e for its user and policy in the API server (not the
-// cache), or "" when e is the user's.
-func (r *EnrollmentReconciler) liveDuplicate(ctx context.Context, e *v1alpha1.UserEnrollment) (string, error) {
-	var list v1alpha1.UserEnrollmentList
-	if err := r.APIReader.List(ctx, &list, client.InNamespace(e.Namespace),
-		client.MatchingFields{"spec.user": e.Spec.User, "spec.policyRef.name": e.Spec.PolicyRef.Name}); err != nil {
-		return "", fmt.Errorf("listing userenrollments of the user: %w", err)
-	}
-	if w := enrollment.Winner(list.Items); w != nil && w.UID != e.UID && enrollment.Precedes(w, e) {
-		return w.Name, nil
-	}
-	return "", nil
 }
 
 // createSecret generates a key and creates the enrollment's Secret, with the manager's provenance. When a
