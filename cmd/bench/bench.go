@@ -52,7 +52,9 @@ type bench struct {
 	env     *controlplane.Env
 	cluster *devcluster.Cluster
 	// client has no client-side rate limit: the benchmark measures the server.
-	client  client.WithWatch
+	client client.WithWatch
+	// proto is a clientset speaking protobuf to built-in resources, as a production client does.
+	proto   kubernetes.Interface
 	metrics rest.Interface
 	manager *devcluster.Process
 	burstNS string
@@ -85,7 +87,14 @@ func newBench(ctx context.Context, c config, env *controlplane.Env, cl *devclust
 			procs[name] = pidOf(path)
 		}
 	}
-	return &bench{c: c, env: env, cluster: cl, client: k, metrics: cs.RESTClient(), procs: procs, pprof: map[string]string{}}, nil
+	pcfg := rest.CopyConfig(cfg)
+	pcfg.ContentType, pcfg.AcceptContentTypes = runtime.ContentTypeProtobuf, runtime.ContentTypeProtobuf
+	proto, err := kubernetes.NewForConfig(pcfg)
+	if err != nil {
+		return nil, err
+	}
+	return &bench{c: c, env: env, cluster: cl, client: k, proto: proto, metrics: cs.RESTClient(), procs: procs,
+		pprof: map[string]string{}}, nil
 }
 
 // requests reads the API server's request counters: verb+resource → count.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -13,15 +14,20 @@ import (
 // supports.
 const clockTicks = 100
 
-// cpuTime returns the CPU time (user + system) a process has used so far, and false once it is gone.
-func cpuTime(pid int) (time.Duration, bool) {
+// stat returns the fields of /proc/<pid>/stat after the command name (field 3 of the line onwards), or nil
+// once the process is gone. The command name may hold spaces and parentheses; nothing after its last ')'
+// does.
+func stat(pid int) []string {
 	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0, false
+		return nil
 	}
-	// The command name (field 2) may hold spaces; the fields after its closing parenthesis do not.
-	s := string(raw)
-	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	return strings.Fields(string(raw[bytes.LastIndexByte(raw, ')')+1:]))
+}
+
+// cpuTime returns the CPU time (user + system) a process has used so far, and false once it is gone.
+func cpuTime(pid int) (time.Duration, bool) {
+	fields := stat(pid)
 	if len(fields) < 13 || fields[0] == "Z" {
 		return 0, false
 	}
@@ -30,7 +36,9 @@ func cpuTime(pid int) (time.Duration, bool) {
 	return time.Duration(utime+stime) * time.Second / clockTicks, true
 }
 
-// pidOf finds the process running the binary at path, or returns 0.
+// pidOf returns the PID of this process's child running the executable at path, or 0. Only a child counts:
+// a control plane left over from another run (a test killed on a timeout) runs the same executable, idle,
+// and metering it would report next to nothing.
 func pidOf(path string) int {
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
@@ -38,11 +46,21 @@ func pidOf(path string) int {
 		if err != nil {
 			continue
 		}
-		if exe, err := os.Readlink(filepath.Join("/proc", e.Name(), "exe")); err == nil && exe == path {
+		if exe, err := os.Readlink(filepath.Join("/proc", e.Name(), "exe")); err == nil && exe == path && parentOf(pid) == os.Getpid() {
 			return pid
 		}
 	}
 	return 0
+}
+
+// parentOf returns the parent PID of pid (field 4 of its stat line), or 0.
+func parentOf(pid int) int {
+	fields := stat(pid)
+	if len(fields) < 2 {
+		return 0
+	}
+	ppid, _ := strconv.Atoi(fields[1])
+	return ppid
 }
 
 // cpuMeter accounts the CPU time that named processes spend during a run.
