@@ -155,10 +155,10 @@ func (e *Env) Stop() error {
 // EtcdURL is etcd's client URL, which also serves its /metrics.
 func (e *Env) EtcdURL() string { return e.env.ControlPlane.Etcd.URL.String() }
 
-// UserConfig returns a client configuration for a new user with no permissions at all, to prove that the
-// permissions a test grants (a Role from config/rbac, say) are enough.
-func (e *Env) UserConfig(name string) (*rest.Config, error) {
-	u, err := e.env.AddUser(envtest.User{Name: name}, e.Config)
+// UserConfig returns a client configuration for a new user, in groups, with no permissions at all, to prove
+// that the permissions a test grants (a Role from config/rbac, say) are enough.
+func (e *Env) UserConfig(name string, groups ...string) (*rest.Config, error) {
+	u, err := e.env.AddUser(envtest.User{Name: name, Groups: groups}, e.Config)
 	if err != nil {
 		return nil, fmt.Errorf("adding user %s: %w", name, err)
 	}

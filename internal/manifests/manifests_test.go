@@ -53,6 +53,7 @@ const (
 	// serviceDir is the verifier as its own Deployment and Service, in namespace webapp.
 	serviceDir = "config/samples/service"
 	quotaDir   = "config/samples/quota"
+	apfDir     = "config/apf"
 	// namespacedDir is the install that serves one namespace, kube2fa by default.
 	namespacedDir       = "config/namespaced"
 	namespacedNamespace = "kube2fa"
@@ -258,6 +259,53 @@ func TestTheQuotaSampleCountsEnrollmentsAndSecrets(t *testing.T) {
 		if hard[want] == "" {
 			t.Errorf("the quota does not bound %s: %v", want, hard)
 		}
+	}
+}
+
+// The API server puts verifier traffic, and the manager's, in priority levels of their own: a request says
+// which FlowSchema classified it in a response header. Applied for real (cluster-scoped), then asked as a verifier (any ServiceAccount, on kube2fa's resources), as the
+// manager's ServiceAccount, and as a ServiceAccount reading Secrets, which stays where it was.
+func TestVerifierAndManagerTrafficHaveTheirOwnPriorityLevels(t *testing.T) {
+	uids := map[string]string{}
+	for _, o := range render(t, apfDir).objs {
+		o := o.DeepCopy()
+		if err := env.Client.Create(t.Context(), o); err != nil && !apierrors.IsAlreadyExists(err) {
+			t.Fatalf("creating %s %s: %v", o.GetKind(), o.GetName(), err)
+		}
+		if err := env.Client.Get(t.Context(), client.ObjectKeyFromObject(o), o); err != nil {
+			t.Fatal(err)
+		}
+		uids[o.GetKind()+"/"+o.GetName()] = string(o.GetUID())
+	}
+	manager := render(t, defaultDir).only(t, "Deployment")
+	sa, _, _ := unstructured.NestedString(manager.Object, "spec", "template", "spec", "serviceAccountName")
+	for _, tt := range []struct {
+		user, path, want string
+	}{
+		{"system:serviceaccount:shop:webapp", "/apis/twofactor.kube2fa.io/v1alpha1/namespaces/shop/userenrollments", "FlowSchema/kube2fa-verifiers"},
+		{"system:serviceaccount:" + systemNamespace + ":" + sa, "/apis/twofactor.kube2fa.io/v1alpha1/userenrollments", "FlowSchema/kube2fa-manager"},
+		{"system:serviceaccount:shop:webapp", "/api/v1/namespaces/shop/secrets", ""},
+	} {
+		cfg, err := env.UserConfig(tt.user, "system:serviceaccounts", "system:authenticated")
+		if err != nil {
+			t.Fatal(err)
+		}
+		hc, err := rest.HTTPClientFor(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		testenv.EventuallyErr(t, tt.user+" on "+tt.path+" classified by "+tt.want, func() (bool, error) {
+			res, err := hc.Get(cfg.Host + tt.path) // forbidden: classification comes before authorization
+			if err != nil {
+				return false, err
+			}
+			_ = res.Body.Close()
+			got := res.Header.Get("X-Kubernetes-PF-FlowSchema-UID")
+			if tt.want == "" {
+				return got != "" && got != uids["FlowSchema/kube2fa-verifiers"] && got != uids["FlowSchema/kube2fa-manager"], nil
+			}
+			return got == uids[tt.want], nil
+		})
 	}
 }
 

@@ -155,7 +155,7 @@ func (v *Verifier) create(ctx context.Context, user string, method v1alpha1.Meth
 	if apierrors.IsAlreadyExists(err) {
 		existing := &v1alpha1.UserEnrollment{}
 		if err := v.Client.Get(ctx, client.ObjectKeyFromObject(e), existing); err != nil {
-			return nil, unavailable("reading the existing enrollment failed: %v", apiReason(err))
+			return nil, apiFailure(err, "reading the existing enrollment failed")
 		}
 		if existing.Spec.User == user && existing.Spec.PolicyRef.Name == v.Policy {
 			if !existing.DeletionTimestamp.IsZero() { // its key goes with it: never hand that out
@@ -167,7 +167,7 @@ func (v *Verifier) create(ctx context.Context, user string, method v1alpha1.Meth
 		err = v.Client.Create(ctx, e)
 	}
 	if err != nil {
-		return nil, unavailable("creating the enrollment failed: %v", apiReason(err))
+		return nil, apiFailure(err, "creating the enrollment failed")
 	}
 	return e, nil
 }
@@ -218,7 +218,7 @@ func noKeyComing(e *v1alpha1.UserEnrollment) error {
 func (v *Verifier) material(ctx context.Context, e *v1alpha1.UserEnrollment, out *Enrollment) error {
 	s := &corev1.Secret{}
 	if err := v.Client.Get(ctx, client.ObjectKey{Namespace: e.Namespace, Name: render.SecretName(e.Name)}, s); err != nil {
-		return unavailable("the enrollment's key is not available: %v", apiReason(err))
+		return apiFailure(err, "the enrollment's key is not available")
 	}
 	if string(s.UID) != e.Status.SecretUID {
 		return unavailable("the enrollment's key is being replaced; retry")

@@ -3,6 +3,9 @@ package verifier
 import (
 	"errors"
 	"fmt"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 )
 
 // Why the verifier refuses a request. Every error the verifier returns wraps one of them (test with
@@ -28,6 +31,9 @@ var (
 	ErrSelfEnrollmentRate = errors.New("self-enrollment rate exceeded")
 	// ErrTooManyPending: the policy's bound on unconfirmed self-enrollments is reached.
 	ErrTooManyPending = errors.New("too many pending self-enrollments")
+	// ErrThrottled: the API server refused a request for load (429, API Priority and Fairness), so the
+	// verifier refuses (fails closed) and says when to retry; nothing is counted against the user.
+	ErrThrottled = errors.New("throttled by the API server")
 	// ErrUnavailable: state could not be read or recorded, so the verifier refuses (fails closed).
 	ErrUnavailable = errors.New("unavailable")
 )
@@ -37,6 +43,8 @@ var (
 type refusal struct {
 	kind error
 	msg  string
+	// retryAfter is when the caller may retry, when the refusal knows.
+	retryAfter time.Duration
 }
 
 func (r *refusal) Error() string { return r.msg }
@@ -48,3 +56,26 @@ func refuse(kind error, format string, args ...any) error {
 
 // unavailable is the fail-closed answer: state could not be read or recorded.
 func unavailable(format string, args ...any) error { return refuse(ErrUnavailable, format, args...) }
+
+// apiFailure is the fail-closed answer to a failed API request: "what: reason", never object content. A 429
+// (the API server shedding load) is ErrThrottled with the delay the server suggested.
+func apiFailure(err error, what string) error {
+	if apierrors.IsTooManyRequests(err) {
+		delay, ok := apierrors.SuggestsClientDelay(err)
+		if !ok || delay <= 0 {
+			delay = 1
+		}
+		return &refusal{kind: ErrThrottled, msg: what + ": the API server is overloaded; retry",
+			retryAfter: time.Duration(delay) * time.Second}
+	}
+	return unavailable("%s: %v", what, apiReason(err))
+}
+
+// retryAfter is when the caller of a refused request may retry, or 0 when the refusal does not say.
+func retryAfter(err error) time.Duration {
+	var r *refusal
+	if errors.As(err, &r) {
+		return r.retryAfter
+	}
+	return 0
+}

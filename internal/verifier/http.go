@@ -34,7 +34,10 @@ type Metrics struct {
 	// SelfEnrollments counts self-enrollment requests by result: created (a new enrollment: watch it, a
 	// takeover of a never-enrolled account looks like one), resumed, closed, rate_limited, too_many_pending.
 	SelfEnrollments *prometheus.CounterVec
-	Duration        *prometheus.HistogramVec
+	// APIThrottled counts requests refused because the API server shed load (429): a sign that the
+	// verifiers' priority level (config/apf) is too small for the logins, or that a flood is being held off.
+	APIThrottled prometheus.Counter
+	Duration     *prometheus.HistogramVec
 }
 
 // NewMetrics creates the metrics and registers them with reg.
@@ -50,12 +53,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "kube2fa_self_enrollments_total",
 			Help: "Self-enrollment requests by result: created, resumed, closed, rate_limited, too_many_pending.",
 		}, []string{"result"}),
+		APIThrottled: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kube2fa_api_throttled_total",
+			Help: "Requests answered 503 because the API server refused the verifier's request for load (429).",
+		}),
 		Duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "kube2fa_verifier_request_duration_seconds", Help: "HTTP request latency by route and status code.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}, []string{"route", "code"}),
 	}
-	reg.MustRegister(m.Verifications, m.Lockouts, m.SelfEnrollments, m.Duration)
+	reg.MustRegister(m.Verifications, m.Lockouts, m.SelfEnrollments, m.APIThrottled, m.Duration)
 	return m
 }
 
@@ -292,6 +299,7 @@ var statuses = []struct {
 	{ErrSelfEnrollmentClosed, http.StatusForbidden},
 	{ErrSelfEnrollmentRate, http.StatusTooManyRequests},
 	{ErrTooManyPending, http.StatusServiceUnavailable},
+	{ErrThrottled, http.StatusServiceUnavailable},
 	{ErrUnavailable, http.StatusServiceUnavailable},
 }
 
@@ -312,6 +320,12 @@ func (h *Handler) fail(w http.ResponseWriter, err error) int {
 	if status >= 500 {
 		h.Log.Error(err, "Refused a request: state could not be read or recorded")
 		h.Metrics.Verifications.WithLabelValues("unavailable").Inc()
+	}
+	if errors.Is(err, ErrThrottled) {
+		h.Metrics.APIThrottled.Inc()
+	}
+	if d := retryAfter(err); d > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int(d.Seconds())))
 	}
 	return writeJSON(w, status, errorBody{msg})
 }

@@ -200,7 +200,7 @@ func (v *Verifier) decide(ctx context.Context, user, code string, confirm bool) 
 				}
 				continue
 			}
-			return Decision{}, unavailable("recording the decision failed: %v", apiReason(err))
+			return Decision{}, apiFailure(err, "recording the decision failed")
 		}
 		// Read-your-writes: the user's next request to this replica must see this decision, before the
 		// watch brings it.
@@ -306,11 +306,11 @@ func (v *Verifier) reread(ctx context.Context, e *v1alpha1.UserEnrollment) error
 	v.Forget(key)
 	cached := &v1alpha1.UserEnrollment{}
 	if err := v.Cache.Get(ctx, key, cached, client.UnsafeDisableDeepCopy); err != nil {
-		return unavailable("reading the enrollment after a conflict failed: %v", apiReason(err))
+		return apiFailure(err, "reading the enrollment after a conflict failed")
 	}
 	fresh := &v1alpha1.UserEnrollment{}
 	if err := v.Client.Get(ctx, key, fresh); err != nil {
-		return unavailable("reading the enrollment after a conflict failed: %v", apiReason(err))
+		return apiFailure(err, "reading the enrollment after a conflict failed")
 	}
 	v.remember(cached.ResourceVersion, fresh)
 	return nil
