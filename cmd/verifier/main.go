@@ -132,10 +132,11 @@ func run(log logr.Logger, o options) error {
 	log.Info("Starting watch caches", "policy", o.policy, "namespace", namespace)
 	running, err := verifier.Start(ctx, verifier.Config{Rest: cfg, Scheme: scheme.Scheme, Namespace: namespace, Policy: o.policy,
 		MaxStaleness: o.maxStaleness, SelfEnrollmentRate: o.selfEnrollRate, SelfEnrollmentBurst: o.selfEnrollBurst,
-		MaxPending: o.maxPending})
+		MaxPending: o.maxPending, Replica: replicaName()})
 	if err != nil {
 		return err
 	}
+	reg.MustRegister(running.ServerClock.Collector())
 	h := &verifier.Handler{V: running.Verifier, Metrics: verifier.NewMetrics(reg), Log: log, Ready: running.Ready, Gatherer: reg}
 	if o.authenticateCallers {
 		if h.Callers, err = verifier.NewCallers(cfg, namespace, o.policy); err != nil {
@@ -205,4 +206,14 @@ func isLoopback(addr string) bool {
 	}
 	ip := net.ParseIP(host)
 	return host == "localhost" || (ip != nil && ip.IsLoopback())
+}
+
+// replicaName names this replica in Events: the pod's name ($POD_NAME, from the downward API), else the
+// host name, which is the pod's name in Kubernetes too.
+func replicaName() string {
+	if name := os.Getenv("POD_NAME"); name != "" {
+		return name
+	}
+	name, _ := os.Hostname()
+	return name
 }

@@ -34,6 +34,8 @@ var (
 	// ErrThrottled: the API server refused a request for load (429, API Priority and Fairness), so the
 	// verifier refuses (fails closed) and says when to retry; nothing is counted against the user.
 	ErrThrottled = errors.New("throttled by the API server")
+	// ErrClock: this replica's clock is too far from the API server's to judge TOTP codes (see ServerClock).
+	ErrClock = errors.New("clock fault")
 	// ErrUnavailable: state could not be read or recorded, so the verifier refuses (fails closed).
 	ErrUnavailable = errors.New("unavailable")
 )

@@ -300,6 +300,7 @@ var statuses = []struct {
 	{ErrSelfEnrollmentRate, http.StatusTooManyRequests},
 	{ErrTooManyPending, http.StatusServiceUnavailable},
 	{ErrThrottled, http.StatusServiceUnavailable},
+	{ErrClock, http.StatusServiceUnavailable},
 	{ErrUnavailable, http.StatusServiceUnavailable},
 }
 

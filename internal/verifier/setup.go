@@ -36,6 +36,8 @@ type Config struct {
 	// MaxStaleness bounds how long the replica answers without confirming that its policy is current
 	// (default DefaultMaxStaleness).
 	MaxStaleness time.Duration
+	// Replica names this replica in Events (cmd/verifier: $POD_NAME, else the host name).
+	Replica string
 	// SelfEnrollmentRate (per second) and SelfEnrollmentBurst bound how fast this replica creates
 	// enrollments; a rate of 0 bounds nothing. MaxPending bounds the policy's unconfirmed
 	// self-enrollments; 0 bounds nothing. cmd/verifier's flags default to the Default values below.
@@ -72,7 +74,11 @@ func Start(ctx context.Context, cfg Config) (*Running, error) {
 	if err != nil {
 		return nil, err
 	}
-	cl, err := client.New(cfg.Rest, client.Options{Scheme: cfg.Scheme})
+	clk := cmp.Or[clock.PassiveClock](cfg.Clock, clock.RealClock{})
+	serverClock := NewServerClock(clk)
+	rc := rest.CopyConfig(cfg.Rest)
+	rc.Wrap(serverClock.Wrap)
+	cl, err := client.New(rc, client.Options{Scheme: cfg.Scheme})
 	if err != nil {
 		return nil, fmt.Errorf("creating client: %w", err)
 	}
@@ -85,8 +91,11 @@ func Start(ctx context.Context, cfg Config) (*Running, error) {
 		Policy:    cfg.Policy,
 		Cache:     c,
 		Client:    cl,
-		Clock:     cmp.Or[clock.PassiveClock](cfg.Clock, clock.RealClock{}),
+		Clock:     clk,
 		Events:    events,
+
+		ServerClock: serverClock,
+		Replica:     cfg.Replica,
 
 		MaxStaleness: cmp.Or(cfg.MaxStaleness, DefaultMaxStaleness),
 		MaxPending:   cfg.MaxPending,
@@ -209,11 +218,15 @@ func keyOnly(o any) (any, error) {
 	return o, err
 }
 
-// Ready reports whether the caches are synced and the policy's ConfigMap is loaded.
+// Ready reports whether the caches are synced, the policy's ConfigMap is loaded, and, when the policy allows
+// TOTP, the replica's clock can judge TOTP codes.
 func (r *Running) Ready() error {
 	if !r.synced {
 		return errors.New("watch caches are not synced")
 	}
-	_, err := r.resolvedPolicy(context.Background())
+	p, err := r.resolvedPolicy(context.Background())
+	if err == nil && p.Allows(v1alpha1.MethodTOTP) {
+		err = r.ServerClock.fault(p)
+	}
 	return err
 }

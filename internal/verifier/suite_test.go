@@ -74,6 +74,7 @@ func startReplica(t *testing.T, e *testenv.Env, cfg verifier.Config, via *partit
 		t.Fatalf("starting verifier: %v", err)
 	}
 	reg := prometheus.NewRegistry()
+	reg.MustRegister(running.ServerClock.Collector())
 	h := &verifier.Handler{V: running.Verifier, Metrics: verifier.NewMetrics(reg), Log: logr.Discard(), Ready: running.Ready, Gatherer: reg}
 	srv := httptest.NewServer(h.Routes())
 	t.Cleanup(srv.Close)

@@ -89,6 +89,14 @@ type Verifier struct {
 	// Verifier by hand).
 	MaxStaleness time.Duration
 
+	// ServerClock, when set, measures Clock against the API server's; while it is off by more than the TOTP
+	// window absorbs, TOTP decisions are refused (ErrClock) and the replica is not ready. Replica names this
+	// replica in the Warning Event that says so.
+	ServerClock *ServerClock
+	Replica     string
+
+	// clockFaulty is whether the last TOTP decision found the clock at fault: the Event is once per fault.
+	clockFaulty atomic.Bool
 	// freshAt is when (unix nanoseconds, real time) a read from the API server last found the cached policy
 	// ConfigMap current.
 	freshAt atomic.Int64
@@ -175,6 +183,11 @@ func (v *Verifier) decide(ctx context.Context, user, code string, confirm bool) 
 		params, key, err := v.key(ctx, e)
 		if err != nil {
 			return Decision{}, err
+		}
+		if params.Method == v1alpha1.MethodTOTP {
+			if err := v.clockGuard(ctx, policy); err != nil {
+				return Decision{}, err
+			}
 		}
 		now := v.Clock.Now()
 		updated := e.DeepCopy()
