@@ -38,6 +38,13 @@ func TestAClockFaultNeverLocksAUserOut(t *testing.T) {
 	if e := enrollment(t, ns, "alice"); e.Status.FailedAttempts != 0 || e.Status.LockedAt != nil {
 		t.Fatalf("a clock fault was counted against the user: %+v", e.Status)
 	}
+	// Another replica, whose clock is right, serves alice meanwhile.
+	b := startVerifier(t, env, ns, "webapp")
+	testenv.Eventually(t, "replica B to be ready", func() bool { return b.Ready() == nil })
+	next := totp(t, p, k, time.Now().Add(30*time.Second))
+	if res := b.verify(t, "alice", next); res.Status != 200 {
+		t.Fatalf("a right code on the replica whose clock is right: %d %v", res.Status, res.Body)
+	}
 	ev := waitEvent(t, ns, "a ClockSkew Warning naming the replica", func(ev eventsv1.Event) bool {
 		return ev.Reason == v1alpha1.EventReasonClockSkew && strings.Contains(ev.Note, "replica-a")
 	})
@@ -50,7 +57,11 @@ func TestAClockFaultNeverLocksAUserOut(t *testing.T) {
 
 	clk.SetTime(time.Now())
 	testenv.Eventually(t, "the replica to trust its clock again", func() bool { return r.Ready() == nil })
-	if res := r.verify(t, "alice", totp(t, p, k, time.Now().Add(30*time.Second))); res.Status != 200 {
-		t.Fatalf("a right code once the clock is right: %d %v", res.Status, res.Body)
+	// It checks codes again: B's is used, a wrong one counts.
+	if res := r.verify(t, "alice", next); res.Status != 401 || res.result() != "already_used" {
+		t.Fatalf("B's code on A once A's clock is right: %d %v", res.Status, res.Body)
+	}
+	if res := r.verify(t, "alice", "000000"); res.Status != 401 || res.result() != "rejected" {
+		t.Fatalf("a wrong code once the clock is right: %d %v", res.Status, res.Body)
 	}
 }

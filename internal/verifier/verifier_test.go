@@ -191,7 +191,9 @@ func TestLockoutWithoutThrottleNeedsTheAdministrator(t *testing.T) {
 // test steps that clock, and the manager, which would end the lock on its own clock, does not come in
 // between, however slow the machine.
 func TestThrottledLockRefusesThenExpires(t *testing.T) {
-	s := spec(v1alpha1.ModeEnforced, v1alpha1.MethodTOTP)
+	// HOTP: the test moves the replica's clock by hours, which a TOTP replica would rightly take for a clock
+	// fault (TestAClockFaultNeverLocksAUserOut); the lock's timing is the same for both methods.
+	s := spec(v1alpha1.ModeEnforced, v1alpha1.MethodHOTP)
 	s.Lockout = &v1alpha1.LockoutSettings{MaxFailures: 2, ThrottleSeconds: ptr.To[int32](300)}
 	ns, _ := setup(t, s, 0)
 	clk := clocktesting.NewFakePassiveClock(time.Now().Add(time.Hour))
@@ -201,18 +203,18 @@ func TestThrottledLockRefusesThenExpires(t *testing.T) {
 		t.Fatalf("enroll: %d %v", res.Status, res.Body)
 	}
 	p, k := key(t, ns, "alice")
-	if res := r.confirm(t, "alice", totp(t, p, k, clk.Now())); res.Status != 200 {
+	if res := r.confirm(t, "alice", hotp(t, p, k, 0)); res.Status != 200 {
 		t.Fatalf("confirm: %d %v", res.Status, res.Body)
 	}
 
-	clk.SetTime(clk.Now().Add(time.Minute)) // a later code than the confirming one
+	clk.SetTime(clk.Now().Add(time.Minute))
 	r.verify(t, "alice", "111111")
 	if res := r.verify(t, "alice", "222222"); res.Status != 401 || res.Body["remainingAttempts"] != 0.0 {
 		t.Fatalf("locking failure: %d %v", res.Status, res.Body)
 	}
 	clk.SetTime(clk.Now().Add(100 * time.Second))
 	before := enrollment(t, ns, "alice").Status
-	res := r.verify(t, "alice", totp(t, p, k, clk.Now()))
+	res := r.verify(t, "alice", hotp(t, p, k, 1))
 	if res.Status != 429 || res.Body["retryAfterSeconds"] == nil || res.Header.Get("Retry-After") == "" {
 		t.Fatalf("right code while throttled: %d %v %v", res.Status, res.Header, res.Body)
 	}
@@ -227,7 +229,7 @@ func TestThrottledLockRefusesThenExpires(t *testing.T) {
 	}
 
 	clk.SetTime(before.LockedUntil.Time)
-	if res := r.verify(t, "alice", totp(t, p, k, clk.Now())); res.Status != 200 {
+	if res := r.verify(t, "alice", hotp(t, p, k, 1)); res.Status != 200 {
 		t.Fatalf("right code when the throttle ended: %d %v", res.Status, res.Body)
 	}
 	e := enrollment(t, ns, "alice")
@@ -257,7 +259,7 @@ func TestThrottledLockRefusesThenExpires(t *testing.T) {
 		}
 	}
 	clk.SetTime(clk.Now().Add(24 * time.Hour))
-	if res := r.verify(t, "alice", totp(t, p, k, clk.Now())); res.Status != 429 || res.Header.Get("Retry-After") != "" {
+	if res := r.verify(t, "alice", hotp(t, p, k, 2)); res.Status != 429 || res.Header.Get("Retry-After") != "" {
 		t.Fatalf("a day into the lock that needs an administrator: %d %v", res.Status, res.Body)
 	}
 }
