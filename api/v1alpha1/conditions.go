@@ -74,6 +74,8 @@ const (
 	// EventReasonClockSkew (Warning, verifier, on the policy): a verifier replica's clock is further from
 	// the API server's than the TOTP window absorbs; it refuses TOTP codes until its clock is fixed.
 	EventReasonClockSkew = "ClockSkew"
+	// EventReasonResynchronized (Normal, verifier): two consecutive HOTP codes moved the counter.
+	EventReasonResynchronized = "Resynchronized"
 	// EventReasonNoQRCode (Normal, manager): the key was provisioned without a QR code, because its
 	// provisioning URI (a very long user) does not fit in one; the URI and the key are in the Secret.
 	EventReasonNoQRCode = "NoQRCode"

@@ -90,6 +90,9 @@ type ResolvedHOTP struct {
 	// lookAhead is how many counter values past the stored one every enrollment accepts.
 	// +required
 	LookAhead int32 `json:"lookAhead"`
+	// resyncWindow is how far past the stored counter a resynchronising pair of codes is searched; 0: off.
+	// +required
+	ResyncWindow int32 `json:"resyncWindow"`
 }
 
 // ResolvedLockout holds every lockout parameter.
@@ -137,6 +140,7 @@ func (p *TwoFactorPolicy) Resolve() ResolvedPolicy {
 		r.HOTP.Algorithm = or(h.Algorithm, r.HOTP.Algorithm)
 		r.HOTP.Digits = or(h.Digits, r.HOTP.Digits)
 		r.HOTP.LookAhead = deref(h.LookAhead, r.HOTP.LookAhead)
+		r.HOTP.ResyncWindow = h.ResyncWindow
 	}
 	if l := s.Lockout; l != nil {
 		r.Lockout.MaxFailures = or(l.MaxFailures, r.Lockout.MaxFailures)

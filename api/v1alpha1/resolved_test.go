@@ -28,7 +28,7 @@ func TestExplicitValuesWinIncludingZeros(t *testing.T) {
 	p := &TwoFactorPolicy{ObjectMeta: metav1.ObjectMeta{Name: "webapp"}, Spec: TwoFactorPolicySpec{
 		Mode: ModeOptional, Methods: []Method{MethodHOTP, MethodTOTP}, Issuer: "Acme", SecretBytes: 32,
 		TOTP:           &TOTPSettings{Algorithm: AlgorithmSHA512, Digits: 8, PeriodSeconds: 60, SkewSteps: ptr.To[int32](0)},
-		HOTP:           &HOTPSettings{Algorithm: AlgorithmSHA256, Digits: 8, LookAhead: ptr.To[int32](0)},
+		HOTP:           &HOTPSettings{Algorithm: AlgorithmSHA256, Digits: 8, LookAhead: ptr.To[int32](0), ResyncWindow: 50},
 		Lockout:        &LockoutSettings{MaxFailures: 5, ThrottleSeconds: ptr.To[int32](300), MaxTemporaryLockouts: ptr.To[int32](0)},
 		SelfEnrollment: &SelfEnrollmentSettings{Mode: SelfEnrollmentAdminOnly, PendingExpirySeconds: 3600},
 	}}
@@ -36,7 +36,7 @@ func TestExplicitValuesWinIncludingZeros(t *testing.T) {
 	want := ResolvedPolicy{
 		Mode: ModeOptional, Methods: []Method{MethodHOTP, MethodTOTP}, Issuer: "Acme", SecretBytes: 32,
 		TOTP:           ResolvedTOTP{Algorithm: AlgorithmSHA512, Digits: 8, PeriodSeconds: 60, SkewSteps: 0},
-		HOTP:           ResolvedHOTP{Algorithm: AlgorithmSHA256, Digits: 8, LookAhead: 0},
+		HOTP:           ResolvedHOTP{Algorithm: AlgorithmSHA256, Digits: 8, LookAhead: 0, ResyncWindow: 50},
 		Lockout:        ResolvedLockout{MaxFailures: 5, ThrottleSeconds: 300, MaxTemporaryLockouts: 0},
 		SelfEnrollment: ResolvedSelfEnrollment{Mode: SelfEnrollmentAdminOnly, PendingExpirySeconds: 3600},
 	}

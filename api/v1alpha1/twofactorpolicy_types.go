@@ -156,6 +156,14 @@ type HOTPSettings struct {
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=100
 	LookAhead *int32 `json:"lookAhead,omitempty"`
+
+	// resyncWindow lets a user whose token drifted past lookAhead move the counter with two consecutive
+	// codes found within this many counter values past the stored one (POST /v1/enrollments/{user}/resync).
+	// 0 (the default) turns resynchronisation off.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=1000
+	ResyncWindow int32 `json:"resyncWindow,omitempty"`
 }
 
 // LockoutSettings say when wrong codes lock an enrollment. They apply to every enrollment at once.

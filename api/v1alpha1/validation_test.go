@@ -67,6 +67,7 @@ func TestAPIServerRefusesBadManifestsNamingTheField(t *testing.T) {
 		{"maxFailures over 100", policy("p", totp+"  lockout: {maxFailures: 101}"), []string{"spec.lockout.maxFailures"}},
 		{"negative throttle", policy("p", totp+"  lockout: {throttleSeconds: -1}"), []string{"spec.lockout.throttleSeconds"}},
 		{"throttle over a week", policy("p", totp+"  lockout: {throttleSeconds: 604801}"), []string{"spec.lockout.throttleSeconds"}},
+		{"resync window over 1000", policy("p", totp+"  hotp: {resyncWindow: 1001}"), []string{"spec.hotp.resyncWindow"}},
 		{"negative temporary lockouts", policy("p", totp+"  lockout: {maxTemporaryLockouts: -1}"), []string{"spec.lockout.maxTemporaryLockouts"}},
 		{"unknown self-enrollment", policy("p", totp+"  selfEnrollment: {mode: Anyone}"), []string{"spec.selfEnrollment.mode"}},
 		{"expiry under a minute", policy("p", totp+"  selfEnrollment: {pendingExpirySeconds: 59}"), []string{"spec.selfEnrollment.pendingExpirySeconds"}},

@@ -229,6 +229,64 @@ func UsedHOTP(secret []byte, p Params, code string, counter int64, lookAhead int
 	return used
 }
 
+// MaxResyncWindow is the widest HOTP resynchronisation window: a code pair searched in it matches by
+// chance with a probability of about window in 10^12 for 6 digits.
+const MaxResyncWindow = 1000
+
+// ResyncHOTP looks for two consecutive codes, code then next, at counters c and c+1 for c in
+// counter..counter+window-1: a token pressed past the look-ahead window. It returns the counter to store
+// (c+2) and Fresh when found there; Replayed when both codes are of the window's width of counters just
+// before counter (used already: a repeated request); NoMatch otherwise. Every counter is computed and compared
+// in constant time; malformed codes, invalid params, a window outside 1..MaxResyncWindow and a negative
+// counter find nothing.
+func ResyncHOTP(secret []byte, p Params, code, next string, counter int64, window int32) (int64, Match) {
+	if p.Method != v1alpha1.MethodHOTP || p.Validate() != nil || window < 1 || window > MaxResyncWindow ||
+		counter < 0 || counter > math.MaxInt64-2-int64(window) {
+		return 0, NoMatch
+	}
+	a, okA := NormalizeCode(code, p.Digits)
+	b, okB := NormalizeCode(next, p.Digits)
+	c, err := newCoder(secret, p.Algorithm, p.Digits)
+	if !okA || !okB || err != nil {
+		return 0, NoMatch
+	}
+	// Codes of first..last+1, each compared with both: pair i matches when code i is a and code i+1 is b.
+	first, last := max(counter-int64(window), 0), counter+int64(window)-1
+	var found int64
+	matched, prevA := 0, 0
+	for n := first; n <= last+1; n++ {
+		cur := c.code(uint64(n))
+		isB := subtle.ConstantTimeCompare(cur, []byte(b))
+		pair := prevA & isB // code n-1 was a and code n is b
+		mask := -int64(pair)
+		found = found&^mask | (n-1)&mask
+		matched |= pair
+		prevA = subtle.ConstantTimeCompare(cur, []byte(a))
+	}
+	switch {
+	case matched == 0:
+		return 0, NoMatch
+	case found >= counter:
+		return found + 2, Fresh
+	case found+2 <= counter:
+		return 0, Replayed
+	default: // the first code was used, the second not: no pair the token showed in a row since
+		return 0, NoMatch
+	}
+}
+
+// Match is what a code pair was found to be (see ResyncHOTP).
+type Match int
+
+const (
+	// NoMatch: not the codes of the window.
+	NoMatch Match = iota
+	// Fresh: codes past the stored counter.
+	Fresh
+	// Replayed: codes before the stored counter, used already.
+	Replayed
+)
+
 func hotpValid(p Params, counter int64, lookAhead int32) bool {
 	return p.Method == v1alpha1.MethodHOTP && p.Validate() == nil && lookAhead >= 0 && lookAhead <= MaxLookAhead &&
 		counter >= 0 && counter <= math.MaxInt64-1-int64(lookAhead)

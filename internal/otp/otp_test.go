@@ -410,3 +410,46 @@ func TestParamsValidate(t *testing.T) {
 		})
 	}
 }
+
+// RFC 4226 Appendix D's codes 0..9 of its 20-byte key, at the edges of the resync window.
+func TestResyncHOTPAtTheWindowEdges(t *testing.T) {
+	codes := []string{"755224", "287082", "359152", "969429", "338314", "254676", "287922", "162583", "399871", "520489"}
+	p := hotpParams()
+	for _, tt := range []struct {
+		name     string
+		counter  int64
+		window   int32
+		first    int // the pair is codes[first], codes[first+1]
+		want     Match
+		wantNext int64
+	}{
+		{"the last pair the window holds", 0, 6, 5, Fresh, 7},
+		{"one past the window", 0, 5, 5, NoMatch, 0},
+		{"at the stored counter", 3, 1, 3, Fresh, 5},
+		{"a window of one, one further", 3, 1, 4, NoMatch, 0},
+		{"a pair used before", 7, 5, 2, Replayed, 0},
+		{"a pair just used", 7, 5, 5, Replayed, 0},
+		{"a used code then an unused one", 7, 5, 6, NoMatch, 0},
+		{"a used pair beyond the look-back", 8, 2, 2, NoMatch, 0},
+		{"codes out of order", 0, 10, -1, NoMatch, 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			a, b := codes[2], codes[1]
+			if tt.first >= 0 {
+				a, b = codes[tt.first], codes[tt.first+1]
+			}
+			next, m := ResyncHOTP(seed20, p, a, b, tt.counter, tt.window)
+			if m != tt.want || next != tt.wantNext {
+				t.Errorf("got %d, %v; want %d, %v", next, m, tt.wantNext, tt.want)
+			}
+		})
+	}
+	for _, w := range []int32{0, -1, MaxResyncWindow + 1} {
+		if _, m := ResyncHOTP(seed20, p, codes[0], codes[1], 0, w); m != NoMatch {
+			t.Errorf("window %d searched", w)
+		}
+	}
+	if _, m := ResyncHOTP(seed20, totpParams(v1alpha1.AlgorithmSHA1, 6), codes[0], codes[1], 0, 5); m != NoMatch {
+		t.Error("TOTP parameters resynchronised")
+	}
+}

@@ -124,6 +124,7 @@ func TestValidationBoundsAreTheCRDs(t *testing.T) {
 		{[]string{"totp", "periodSeconds"}, minPeriodSeconds, maxPeriodSeconds},
 		{[]string{"totp", "skewSteps"}, 0, otp.MaxSkewSteps},
 		{[]string{"hotp", "lookAhead"}, 0, otp.MaxLookAhead},
+		{[]string{"hotp", "resyncWindow"}, 0, otp.MaxResyncWindow},
 		{[]string{"secretBytes"}, otp.MinSecretBytes, maxSecretBytes},
 		{[]string{"lockout", "maxFailures"}, 1, maxMaxFailures},
 		{[]string{"lockout", "throttleSeconds"}, 0, maxThrottleSeconds},

@@ -74,3 +74,25 @@ func decisionFixture(t testing.TB) (*Verifier, *v1alpha1.UserEnrollment, client.
 	v.Cache, v.Clock = cache, clock.RealClock{}
 	return v, e, cache
 }
+
+// Two writes in a row before the watch shows the first: the replica answers from the second, not from the
+// cache's older version (the second used to be forgotten at once, so that a request right after a
+// confirmation and a failure read the enrollment as never confirmed).
+func TestReadYourWritesSurvivesTwoWritesAheadOfTheCache(t *testing.T) {
+	v := &Verifier{}
+	cached := &v1alpha1.UserEnrollment{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "alice", ResourceVersion: "1"}}
+	first := cached.DeepCopy()
+	first.ResourceVersion = "2"
+	v.remember("1", first)
+	second := first.DeepCopy()
+	second.ResourceVersion = "3"
+	v.remember(v.latest(cached).ResourceVersion, second)
+	if got := v.latest(cached); got.ResourceVersion != "3" {
+		t.Fatalf("with the cache at 1 after writes 2 and 3, the replica reads %s", got.ResourceVersion)
+	}
+	moved := cached.DeepCopy()
+	moved.ResourceVersion = "3"
+	if got := v.latest(moved); got != moved {
+		t.Fatal("once the cache moved, the replica still reads its own write")
+	}
+}

@@ -21,6 +21,10 @@ var (
 	ErrAlreadyConfirmed = errors.New("already confirmed")
 	// ErrNoKey: the user's enrollment has no key yet.
 	ErrNoKey = errors.New("no key yet")
+	// ErrNotConfirmed: the request needs a confirmed enrollment (resynchronisation).
+	ErrNotConfirmed = errors.New("not confirmed")
+	// ErrResyncOff: the policy's hotp.resyncWindow is 0.
+	ErrResyncOff = errors.New("resynchronisation off")
 	// ErrOtherMethodPending: a pending enrollment of the user uses another method.
 	ErrOtherMethodPending = errors.New("pending with another method")
 	// ErrLocked: the enrollment is locked by wrong codes, so it shows no provisioning material.

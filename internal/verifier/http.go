@@ -92,6 +92,7 @@ func (h *Handler) Routes() *http.ServeMux {
 	h.handle(mux, "POST", "/v1/enrollments", h.enroll)
 	h.handle(mux, "GET", "/v1/enrollments/{user}", h.get)
 	h.handle(mux, "POST", "/v1/enrollments/{user}/confirm", h.confirm)
+	h.handle(mux, "POST", "/v1/enrollments/{user}/resync", h.resync)
 	h.Probes(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, errorBody{"no such endpoint: " + r.URL.Path})
@@ -203,6 +204,26 @@ func (h *Handler) confirm(w http.ResponseWriter, r *http.Request) int {
 	return h.decision(w, d, err)
 }
 
+type resyncRequest struct {
+	Code     string `json:"code"`
+	NextCode string `json:"nextCode"`
+}
+
+func (h *Handler) resync(w http.ResponseWriter, r *http.Request) int {
+	var req resyncRequest
+	if code := decode(w, r, &req); code != 0 {
+		return code
+	}
+	if code := badUser(w, r.PathValue("user")); code != 0 {
+		return code
+	}
+	if req.Code == "" || req.NextCode == "" {
+		return writeJSON(w, 400, errorBody{"code and nextCode, two consecutive codes of the token, are required"})
+	}
+	d, err := h.V.Resync(r.Context(), r.PathValue("user"), req.Code, req.NextCode)
+	return h.decision(w, d, err)
+}
+
 // decision writes a code check's answer: the status codes of the API contract.
 func (h *Handler) decision(w http.ResponseWriter, d Decision, err error) int {
 	if err != nil {
@@ -295,6 +316,8 @@ var statuses = []struct {
 	{ErrAlreadyConfirmed, http.StatusConflict},
 	{ErrNoKey, http.StatusConflict},
 	{ErrOtherMethodPending, http.StatusConflict},
+	{ErrNotConfirmed, http.StatusConflict},
+	{ErrResyncOff, http.StatusForbidden},
 	{ErrLocked, http.StatusTooManyRequests},
 	{ErrSelfEnrollmentClosed, http.StatusForbidden},
 	{ErrSelfEnrollmentRate, http.StatusTooManyRequests},

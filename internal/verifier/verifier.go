@@ -50,6 +50,8 @@ const (
 	// AlreadyUsed: the code was accepted before (a double submit, a retry, another tab); refused and not
 	// counted as a failure. The user waits for the next code.
 	AlreadyUsed Result = "already_used"
+	// Resynchronized: two consecutive HOTP codes moved the counter past them.
+	Resynchronized Result = "resynchronized"
 )
 
 // Decision is the outcome of a code check.
@@ -135,9 +137,15 @@ type written struct {
 	obj  *v1alpha1.UserEnrollment
 }
 
-// remember records a successful write of e, which replaced version base.
+// remember records a successful write of e, which replaced version base. A write on top of this replica's
+// own earlier write, which the cache has not shown yet, keeps that write's base: the cache still holds it,
+// and only a change of it there supersedes what this replica wrote.
 func (v *Verifier) remember(base string, e *v1alpha1.UserEnrollment) {
-	v.written.Store(client.ObjectKeyFromObject(e), written{base: base, obj: e})
+	key := client.ObjectKeyFromObject(e)
+	if w, ok := v.written.Load(key); ok && w.(written).obj.ResourceVersion == base {
+		base = w.(written).base
+	}
+	v.written.Store(key, written{base: base, obj: e})
 }
 
 // Forget drops what remember recorded for key; the cache calls it on every change of that enrollment.
@@ -156,18 +164,53 @@ func (v *Verifier) latest(e *v1alpha1.UserEnrollment) *v1alpha1.UserEnrollment {
 	return e
 }
 
+// attempt is what a request asks of a user's enrollment.
+type attempt int
+
+const (
+	verifying  attempt = iota // a code at login
+	confirming                // the first code of a pending enrollment
+	resyncing                 // two consecutive HOTP codes, to move a drifted counter
+)
+
+// judge decides what codes are for the enrollment state st, and records on st what makes them single-use.
+type judge func(st *v1alpha1.UserEnrollmentStatus, params otp.Params, key []byte, now time.Time, p v1alpha1.ResolvedPolicy) enrollment.Verdict
+
 // Verify checks a code for user: POST /v1/verify.
 func (v *Verifier) Verify(ctx context.Context, user, code string) (Decision, error) {
-	return v.decide(ctx, user, code, false)
+	return v.decide(ctx, user, verifying, codeOf(code))
 }
 
 // Confirm checks the first code of a pending enrollment: POST /v1/enrollments/{user}/confirm.
 func (v *Verifier) Confirm(ctx context.Context, user, code string) (Decision, error) {
-	return v.decide(ctx, user, code, true)
+	return v.decide(ctx, user, confirming, codeOf(code))
+}
+
+// Resync moves a confirmed HOTP enrollment's counter past two consecutive codes found within the policy's
+// hotp.resyncWindow: POST /v1/enrollments/{user}/resync. A failure counts as one wrong code.
+func (v *Verifier) Resync(ctx context.Context, user, code, next string) (Decision, error) {
+	return v.decide(ctx, user, resyncing, func(st *v1alpha1.UserEnrollmentStatus, params otp.Params, key []byte,
+		_ time.Time, p v1alpha1.ResolvedPolicy) enrollment.Verdict {
+		counter, found := otp.ResyncHOTP(key, params, code, next, ptr.Deref(st.HOTPCounter, 0), p.HOTP.ResyncWindow)
+		switch found {
+		case otp.Fresh:
+			st.HOTPCounter = &counter
+			return enrollment.Right
+		case otp.Replayed:
+			return enrollment.Used
+		}
+		return enrollment.Wrong
+	})
+}
+
+func codeOf(code string) judge {
+	return func(st *v1alpha1.UserEnrollmentStatus, params otp.Params, key []byte, now time.Time, p v1alpha1.ResolvedPolicy) enrollment.Verdict {
+		return check(st, params, key, code, now, p)
+	}
 }
 
 // decide reads, decides and records, retrying on a write conflict with the state the conflict revealed.
-func (v *Verifier) decide(ctx context.Context, user, code string, confirm bool) (Decision, error) {
+func (v *Verifier) decide(ctx context.Context, user string, kind attempt, judge judge) (Decision, error) {
 	policy, err := v.resolvedPolicy(ctx)
 	if err != nil {
 		return Decision{}, err
@@ -177,12 +220,15 @@ func (v *Verifier) decide(ctx context.Context, user, code string, confirm bool) 
 		if err != nil {
 			return Decision{}, err
 		}
-		if d, done, err := v.precheck(policy, e, confirm); done || err != nil {
+		if d, done, err := v.precheck(policy, e, kind); done || err != nil {
 			return d, err
 		}
 		params, key, err := v.key(ctx, e)
 		if err != nil {
 			return Decision{}, err
+		}
+		if kind == resyncing && params.Method != v1alpha1.MethodHOTP {
+			return Decision{}, refuse(ErrMethodNotAllowed, "only HOTP enrollments resynchronise; this one is %s", params.Method)
 		}
 		if params.Method == v1alpha1.MethodTOTP {
 			if err := v.clockGuard(ctx, policy); err != nil {
@@ -193,7 +239,7 @@ func (v *Verifier) decide(ctx context.Context, user, code string, confirm bool) 
 		updated := e.DeepCopy()
 		st := &updated.Status
 		res := enrollment.Attempt(st, enrollment.SettingsFor(policy), now, func() enrollment.Verdict {
-			return check(st, params, key, code, now, policy)
+			return judge(st, params, key, now, policy)
 		})
 		switch res.Outcome { // nothing changed, nothing written
 		case enrollment.RefusedLocked:
@@ -201,7 +247,7 @@ func (v *Verifier) decide(ctx context.Context, user, code string, confirm bool) 
 		case enrollment.RefusedUsed:
 			return Decision{Result: AlreadyUsed}, nil
 		}
-		if res.Outcome == enrollment.Accepted && confirm {
+		if res.Outcome == enrollment.Accepted && kind == confirming {
 			enrollment.Confirm(st, now)
 		}
 		enrollment.SetConditions(st, updated.Generation, now)
@@ -218,19 +264,23 @@ func (v *Verifier) decide(ctx context.Context, user, code string, confirm bool) 
 		// Read-your-writes: the user's next request to this replica must see this decision, before the
 		// watch brings it.
 		v.remember(e.ResourceVersion, updated)
-		return v.announce(updated, res, confirm), nil
+		return v.announce(updated, res, kind), nil
 	}
 	return Decision{}, unavailable("too many concurrent attempts for this user; retry")
 }
 
 // precheck answers what needs no code check, by the semantics table of DESIGN.md.
-func (v *Verifier) precheck(p v1alpha1.ResolvedPolicy, e *v1alpha1.UserEnrollment, confirm bool) (Decision, bool, error) {
+func (v *Verifier) precheck(p v1alpha1.ResolvedPolicy, e *v1alpha1.UserEnrollment, kind attempt) (Decision, bool, error) {
 	if p.Mode == v1alpha1.ModeDisabled {
-		if confirm {
+		if kind != verifying {
 			return Decision{}, true, refuse(ErrDisabled, "two-factor authentication is disabled by policy %s", v.Policy)
 		}
 		return Decision{Result: NotRequired}, true, nil
 	}
+	if kind == resyncing {
+		return v.resyncPrecheck(p, e)
+	}
+	confirm := kind == confirming
 	confirmed := e != nil && e.Status.ConfirmedAt != nil
 	switch {
 	case confirm && e == nil:
@@ -250,6 +300,22 @@ func (v *Verifier) precheck(p v1alpha1.ResolvedPolicy, e *v1alpha1.UserEnrollmen
 	default:
 		return Decision{Result: NotRequired}, true, nil
 	}
+}
+
+// resyncPrecheck: resynchronisation is for a confirmed enrollment whose key is in place, under a policy
+// that turns it on.
+func (v *Verifier) resyncPrecheck(p v1alpha1.ResolvedPolicy, e *v1alpha1.UserEnrollment) (Decision, bool, error) {
+	switch {
+	case p.HOTP.ResyncWindow == 0:
+		return Decision{}, true, refuse(ErrResyncOff, "policy %s does not resynchronise HOTP tokens (hotp.resyncWindow is 0)", v.Policy)
+	case e == nil:
+		return Decision{}, true, refuse(ErrNoEnrollment, "no enrollment for this user")
+	case e.Status.ConfirmedAt == nil:
+		return Decision{}, true, refuse(ErrNotConfirmed, "the enrollment is not confirmed yet: confirm it with a first code")
+	case readyReason(e) == v1alpha1.ReasonKeyLost:
+		return Decision{Result: ReenrollmentRequired}, true, nil
+	}
+	return Decision{}, false, nil
 }
 
 // check evaluates a code against the enrollment's own snapshot of parameters and records what makes a
@@ -278,21 +344,23 @@ func check(st *v1alpha1.UserEnrollmentStatus, params otp.Params, key []byte, cod
 	return enrollment.Wrong
 }
 
-func (v *Verifier) announce(e *v1alpha1.UserEnrollment, res enrollment.Result, confirm bool) Decision {
-	switch res.Outcome {
-	case enrollment.Accepted:
-		if confirm {
-			v.event(e, corev1.EventTypeNormal, v1alpha1.EventReasonEnrolled, "Enrollment confirmed with a first valid code")
-			return Decision{Result: Confirmed}
-		}
+func (v *Verifier) announce(e *v1alpha1.UserEnrollment, res enrollment.Result, kind attempt) Decision {
+	switch {
+	case res.Outcome == enrollment.Accepted && kind == confirming:
+		v.event(e, corev1.EventTypeNormal, v1alpha1.EventReasonEnrolled, "Enrollment confirmed with a first valid code")
+		return Decision{Result: Confirmed}
+	case res.Outcome == enrollment.Accepted && kind == resyncing:
+		v.event(e, corev1.EventTypeNormal, v1alpha1.EventReasonResynchronized,
+			fmt.Sprintf("HOTP counter moved to %d by two consecutive codes", ptr.Deref(e.Status.HOTPCounter, 0)))
+		return Decision{Result: Resynchronized}
+	case res.Outcome == enrollment.Accepted:
 		return Decision{Result: Accepted}
-	default:
-		if res.LockedNow {
-			v.event(e, corev1.EventTypeWarning, v1alpha1.EventReasonLockedOut,
-				fmt.Sprintf("Locked after %d wrong codes", e.Status.FailedAttempts))
-		}
-		return Decision{Result: Rejected, RemainingAttempts: res.RemainingAttempts, RetryAfter: res.RetryAfter, LockedNow: res.LockedNow}
 	}
+	if res.LockedNow {
+		v.event(e, corev1.EventTypeWarning, v1alpha1.EventReasonLockedOut,
+			fmt.Sprintf("Locked after %d wrong codes", e.Status.FailedAttempts))
+	}
+	return Decision{Result: Rejected, RemainingAttempts: res.RemainingAttempts, RetryAfter: res.RetryAfter, LockedNow: res.LockedNow}
 }
 
 func (v *Verifier) event(regarding client.Object, eventType, reason, msg string) {
