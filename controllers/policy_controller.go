@@ -50,9 +50,13 @@ type PolicyReconciler struct {
 func (r *PolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.Result, err error) {
 	p := &v1alpha1.TwoFactorPolicy{}
 	if err := r.Get(ctx, req.NamespacedName, p); err != nil {
+		if apierrors.IsNotFound(err) {
+			forgetCounts(req.Namespace, req.Name)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !p.DeletionTimestamp.IsZero() {
+		forgetCounts(p.Namespace, p.Name)
 		return ctrl.Result{}, nil
 	}
 	before := p.Status.DeepCopy()
@@ -82,6 +86,7 @@ func (r *PolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res
 	}
 	counts := enrollment.Count(items)
 	p.Status.Enrollments = &counts
+	recordCounts(p, counts)
 	return ctrl.Result{}, nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"slices"
 	"sync/atomic"
 	"testing"
@@ -15,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/kube2fa/kube2fa/api/v1alpha1"
 	"github.com/kube2fa/kube2fa/controllers"
@@ -135,6 +137,12 @@ func TestPolicyCountsEnrollmentsWithCoalescedStatusWrites(t *testing.T) {
 		err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "webapp"}, p)
 		return p.Status.Enrollments != nil && *p.Status.Enrollments == want, err
 	})
+	// The manager exports the same counts (what dashboards and alerts read), and forgets a deleted policy's.
+	for state, n := range map[string]int32{"total": want.Total, "confirmed": want.Confirmed, "pending": want.Pending, "locked": want.Locked} {
+		if got := gauge(t, "kube2fa_policy_enrollments", map[string]string{"namespace": ns, "policy": "webapp", "state": state}); got != float64(n) {
+			t.Errorf("kube2fa_policy_enrollments{state=%q} = %v, want %d", state, got, n)
+		}
+	}
 	// Each enrollment changes at least twice (created, then provisioned); without coalescing that would be
 	// 2n policy writes. Coalesced, there is at most one recount per CountsDelay, and the last one.
 	elapsed := time.Since(start)
@@ -145,6 +153,12 @@ func TestPolicyCountsEnrollmentsWithCoalescedStatusWrites(t *testing.T) {
 	} else {
 		t.Logf("%d policy status writes for %d enrollments in %v", got, n, elapsed.Round(time.Millisecond))
 	}
+	if err := env.Client.Delete(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "the deleted policy's counts to go from the metrics", func() bool {
+		return gauge(t, "kube2fa_policy_enrollments", map[string]string{"namespace": ns, "policy": "webapp", "state": "total"}) == -1
+	})
 }
 
 // A ConfigMap of the verifier ConfigMap's name that the policy does not control is never taken over and
@@ -195,4 +209,28 @@ func getConfigMap(t *testing.T, ns, name string) *corev1.ConfigMap {
 		t.Fatal(err)
 	}
 	return cm
+}
+
+// gauge reads a gauge of the manager's metrics registry with exactly these labels, or -1 when it has none.
+func gauge(t *testing.T, name string, labels map[string]string) float64 {
+	t.Helper()
+	families, err := metrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			got := map[string]string{}
+			for _, l := range m.GetLabel() {
+				got[l.GetName()] = l.GetValue()
+			}
+			if maps.Equal(got, labels) {
+				return m.GetGauge().GetValue()
+			}
+		}
+	}
+	return -1
 }
