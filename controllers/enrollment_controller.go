@@ -93,15 +93,10 @@ func (r *EnrollmentReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	if err != nil {
 		return ctrl.Result{}, err // a fact that could not be read decides nothing: Ready stays as it was
 	}
-	expiresIn, err := r.expire(ctx, e, facts.Policy, now)
-	if gone = err == nil && expiresIn < 0; gone || err != nil {
+	gone, expiresIn, err := r.expire(ctx, e, facts.Policy, now)
+	if gone || err != nil {
 		return ctrl.Result{}, err
 	}
-	defer func() {
-		if expiresIn > 0 && err == nil && (res.RequeueAfter == 0 || expiresIn < res.RequeueAfter) {
-			res.RequeueAfter = expiresIn
-		}
-	}()
 	if facts.Policy != nil { // else the Secret was not read: nothing is known of it
 		facts.KeyLost = enrollment.KeyLost(&e.Status, facts.Secret)
 		if enrollment.Reissue(&e.Status, e.Annotations[v1alpha1.AnnotationReissue], facts.KeyLost) {
@@ -143,28 +138,30 @@ func (r *EnrollmentReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	}
 	res, lockNotes := r.handleLock(e, now)
 	notes = append(notes, lockNotes...)
+	if expiresIn > 0 && (res.RequeueAfter == 0 || expiresIn < res.RequeueAfter) {
+		res.RequeueAfter = expiresIn // look again when the self-enrollment expires
+	}
 	return res, nil
 }
 
 // expire deletes e when it is a self-enrollment that was never confirmed in time (see enrollment.Expiry), and
-// returns -1 then; otherwise how long until it expires, 0 when it never does. The deletion is guarded by
-// e's resourceVersion: an enrollment confirmed meanwhile is not deleted.
+// reports that it is gone; otherwise it returns how long until it expires, 0 when it never does. The
+// deletion is guarded by e's resourceVersion: an enrollment confirmed meanwhile is not deleted.
 func (r *EnrollmentReconciler) expire(ctx context.Context, e *v1alpha1.UserEnrollment, p *v1alpha1.ResolvedPolicy,
-	now time.Time) (time.Duration, error) {
+	now time.Time) (gone bool, expiresIn time.Duration, err error) {
 	at, ok := enrollment.Expiry(e, p)
 	switch {
 	case !ok:
-		return 0, nil
+		return false, 0, nil
 	case now.Before(at):
-		return at.Sub(now), nil
+		return false, at.Sub(now), nil
 	}
-	err := r.Delete(ctx, e, client.Preconditions{UID: &e.UID, ResourceVersion: &e.ResourceVersion})
-	if err != nil {
-		return 0, client.IgnoreNotFound(err)
+	if err := r.Delete(ctx, e, client.Preconditions{UID: &e.UID, ResourceVersion: &e.ResourceVersion}); err != nil {
+		return apierrors.IsNotFound(err), 0, client.IgnoreNotFound(err)
 	}
 	r.Recorder.Eventf(e, nil, corev1.EventTypeNormal, v1alpha1.EventReasonExpired, "Expire",
 		"Self-enrollment not confirmed within %ds: deleted with its key", p.SelfEnrollment.PendingExpirySeconds)
-	return -1, nil
+	return true, 0, nil
 }
 
 // note is an Event to emit about an enrollment. The first provisioning of a key is not one: the Ready

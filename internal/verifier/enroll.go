@@ -76,7 +76,7 @@ func (v *Verifier) Enroll(ctx context.Context, user string, method v1alpha1.Meth
 		return out, false, err
 	}
 	if p.Mode == v1alpha1.ModeDisabled {
-		return out, false, refuse(ErrDisabled, "two-factor authentication is disabled by policy %s", v.Policy)
+		return out, false, disabled(v.Policy)
 	}
 	if p.SelfEnrollment.Mode == v1alpha1.SelfEnrollmentAdminOnly {
 		return out, false, refuse(ErrSelfEnrollmentClosed,
@@ -84,7 +84,7 @@ func (v *Verifier) Enroll(ctx context.Context, user string, method v1alpha1.Meth
 	}
 	method = p.MethodFor(method)
 	if !p.Allows(method) {
-		return out, false, refuse(ErrMethodNotAllowed, "policy %s does not allow method %s", v.Policy, method)
+		return out, false, methodNotAllowed(v.Policy, method)
 	}
 	e, err := v.enrollment(ctx, user)
 	if err != nil {
@@ -206,9 +206,9 @@ func noKeyComing(e *v1alpha1.UserEnrollment) error {
 	}
 	switch c.Reason {
 	case v1alpha1.ReasonPolicyDisabled:
-		return refuse(ErrDisabled, "two-factor authentication is disabled by policy %s", e.Spec.PolicyRef.Name)
+		return disabled(e.Spec.PolicyRef.Name)
 	case v1alpha1.ReasonMethodNotAllowed:
-		return refuse(ErrMethodNotAllowed, "policy %s does not allow method %s", e.Spec.PolicyRef.Name, e.Spec.Method)
+		return methodNotAllowed(e.Spec.PolicyRef.Name, e.Spec.Method)
 	}
 	return nil
 }

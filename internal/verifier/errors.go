@@ -6,6 +6,8 @@ import (
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+
+	"github.com/kube2fa/kube2fa/api/v1alpha1"
 )
 
 // Why the verifier refuses a request. Every error the verifier returns wraps one of them (test with
@@ -58,6 +60,16 @@ func (r *refusal) Unwrap() error { return r.kind }
 
 func refuse(kind error, format string, args ...any) error {
 	return &refusal{kind: kind, msg: fmt.Sprintf(format, args...)}
+}
+
+// disabled is the refusal of anything but not_required under a Disabled policy.
+func disabled(policy string) error {
+	return refuse(ErrDisabled, "two-factor authentication is disabled by policy %s", policy)
+}
+
+// methodNotAllowed is the refusal to enroll with a method the policy does not list.
+func methodNotAllowed(policy string, m v1alpha1.Method) error {
+	return refuse(ErrMethodNotAllowed, "policy %s does not allow method %s", policy, m)
 }
 
 // unavailable is the fail-closed answer: state could not be read or recorded.

@@ -273,7 +273,7 @@ func (v *Verifier) decide(ctx context.Context, user string, kind attempt, judge 
 func (v *Verifier) precheck(p v1alpha1.ResolvedPolicy, e *v1alpha1.UserEnrollment, kind attempt) (Decision, bool, error) {
 	if p.Mode == v1alpha1.ModeDisabled {
 		if kind != verifying {
-			return Decision{}, true, refuse(ErrDisabled, "two-factor authentication is disabled by policy %s", v.Policy)
+			return Decision{}, true, disabled(v.Policy)
 		}
 		return Decision{Result: NotRequired}, true, nil
 	}
