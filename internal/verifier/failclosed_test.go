@@ -4,13 +4,11 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/kube2fa/kube2fa/api/v1alpha1"
 	"github.com/kube2fa/kube2fa/controllers"
-	"github.com/kube2fa/kube2fa/internal/render"
 	"github.com/kube2fa/kube2fa/internal/testenv"
 	"github.com/kube2fa/kube2fa/internal/verifier"
 )
@@ -35,14 +33,7 @@ func TestFailsClosedWhenTheAPIServerIsGone(t *testing.T) {
 	if res := r.enroll(t, "alice", ""); res.Status != 201 {
 		t.Fatalf("enroll: %d %v", res.Status, res.Body)
 	}
-	s := &corev1.Secret{}
-	if err := own.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: render.SecretName(ueName("alice"))}, s); err != nil {
-		t.Fatal(err)
-	}
-	params, k, err := render.ParseOTPSecret(s)
-	if err != nil {
-		t.Fatal(err)
-	}
+	params, k := secretKey(t, own.Client, ns, ueName("alice"))
 	if res := r.confirm(t, "alice", totp(t, params, k, time.Now())); res.Status != 200 {
 		t.Fatalf("confirm: %d %v", res.Status, res.Body)
 	}

@@ -7,13 +7,11 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/kube2fa/kube2fa/api/v1alpha1"
-	"github.com/kube2fa/kube2fa/internal/render"
 	"github.com/kube2fa/kube2fa/internal/testenv"
 	"github.com/kube2fa/kube2fa/internal/verifier"
 )
@@ -62,14 +60,7 @@ func TestSelfEnrollmentIsVisibleAndCanBeClosed(t *testing.T) {
 	if res := r.enroll(t, "grace", ""); res.Status != 403 || res.Body["otpauthURI"] != nil {
 		t.Fatalf("material served under AdminOnly: %d %v", res.Status, res.Body)
 	}
-	s := &corev1.Secret{}
-	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: render.SecretName("grace")}, s); err != nil {
-		t.Fatal(err)
-	}
-	p, k, err := render.ParseOTPSecret(s)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p, k := secretKey(t, env.Client, ns, "grace") // named by the administrator
 	if res := r.confirm(t, "grace", totp(t, p, k, time.Now())); res.Status != 200 {
 		t.Fatalf("confirming an administrator's enrollment: %d %v", res.Status, res.Body)
 	}

@@ -201,8 +201,14 @@ func ueName(user string) string { return userenrollment.Name("webapp", user) }
 // key reads a self-enrolled user's key and parameters the way an authenticator app gets them.
 func key(t *testing.T, ns, user string) (otp.Params, []byte) {
 	t.Helper()
+	return secretKey(t, env.Client, ns, ueName(user))
+}
+
+// secretKey reads the key and parameters of the enrollment named name through c.
+func secretKey(t *testing.T, c client.Client, ns, name string) (otp.Params, []byte) {
+	t.Helper()
 	s := &corev1.Secret{}
-	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: render.SecretName(ueName(user))}, s); err != nil {
+	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: render.SecretName(name)}, s); err != nil {
 		t.Fatal(err)
 	}
 	p, k, err := render.ParseOTPSecret(s)
