@@ -8,6 +8,7 @@ import (
 	"io"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -57,6 +58,7 @@ type EnrollmentReconciler struct {
 // +kubebuilder:rbac:groups=twofactor.kube2fa.io,resources=twofactorpolicies,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;update
 
 // Reconcile brings one enrollment's Secret and status up to date: it gathers the facts (policy, duplicates,
 // Secret), provisions a key when the rules say so, derives the conditions from the facts, and handles locks.
@@ -76,7 +78,7 @@ func (r *EnrollmentReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		if gone {
 			return
 		}
-		enrollment.SetConditions(&e.Status, e.Generation, now)
+		enrollment.SetEnrolled(&e.Status, e.Generation)
 		if err == nil {
 			e.Status.ObservedGeneration = e.Generation
 		}
@@ -136,8 +138,11 @@ func (r *EnrollmentReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	res, lockNotes := r.handleLock(e, now)
+	res, lockNotes, err := r.handleLock(ctx, e, now)
 	notes = append(notes, lockNotes...)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
 	if expiresIn > 0 && (res.RequeueAfter == 0 || expiresIn < res.RequeueAfter) {
 		res.RequeueAfter = expiresIn // look again when the self-enrollment expires
 	}
@@ -278,20 +283,56 @@ func secretMeta() *metav1.PartialObjectMetadata {
 	return m
 }
 
-// handleLock acts on the administrator's unlock annotation and on expired throttles, and schedules the
-// next pass for when the current lock ends.
-func (r *EnrollmentReconciler) handleLock(e *v1alpha1.UserEnrollment, now time.Time) (ctrl.Result, []note) {
-	var notes []note
-	if enrollment.Unlock(&e.Status, e.Annotations[v1alpha1.AnnotationUnlock]) {
-		notes = append(notes, note{corev1.EventTypeNormal, v1alpha1.EventReasonUnlocked, "Unlock", "Unlocked by annotation " + v1alpha1.AnnotationUnlock + "; failures reset"})
+// handleLock acts on the administrator's unlock annotation and keeps the Locked condition true to the
+// enrollment's state Lease, which the verifier writes: it reads the Lease only when there is an unlock to
+// handle or a lock to watch end (the Locked condition shows one), and schedules the next pass for when the
+// lock ends. Verification itself never brings the manager here.
+func (r *EnrollmentReconciler) handleLock(ctx context.Context, e *v1alpha1.UserEnrollment, now time.Time) (ctrl.Result, []note, error) {
+	unlock := e.Annotations[v1alpha1.AnnotationUnlock]
+	wasLocked := meta.IsStatusConditionTrue(e.Status.Conditions, v1alpha1.ConditionLocked)
+	if !wasLocked && (unlock == "" || unlock == e.Status.LastHandledUnlock) {
+		if meta.FindStatusCondition(e.Status.Conditions, v1alpha1.ConditionLocked) == nil || e.Status.SecretUID == "" {
+			enrollment.SetLocked(&e.Status, nil, e.Generation, now)
+		}
+		return ctrl.Result{}, nil, nil
 	}
-	if enrollment.Expire(&e.Status, now) {
+	lease := &coordinationv1.Lease{}
+	var recorded *v1alpha1.VerificationState
+	switch err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: e.Namespace,
+		Name: render.StateLeaseName(e.Spec.PolicyRef.Name, e.Spec.User)}, lease); {
+	case apierrors.IsNotFound(err):
+		lease = nil
+	case err != nil:
+		return ctrl.Result{}, nil, fmt.Errorf("getting state lease: %w", err)
+	case metav1.IsControlledBy(lease, e):
+		if recorded, err = render.ParseState(lease, e); err != nil {
+			return ctrl.Result{}, nil, err
+		}
+	default:
+		lease = nil // another enrollment's: nothing of this one's
+	}
+	st := enrollment.StateOf(recorded, e.Status.SecretUID)
+	var notes []note
+	if enrollment.Unlock(&e.Status, &st, unlock) {
+		if lease != nil {
+			updated := lease.DeepCopy()
+			if err := render.SetState(updated, st); err != nil {
+				return ctrl.Result{}, nil, err
+			}
+			// Guarded by the version read: a decision recorded meanwhile makes this pass start again.
+			if err := r.Update(ctx, updated); err != nil {
+				return ctrl.Result{}, nil, fmt.Errorf("clearing the lock in state lease: %w", err)
+			}
+		}
+		notes = append(notes, note{corev1.EventTypeNormal, v1alpha1.EventReasonUnlocked, "Unlock", "Unlocked by annotation " + v1alpha1.AnnotationUnlock + "; failures reset"})
+	} else if wasLocked && !enrollment.IsLocked(&st, now) {
 		notes = append(notes, note{corev1.EventTypeNormal, v1alpha1.EventReasonLockExpired, "Unlock", "Lock ended after its throttle time; failures reset"})
 	}
-	if wait := enrollment.RetryAfter(&e.Status, now); wait > 0 {
-		return ctrl.Result{RequeueAfter: wait}, notes
+	enrollment.SetLocked(&e.Status, &st, e.Generation, now)
+	if wait := enrollment.RetryAfter(&st, now); wait > 0 {
+		return ctrl.Result{RequeueAfter: wait}, notes, nil
 	}
-	return ctrl.Result{}, notes
+	return ctrl.Result{}, notes, nil
 }
 
 // SetupWithManager registers the reconciler and its watches.
@@ -329,13 +370,15 @@ func (r *EnrollmentReconciler) newQueue() func(string, workqueue.TypedRateLimite
 }
 
 // needsManager reports whether a change of an enrollment is one the manager acts on: its spec, the unlock
-// and reissue annotations, deletion, a lock (to clear it when its throttle ends) or a status it did not expect.
+// and reissue annotations, deletion, a lock (to show its end when its throttle ends) or a status it did not
+// expect.
 func needsManager(old, cur *v1alpha1.UserEnrollment) bool {
 	return old.Generation != cur.Generation ||
 		old.Annotations[v1alpha1.AnnotationUnlock] != cur.Annotations[v1alpha1.AnnotationUnlock] ||
 		old.Annotations[v1alpha1.AnnotationReissue] != cur.Annotations[v1alpha1.AnnotationReissue] ||
 		!cur.DeletionTimestamp.IsZero() ||
-		!old.Status.LockedAt.Equal(cur.Status.LockedAt) || !old.Status.LockedUntil.Equal(cur.Status.LockedUntil) ||
+		meta.IsStatusConditionTrue(old.Status.Conditions, v1alpha1.ConditionLocked) !=
+			meta.IsStatusConditionTrue(cur.Status.Conditions, v1alpha1.ConditionLocked) ||
 		old.Status.SecretUID != cur.Status.SecretUID || old.Status.ObservedGeneration != cur.Status.ObservedGeneration
 }
 

@@ -145,10 +145,11 @@ func TestThrottledLockEndsByItself(t *testing.T) {
 
 	recordAttemptsAt(t, ns, "alice", enrollment.Settings{MaxFailures: 3, Throttle: throttle}, 3, false, clk.Now)
 	e := waitCondition(t, ns, "alice", v1alpha1.ConditionLocked, metav1.ConditionTrue, v1alpha1.ReasonTooManyFailures)
-	if e.Status.LockedUntil == nil {
-		t.Fatalf("three wrong codes did not lock with a throttle: %+v", e.Status)
+	_, st := stateLease(t, e)
+	if st == nil || st.LockedUntil == nil {
+		t.Fatalf("three wrong codes did not lock with a throttle: %+v", st)
 	}
-	lockedUntil := e.Status.LockedUntil.Time
+	lockedUntil := st.LockedUntil.Time
 
 	// Step the manager's clock second by second until the lock ends: the requeue it scheduled for
 	// lockedUntil is what ends it.
@@ -162,9 +163,7 @@ func TestThrottledLockEndsByItself(t *testing.T) {
 		clk.Step(time.Second)
 		return false, nil
 	})
-	if e.Status.FailedAttempts != 0 || e.Status.LockedAt != nil || e.Status.LockedUntil != nil {
-		t.Errorf("the expired lock left state behind: %+v", e.Status)
-	}
+	waitEvent(t, ns, "alice", corev1.EventTypeNormal, v1alpha1.EventReasonLockExpired)
 	if clk.Now().Before(lockedUntil) {
 		t.Errorf("unlocked at %v, before the throttle ended at %v", clk.Now(), lockedUntil)
 	}
@@ -224,13 +223,14 @@ func TestUnlockAnnotationClearsALockOnce(t *testing.T) {
 	settings := enrollment.Settings{MaxFailures: 3}
 
 	recordAttempts(t, ns, "alice", settings, 3, false)
-	if e := getEnrollment(t, ns, "alice"); e.Status.LockedUntil != nil || !enrollment.IsLocked(&e.Status, time.Now().Add(24*time.Hour)) {
-		t.Fatalf("throttle 0 did not lock until an administrator unlocks: %+v", e.Status)
+	if _, st := stateLease(t, getEnrollment(t, ns, "alice")); st.LockedUntil != nil || !enrollment.IsLocked(st, time.Now().Add(24*time.Hour)) {
+		t.Fatalf("throttle 0 did not lock until an administrator unlocks: %+v", st)
 	}
 	annotate(t, ns, "alice", v1alpha1.AnnotationUnlock, "ticket-1")
 	e := waitCondition(t, ns, "alice", v1alpha1.ConditionLocked, metav1.ConditionFalse, "")
-	if e.Status.LastHandledUnlock != "ticket-1" || e.Status.FailedAttempts != 0 {
-		t.Errorf("unlock not recorded: %+v", e.Status)
+	// The lock is cleared where it lives, the state Lease, before the condition shows it.
+	if _, st := stateLease(t, e); e.Status.LastHandledUnlock != "ticket-1" || st.FailedAttempts != 0 || st.LockedAt != nil {
+		t.Errorf("unlock not recorded: %+v, %+v", e.Status, st)
 	}
 
 	// Locked again: the old annotation value does not unlock a second time, a new one does.
@@ -305,8 +305,7 @@ func TestAConfirmedEnrollmentThatLosesItsKeyStaysClosedUntilReissued(t *testing.
 	if fresh.UID == old.UID || bytes.Equal(fresh.Data[render.SecretKeySecret], old.Data[render.SecretKeySecret]) {
 		t.Fatal("the reissue did not issue a new key")
 	}
-	if e.Status.SecretUID != string(fresh.UID) || e.Status.ConfirmedAt != nil || e.Status.LastSuccessAt != nil ||
-		e.Status.LastHandledReissue != "ticket-9" {
+	if e.Status.SecretUID != string(fresh.UID) || e.Status.ConfirmedAt != nil || e.Status.LastHandledReissue != "ticket-9" {
 		t.Errorf("status after the reissue: %+v", e.Status)
 	}
 	waitEvent(t, ns, "alice", corev1.EventTypeWarning, v1alpha1.EventReasonKeyReplaced)

@@ -11,17 +11,16 @@ import (
 
 func TestTheManagerIgnoresVerificationFactsButNotLocksOrSpec(t *testing.T) {
 	now := metav1.NewTime(time.Unix(1_800_000_000, 0))
-	step := int64(7)
 	base := &v1alpha1.UserEnrollment{ObjectMeta: metav1.ObjectMeta{Generation: 1}}
 	tests := []struct {
 		name   string
 		change func(e *v1alpha1.UserEnrollment)
 		want   bool
 	}{
-		{"an accepted code", func(e *v1alpha1.UserEnrollment) { e.Status.LastUsedStep, e.Status.LastSuccessAt = &step, &now }, false},
-		{"a wrong code", func(e *v1alpha1.UserEnrollment) { e.Status.FailedAttempts, e.Status.LastFailureAt = 1, &now }, false},
 		{"a confirmation", func(e *v1alpha1.UserEnrollment) { e.Status.ConfirmedAt = &now }, false},
-		{"a lock", func(e *v1alpha1.UserEnrollment) { e.Status.LockedAt, e.Status.LockedUntil = &now, &now }, true},
+		{"a lock", func(e *v1alpha1.UserEnrollment) {
+			e.Status.Conditions = []metav1.Condition{{Type: v1alpha1.ConditionLocked, Status: metav1.ConditionTrue}}
+		}, true},
 		{"a spec change", func(e *v1alpha1.UserEnrollment) { e.Generation = 2 }, true},
 		{"an unlock", func(e *v1alpha1.UserEnrollment) { e.Annotations = map[string]string{v1alpha1.AnnotationUnlock: "1"} }, true},
 		{"a reissue", func(e *v1alpha1.UserEnrollment) { e.Annotations = map[string]string{v1alpha1.AnnotationReissue: "1"} }, true},

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -16,6 +17,7 @@ import (
 	"github.com/kube2fa/kube2fa/api/v1alpha1"
 	"github.com/kube2fa/kube2fa/controllers"
 	"github.com/kube2fa/kube2fa/internal/enrollment"
+	"github.com/kube2fa/kube2fa/internal/render"
 	"github.com/kube2fa/kube2fa/internal/testenv"
 )
 
@@ -106,29 +108,62 @@ func recordAttempts(t *testing.T, ns, name string, s enrollment.Settings, n int,
 	recordAttemptsAt(t, ns, name, s, n, right, time.Now)
 }
 
-// recordAttemptsAt is recordAttempts at the times now tells.
+// recordAttemptsAt is recordAttempts at the times now tells: each attempt as the verifier records it, in
+// the user's state Lease, and the enrollment's conditions when they change.
 func recordAttemptsAt(t *testing.T, ns, name string, s enrollment.Settings, n int, right bool, now func() time.Time) {
 	t.Helper()
 	for range n {
 		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 			e := getEnrollment(t, ns, name)
+			lease, recorded := stateLease(t, e)
+			st := enrollment.StateOf(recorded, e.Status.SecretUID)
 			at := now()
-			enrollment.Attempt(&e.Status, s, at, func() enrollment.Verdict {
+			enrollment.Attempt(&st, s, at, func() enrollment.Verdict {
 				if right {
 					return enrollment.Right
 				}
 				return enrollment.Wrong
 			})
+			var err error
+			if lease == nil {
+				if lease, err = render.StateLease(e, st); err == nil {
+					err = env.Client.Create(ctx, lease)
+				}
+			} else if err = render.SetState(lease, st); err == nil {
+				err = env.Client.Update(ctx, lease)
+			}
+			if err != nil {
+				return err
+			}
 			if right {
 				enrollment.Confirm(&e.Status, at)
 			}
-			enrollment.SetConditions(&e.Status, e.Generation, at)
+			enrollment.SetEnrolled(&e.Status, e.Generation)
+			enrollment.SetLocked(&e.Status, &st, e.Generation, at)
 			return env.Client.Status().Update(ctx, e)
 		})
 		if err != nil {
 			t.Fatalf("recording attempt: %v", err)
 		}
 	}
+}
+
+// stateLease returns e's state Lease and the state it records, or nils when there is none.
+func stateLease(t *testing.T, e *v1alpha1.UserEnrollment) (*coordinationv1.Lease, *v1alpha1.VerificationState) {
+	t.Helper()
+	l := &coordinationv1.Lease{}
+	err := env.Client.Get(ctx, client.ObjectKey{Namespace: e.Namespace, Name: render.StateLeaseName(e.Spec.PolicyRef.Name, e.Spec.User)}, l)
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := render.ParseState(l, e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l, st
 }
 
 func isNotFound(err error) (bool, error) {

@@ -102,6 +102,8 @@ const (
 	AnnotationProvenance = "twofactor.kube2fa.io/provenance"
 	// AnnotationConfigHash on the verifier ConfigMap: sha256 of its content.
 	AnnotationConfigHash = "twofactor.kube2fa.io/config-hash"
+	// AnnotationState on an enrollment's state Lease: its VerificationState, as JSON.
+	AnnotationState = "twofactor.kube2fa.io/state"
 	// SecretTypeOTP is the type of enrollment Secrets.
 	SecretTypeOTP = "twofactor.kube2fa.io/otp"
 )

@@ -36,8 +36,11 @@ type UserEnrollmentSpec struct {
 	Method Method `json:"method,omitempty"`
 }
 
-// UserEnrollmentStatus holds the enrollment's conditions and its verification state. The manager writes
-// the provisioning facts; the verifier writes the verification facts; both with optimistic concurrency.
+// UserEnrollmentStatus holds the enrollment's conditions and the facts that change rarely: its key and its
+// confirmation. The manager writes the provisioning facts; the verifier writes the confirmation and, on a
+// transition, the Enrolled and Locked conditions; both with optimistic concurrency. Failures, locks and what
+// makes codes single-use are in the enrollment's state Lease (VerificationState), the one source of those
+// facts; the Locked condition shows them.
 type UserEnrollmentStatus struct {
 	// conditions holds Ready (a key is provisioned and the verifier can use it), Enrolled (confirmed with
 	// a first code) and Locked (too many wrong codes).
@@ -57,8 +60,9 @@ type UserEnrollmentStatus struct {
 	// +optional
 	SecretName string `json:"secretName,omitempty"`
 
-	// secretUID is the UID of the Secret the verification state below belongs to. When the Secret is
-	// replaced (deleted by hand and re-created with a new key), the state is reset to pending.
+	// secretUID is the UID of the Secret holding the key the confirmation and the verification state belong
+	// to. When the Secret is replaced (deleted by hand and re-created with a new key), the enrollment is
+	// pending again and its verification state starts afresh.
 	// +optional
 	SecretUID string `json:"secretUID,omitempty"`
 
@@ -70,43 +74,8 @@ type UserEnrollmentStatus struct {
 	// +optional
 	ConfirmedAt *metav1.Time `json:"confirmedAt,omitempty"`
 
-	// failedAttempts counts consecutive wrong codes since the last success or unlock.
-	// +optional
-	FailedAttempts int32 `json:"failedAttempts,omitempty"`
-
-	// temporaryLockouts counts the throttled locks (those that end by themselves) since the last success or
-	// administrator unlock. Once it reaches lockout.maxTemporaryLockouts, the next lock lasts until an
-	// administrator unlocks it.
-	// +optional
-	// +kubebuilder:validation:Minimum=0
-	TemporaryLockouts int32 `json:"temporaryLockouts,omitempty"`
-
-	// lastFailureAt is when the last wrong code was received.
-	// +optional
-	LastFailureAt *metav1.Time `json:"lastFailureAt,omitempty"`
-
-	// lockedAt is when the enrollment was locked. Absent when not locked.
-	// +optional
-	LockedAt *metav1.Time `json:"lockedAt,omitempty"`
-
-	// lockedUntil is when the lock ends by itself. Absent while locked means only an administrator can
-	// unlock (annotation twofactor.kube2fa.io/unlock).
-	// +optional
-	LockedUntil *metav1.Time `json:"lockedUntil,omitempty"`
-
-	// lastSuccessAt is when a code was last accepted.
-	// +optional
-	LastSuccessAt *metav1.Time `json:"lastSuccessAt,omitempty"`
-
-	// lastUsedStep is the TOTP time step of the last accepted code; only later steps are accepted.
-	// +optional
-	LastUsedStep *int64 `json:"lastUsedStep,omitempty"`
-
-	// hotpCounter is the next HOTP counter value to accept.
-	// +optional
-	HOTPCounter *int64 `json:"hotpCounter,omitempty"`
-
-	// lastHandledUnlock is the value of the unlock annotation last acted on.
+	// lastHandledUnlock is the value of the unlock annotation last acted on: the manager cleared the lock in
+	// the state Lease for it.
 	// +optional
 	LastHandledUnlock string `json:"lastHandledUnlock,omitempty"`
 

@@ -333,7 +333,8 @@ func (b *bench) reconcileCeiling(ctx context.Context) (time.Duration, error) {
 		e.Status.Method, e.Status.ObservedGeneration = v1alpha1.MethodTOTP, e.Generation
 		meta.SetStatusCondition(&e.Status.Conditions, enrollment.Ready(enrollment.Facts{Generation: e.Generation,
 			Policy: &policy, PolicyName: "webapp", Method: v1alpha1.MethodTOTP, Secret: secret}))
-		enrollment.SetConditions(&e.Status, e.Generation, time.Now())
+		enrollment.SetEnrolled(&e.Status, e.Generation)
+		enrollment.SetLocked(&e.Status, nil, e.Generation, time.Now())
 		return b.client.Status().Update(ctx, e)
 	})
 }

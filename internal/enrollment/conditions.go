@@ -10,10 +10,8 @@ import (
 	"github.com/kube2fa/kube2fa/api/v1alpha1"
 )
 
-// SetConditions derives the Enrolled and Locked conditions from the status facts. The manager and the
-// verifier both call it before writing status, so one write carries facts and conditions together. Ready is
-// the manager's alone: it depends on the policy and the Secret, not on verification.
-func SetConditions(st *v1alpha1.UserEnrollmentStatus, generation int64, now time.Time) {
+// SetEnrolled derives the Enrolled condition from the status facts: the key and its confirmation.
+func SetEnrolled(st *v1alpha1.UserEnrollmentStatus, generation int64) {
 	enrolled := metav1.Condition{Type: v1alpha1.ConditionEnrolled, ObservedGeneration: generation}
 	switch {
 	case st.ConfirmedAt != nil:
@@ -27,22 +25,26 @@ func SetConditions(st *v1alpha1.UserEnrollmentStatus, generation int64, now time
 		enrolled.Message = "No key has been provisioned"
 	}
 	meta.SetStatusCondition(&st.Conditions, enrolled)
+}
 
+// SetLocked derives the Locked condition from the verification state at now (nil: none recorded, not
+// locked). The condition is the state's view for people and tools; the state Lease is the source.
+func SetLocked(st *v1alpha1.UserEnrollmentStatus, state *v1alpha1.VerificationState, generation int64, now time.Time) {
 	locked := metav1.Condition{Type: v1alpha1.ConditionLocked, ObservedGeneration: generation}
 	switch {
-	case !IsLocked(st, now):
+	case state == nil || state.Key != st.SecretUID || !IsLocked(state, now):
 		locked.Status, locked.Reason = metav1.ConditionFalse, v1alpha1.ReasonNotLocked
 		locked.Message = "Accepting codes"
-	case st.LockedUntil == nil:
+	case state.LockedUntil == nil:
 		locked.Status, locked.Reason = metav1.ConditionTrue, v1alpha1.ReasonTooManyFailures
-		locked.Message = fmt.Sprintf("Locked after %d wrong codes until an administrator unlocks it", st.FailedAttempts)
-		if st.TemporaryLockouts > 0 {
-			locked.Message += fmt.Sprintf(" (after %d temporary lockouts without a success)", st.TemporaryLockouts)
+		locked.Message = fmt.Sprintf("Locked after %d wrong codes until an administrator unlocks it", state.FailedAttempts)
+		if state.TemporaryLockouts > 0 {
+			locked.Message += fmt.Sprintf(" (after %d temporary lockouts without a success)", state.TemporaryLockouts)
 		}
 	default:
 		locked.Status, locked.Reason = metav1.ConditionTrue, v1alpha1.ReasonTooManyFailures
-		locked.Message = fmt.Sprintf("Locked after %d wrong codes until %s", st.FailedAttempts,
-			st.LockedUntil.UTC().Format(time.RFC3339))
+		locked.Message = fmt.Sprintf("Locked after %d wrong codes until %s", state.FailedAttempts,
+			state.LockedUntil.UTC().Format(time.RFC3339))
 	}
 	meta.SetStatusCondition(&st.Conditions, locked)
 }

@@ -70,7 +70,7 @@ type Result struct {
 // called, nothing is counted and the lock is not extended. Otherwise check decides whether the code is right
 // (and may record its own facts, such as the TOTP step, when it is), wrong (counted), or used (refused, not
 // counted).
-func Attempt(st *v1alpha1.UserEnrollmentStatus, s Settings, now time.Time, check func() Verdict) Result {
+func Attempt(st *v1alpha1.VerificationState, s Settings, now time.Time, check func() Verdict) Result {
 	Expire(st, now)
 	if IsLocked(st, now) {
 		return Result{Outcome: RefusedLocked, RetryAfter: RetryAfter(st, now)}
@@ -102,13 +102,13 @@ func Attempt(st *v1alpha1.UserEnrollmentStatus, s Settings, now time.Time, check
 }
 
 // IsLocked reports whether st is locked at now. A lock whose throttle has ended is not locked.
-func IsLocked(st *v1alpha1.UserEnrollmentStatus, now time.Time) bool {
+func IsLocked(st *v1alpha1.VerificationState, now time.Time) bool {
 	return st.LockedAt != nil && (st.LockedUntil == nil || now.Before(st.LockedUntil.Time))
 }
 
 // RetryAfter is how long until the lock ends, rounded up to whole seconds; 0 when not locked or when only an
 // administrator can unlock.
-func RetryAfter(st *v1alpha1.UserEnrollmentStatus, now time.Time) time.Duration {
+func RetryAfter(st *v1alpha1.VerificationState, now time.Time) time.Duration {
 	if !IsLocked(st, now) || st.LockedUntil == nil {
 		return 0
 	}
@@ -117,7 +117,7 @@ func RetryAfter(st *v1alpha1.UserEnrollmentStatus, now time.Time) time.Duration 
 }
 
 // Expire clears a lock whose throttle has ended, with its failures, and reports whether it did.
-func Expire(st *v1alpha1.UserEnrollmentStatus, now time.Time) bool {
+func Expire(st *v1alpha1.VerificationState, now time.Time) bool {
 	if st.LockedAt == nil || IsLocked(st, now) {
 		return false
 	}
@@ -125,32 +125,36 @@ func Expire(st *v1alpha1.UserEnrollmentStatus, now time.Time) bool {
 	return true
 }
 
-// Unlock handles the administrator's unlock annotation: a value not handled before clears the lock, the
-// failures and the count of temporary lockouts, and is recorded. It reports whether the value was new.
-func Unlock(st *v1alpha1.UserEnrollmentStatus, annotation string) bool {
+// Unlock handles the administrator's unlock annotation on an enrollment with status st and verification
+// state state: a value not handled before clears the lock, the failures and the count of temporary lockouts,
+// and is recorded in st. It reports whether the value was new.
+func Unlock(st *v1alpha1.UserEnrollmentStatus, state *v1alpha1.VerificationState, annotation string) bool {
 	if annotation == "" || annotation == st.LastHandledUnlock {
 		return false
 	}
-	clear(st)
-	st.TemporaryLockouts = 0
+	clear(state)
+	state.TemporaryLockouts = 0
 	st.LastHandledUnlock = annotation
 	return true
 }
 
-// Reset returns st to a fresh pending enrollment for a new key: confirmation, counters, replay state and lock
-// all belong to the key they were recorded for.
+// Reset returns st to a pending enrollment for a new key: the confirmation belongs to the key it was made
+// with. The verification state needs no reset: it names its key (see StateOf).
 func Reset(st *v1alpha1.UserEnrollmentStatus) {
-	clear(st)
-	st.TemporaryLockouts = 0
-	st.LastFailureAt = nil
 	st.ConfirmedAt = nil
-	st.LastSuccessAt = nil
-	st.LastUsedStep = nil
-	st.HOTPCounter = nil
+}
+
+// StateOf returns the verification state recorded for the key with Secret UID key: recorded state when it
+// is that key's, a fresh state otherwise (nothing recorded yet, or recorded for a key since replaced).
+func StateOf(recorded *v1alpha1.VerificationState, key string) v1alpha1.VerificationState {
+	if recorded == nil || recorded.Key != key {
+		return v1alpha1.VerificationState{Key: key}
+	}
+	return *recorded.DeepCopy()
 }
 
 // clear ends a lock and resets the failure count; lastFailureAt stays as history.
-func clear(st *v1alpha1.UserEnrollmentStatus) {
+func clear(st *v1alpha1.VerificationState) {
 	st.FailedAttempts = 0
 	st.LockedAt = nil
 	st.LockedUntil = nil

@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -17,7 +18,7 @@ func right() Verdict { return Right }
 
 func TestLocksAtExactlyMaxFailures(t *testing.T) {
 	for _, max := range []int32{1, 3, 5} {
-		st := &v1alpha1.UserEnrollmentStatus{}
+		st := &v1alpha1.VerificationState{}
 		s := Settings{MaxFailures: max, Throttle: time.Minute}
 		for i := int32(1); i < max; i++ {
 			res := Attempt(st, s, t0, wrong)
@@ -39,7 +40,7 @@ func TestLocksAtExactlyMaxFailures(t *testing.T) {
 }
 
 func TestRightCodeWhileLockedIsRefusedAndNotCounted(t *testing.T) {
-	st := &v1alpha1.UserEnrollmentStatus{}
+	st := &v1alpha1.VerificationState{}
 	s := Settings{MaxFailures: 2, Throttle: time.Minute}
 	Attempt(st, s, t0, wrong)
 	Attempt(st, s, t0, wrong)
@@ -58,7 +59,7 @@ func TestRightCodeWhileLockedIsRefusedAndNotCounted(t *testing.T) {
 }
 
 func TestThrottleZeroStaysLockedUntilUnlock(t *testing.T) {
-	st := &v1alpha1.UserEnrollmentStatus{}
+	st := &v1alpha1.VerificationState{}
 	s := Settings{MaxFailures: 1}
 	if res := Attempt(st, s, t0, wrong); !res.LockedNow || res.RetryAfter != 0 {
 		t.Fatalf("got %+v, want a lock without retry time", res)
@@ -70,19 +71,20 @@ func TestThrottleZeroStaysLockedUntilUnlock(t *testing.T) {
 	if Expire(st, years) || !IsLocked(st, years) {
 		t.Fatal("a lock without throttle ended by itself")
 	}
-	if !Unlock(st, "ticket-42") || IsLocked(st, years) || st.FailedAttempts != 0 {
+	status := &v1alpha1.UserEnrollmentStatus{}
+	if !Unlock(status, st, "ticket-42") || IsLocked(st, years) || st.FailedAttempts != 0 || status.LastHandledUnlock != "ticket-42" {
 		t.Fatalf("unlock did not clear the lock: %+v", st)
 	}
-	if Unlock(st, "ticket-42") {
+	if Unlock(status, st, "ticket-42") {
 		t.Fatal("the same unlock value was handled twice")
 	}
-	if Unlock(st, "") {
+	if Unlock(status, st, "") {
 		t.Fatal("an empty unlock value was handled")
 	}
 }
 
 func TestThrottleExpiryUnlocksAndResetsFailures(t *testing.T) {
-	st := &v1alpha1.UserEnrollmentStatus{}
+	st := &v1alpha1.VerificationState{}
 	s := Settings{MaxFailures: 3, Throttle: 10 * time.Second}
 	for range 3 {
 		Attempt(st, s, t0, wrong)
@@ -106,7 +108,7 @@ func TestThrottleExpiryUnlocksAndResetsFailures(t *testing.T) {
 }
 
 func TestSuccessResetsFailures(t *testing.T) {
-	st := &v1alpha1.UserEnrollmentStatus{}
+	st := &v1alpha1.VerificationState{}
 	s := Settings{MaxFailures: 3}
 	Attempt(st, s, t0, wrong)
 	Attempt(st, s, t0, wrong)
@@ -120,7 +122,7 @@ func TestSuccessResetsFailures(t *testing.T) {
 }
 
 func TestTimesAreStoredAtAPIServerPrecision(t *testing.T) {
-	st := &v1alpha1.UserEnrollmentStatus{}
+	st := &v1alpha1.VerificationState{}
 	now := t0.Add(1500 * time.Millisecond)
 	Attempt(st, Settings{MaxFailures: 1, Throttle: 5 * time.Second}, now, wrong)
 	if st.LockedAt.Nanosecond() != 0 || st.LockedUntil.Nanosecond() != 0 {
@@ -128,18 +130,38 @@ func TestTimesAreStoredAtAPIServerPrecision(t *testing.T) {
 	}
 }
 
-func TestResetForgetsEverythingOfTheOldKey(t *testing.T) {
-	step, counter := int64(7), int64(9)
+func TestResetForgetsTheConfirmationButNotTheHandledUnlock(t *testing.T) {
 	now := metav1.NewTime(t0)
-	st := &v1alpha1.UserEnrollmentStatus{ConfirmedAt: &now, LastSuccessAt: &now, LastUsedStep: &step,
-		HOTPCounter: &counter, FailedAttempts: 2, LockedAt: &now, LastFailureAt: &now, LastHandledUnlock: "x"}
+	st := &v1alpha1.UserEnrollmentStatus{ConfirmedAt: &now, LastHandledUnlock: "x"}
 	Reset(st)
-	if st.ConfirmedAt != nil || st.LastSuccessAt != nil || st.LastUsedStep != nil || st.HOTPCounter != nil ||
-		st.FailedAttempts != 0 || st.LockedAt != nil || st.LastFailureAt != nil {
-		t.Fatalf("reset kept state of the old key: %+v", st)
+	if st.ConfirmedAt != nil {
+		t.Fatalf("reset kept the confirmation of the old key: %+v", st)
 	}
 	if st.LastHandledUnlock != "x" {
 		t.Error("reset forgot the handled unlock value: the same annotation would be handled again")
+	}
+}
+
+// State recorded for one key counts for nothing for another: a replaced key, or another enrollment of the
+// same user, starts afresh, whatever the old state held.
+func TestStateOfAnotherKeyReadsAsFresh(t *testing.T) {
+	step, counter := int64(7), int64(9)
+	now := metav1.NewTime(t0)
+	old := &v1alpha1.VerificationState{Key: "s1", LastSuccessAt: &now, LastUsedStep: &step, HOTPCounter: &counter,
+		FailedAttempts: 2, LockedAt: &now, LastFailureAt: &now, TemporaryLockouts: 3}
+	if got := StateOf(old, "s2"); !equality.Semantic.DeepEqual(got, v1alpha1.VerificationState{Key: "s2"}) {
+		t.Fatalf("state of key s1 read for key s2: %+v", got)
+	}
+	got := StateOf(old, "s1")
+	if !equality.Semantic.DeepEqual(&got, old) {
+		t.Fatalf("state of key s1 read for s1: %+v", got)
+	}
+	got.FailedAttempts = 0
+	if old.FailedAttempts != 2 {
+		t.Fatal("StateOf shares the recorded state: a decision would change what was read")
+	}
+	if got := StateOf(nil, "s1"); got.Key != "s1" || got.FailedAttempts != 0 {
+		t.Fatalf("no state: %+v", got)
 	}
 }
 
@@ -149,26 +171,34 @@ func TestConditionsFollowTheFacts(t *testing.T) {
 	tests := []struct {
 		name             string
 		st               v1alpha1.UserEnrollmentStatus
+		state            *v1alpha1.VerificationState
 		at               time.Time
 		enrolled, locked metav1.ConditionStatus
 		enrolledReason   string
 	}{
-		{"no key yet", v1alpha1.UserEnrollmentStatus{}, t0,
+		{"no key yet", v1alpha1.UserEnrollmentStatus{}, nil, t0,
 			metav1.ConditionFalse, metav1.ConditionFalse, v1alpha1.ReasonNoKey},
-		{"pending", v1alpha1.UserEnrollmentStatus{SecretUID: "u"}, t0,
+		{"pending", v1alpha1.UserEnrollmentStatus{SecretUID: "u"}, nil, t0,
 			metav1.ConditionFalse, metav1.ConditionFalse, v1alpha1.ReasonPendingConfirmation},
-		{"confirmed", v1alpha1.UserEnrollmentStatus{SecretUID: "u", ConfirmedAt: &now}, t0,
+		{"confirmed", v1alpha1.UserEnrollmentStatus{SecretUID: "u", ConfirmedAt: &now}, &v1alpha1.VerificationState{Key: "u"}, t0,
 			metav1.ConditionTrue, metav1.ConditionFalse, v1alpha1.ReasonConfirmed},
-		{"locked by admin", v1alpha1.UserEnrollmentStatus{SecretUID: "u", ConfirmedAt: &now, LockedAt: &now}, t0,
+		{"locked by admin", v1alpha1.UserEnrollmentStatus{SecretUID: "u", ConfirmedAt: &now},
+			&v1alpha1.VerificationState{Key: "u", LockedAt: &now}, t0,
 			metav1.ConditionTrue, metav1.ConditionTrue, v1alpha1.ReasonConfirmed},
-		{"locked with throttle", v1alpha1.UserEnrollmentStatus{SecretUID: "u", LockedAt: &now, LockedUntil: &until}, t0,
+		{"locked with throttle", v1alpha1.UserEnrollmentStatus{SecretUID: "u"},
+			&v1alpha1.VerificationState{Key: "u", LockedAt: &now, LockedUntil: &until}, t0,
 			metav1.ConditionFalse, metav1.ConditionTrue, v1alpha1.ReasonPendingConfirmation},
-		{"throttle over", v1alpha1.UserEnrollmentStatus{SecretUID: "u", LockedAt: &now, LockedUntil: &until}, until.Time,
+		{"throttle over", v1alpha1.UserEnrollmentStatus{SecretUID: "u"},
+			&v1alpha1.VerificationState{Key: "u", LockedAt: &now, LockedUntil: &until}, until.Time,
+			metav1.ConditionFalse, metav1.ConditionFalse, v1alpha1.ReasonPendingConfirmation},
+		{"lock of a replaced key", v1alpha1.UserEnrollmentStatus{SecretUID: "u2"},
+			&v1alpha1.VerificationState{Key: "u", LockedAt: &now}, t0,
 			metav1.ConditionFalse, metav1.ConditionFalse, v1alpha1.ReasonPendingConfirmation},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			SetConditions(&tt.st, 4, tt.at)
+			SetEnrolled(&tt.st, 4)
+			SetLocked(&tt.st, tt.state, 4, tt.at)
 			e := meta.FindStatusCondition(tt.st.Conditions, v1alpha1.ConditionEnrolled)
 			l := meta.FindStatusCondition(tt.st.Conditions, v1alpha1.ConditionLocked)
 			if e.Status != tt.enrolled || e.Reason != tt.enrolledReason || l.Status != tt.locked {
@@ -201,7 +231,7 @@ func TestCountUsesTheConditionsClientsSee(t *testing.T) {
 // A replayed code is refused without counting: a double submit never locks the user out, even at one failure
 // from the lock; while locked, the lock answers first.
 func TestAUsedCodeIsRefusedNotCounted(t *testing.T) {
-	st := &v1alpha1.UserEnrollmentStatus{}
+	st := &v1alpha1.VerificationState{}
 	s := Settings{MaxFailures: 2}
 	used := func() Verdict { return Used }
 	Attempt(st, s, t0, wrong)
@@ -225,7 +255,7 @@ func TestAUsedCodeIsRefusedNotCounted(t *testing.T) {
 // administrator; a success or an unlock starts the count again. The clock is the test's.
 func TestTemporaryLockoutsAreBounded(t *testing.T) {
 	s := Settings{MaxFailures: 2, Throttle: time.Minute, MaxTemporaryLockouts: 3}
-	st := &v1alpha1.UserEnrollmentStatus{}
+	st := &v1alpha1.VerificationState{}
 	now := t0
 	lock := func() Result {
 		t.Helper()
@@ -244,12 +274,13 @@ func TestTemporaryLockoutsAreBounded(t *testing.T) {
 	if IsLocked(st, now.Add(365*24*time.Hour)) != true {
 		t.Fatal("the fourth lock ended without an administrator")
 	}
-	SetConditions(st, 1, now)
-	if c := meta.FindStatusCondition(st.Conditions, v1alpha1.ConditionLocked); c == nil ||
+	status := &v1alpha1.UserEnrollmentStatus{}
+	SetLocked(status, st, 1, now)
+	if c := meta.FindStatusCondition(status.Conditions, v1alpha1.ConditionLocked); c == nil ||
 		c.Message != "Locked after 2 wrong codes until an administrator unlocks it (after 3 temporary lockouts without a success)" {
 		t.Fatalf("Locked condition: %+v", c)
 	}
-	if !Unlock(st, "ticket-1") || st.TemporaryLockouts != 0 {
+	if !Unlock(status, st, "ticket-1") || st.TemporaryLockouts != 0 {
 		t.Fatalf("an unlock keeps the count: %+v", st)
 	}
 	lock()

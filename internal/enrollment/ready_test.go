@@ -78,7 +78,7 @@ func TestConfirmStampsOnceAtAPIServerPrecision(t *testing.T) {
 	if !st.ConfirmedAt.Time.Equal(t0.Add(1e9)) {
 		t.Error("a second confirmation moved confirmedAt")
 	}
-	SetConditions(st, 1, t0)
+	SetEnrolled(st, 1)
 	if !meta.IsStatusConditionTrue(st.Conditions, v1alpha1.ConditionEnrolled) {
 		t.Error("a confirmed enrollment is not Enrolled")
 	}

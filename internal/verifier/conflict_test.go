@@ -4,6 +4,7 @@ import (
 	"context"
 	"testing"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -15,36 +16,48 @@ import (
 	"github.com/kube2fa/kube2fa/internal/render"
 )
 
-// After a write conflict, the decision is taken again on the state that won, once: the replica's own
-// earlier write, still ahead of its cache, used to be decided on again and again, up to ten conflicting
-// writes in a few milliseconds before a 503.
+// After a write conflict, the decision is taken again on the state that won, read fresh, once: the read
+// that may come from the API server's watch cache is a version behind (another replica recorded a failure
+// a moment ago), and deciding on it again would only conflict again, up to ten writes in a few milliseconds
+// before a 503.
 func TestAConflictIsFollowedByOneDecisionOnTheStateThatWon(t *testing.T) {
 	ctx := context.Background()
 	v, e, cache := decisionFixture(t)
-	// The API server: the same enrollment, on which another replica recorded a failure after this replica's
-	// own last write, which the cache has not shown yet.
 	var updates int
+	var stale *coordinationv1.Lease
 	api := fake.NewClientBuilder().WithScheme(cache.Scheme()).WithObjects(e.DeepCopy()).
 		WithStatusSubresource(&v1alpha1.UserEnrollment{}).
-		WithInterceptorFuncs(interceptor.Funcs{SubResourceUpdate: func(ctx context.Context, c client.Client, sub string, o client.Object, opts ...client.SubResourceUpdateOption) error {
-			updates++
-			return c.SubResource(sub).Update(ctx, o, opts...)
-		}}).Build()
-	cached := &v1alpha1.UserEnrollment{}
-	if err := cache.Get(ctx, client.ObjectKeyFromObject(e), cached); err != nil {
+		WithInterceptorFuncs(interceptor.Funcs{
+			Update: func(ctx context.Context, c client.WithWatch, o client.Object, opts ...client.UpdateOption) error {
+				updates++
+				return c.Update(ctx, o, opts...)
+			},
+			Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, o client.Object, opts ...client.GetOption) error {
+				if l, ok := o.(*coordinationv1.Lease); ok && stale != nil { // the watch cache, behind
+					stale.DeepCopyInto(l)
+					stale = nil
+					return nil
+				}
+				return c.Get(ctx, key, o, opts...)
+			},
+		}).Build()
+	v.Client, v.Leases = api, crLeases{api, e.Namespace}
+	mine, err := render.StateLease(e, v1alpha1.VerificationState{Key: e.Status.SecretUID})
+	if err != nil {
 		t.Fatal(err)
 	}
-	mine := cached.DeepCopy()
-	if err := api.Status().Update(ctx, mine); err != nil {
+	if err := api.Create(ctx, mine); err != nil {
 		t.Fatal(err)
 	}
-	v.remember(cached.ResourceVersion, mine.DeepCopy())
+	stale = mine.DeepCopy()
 	theirs := mine.DeepCopy()
-	theirs.Status.FailedAttempts = 1
-	if err := api.Status().Update(ctx, theirs); err != nil {
+	if err := render.SetState(theirs, v1alpha1.VerificationState{Key: e.Status.SecretUID, FailedAttempts: 1}); err != nil {
 		t.Fatal(err)
 	}
-	v.Client, v.Clock, updates = api, clock.RealClock{}, 0
+	if err := api.Update(ctx, theirs); err != nil {
+		t.Fatal(err)
+	}
+	updates = 0
 
 	d, err := v.Verify(ctx, "alice", "000000")
 	if err != nil || d.Result != Rejected || d.RemainingAttempts != 1 {
@@ -52,6 +65,29 @@ func TestAConflictIsFollowedByOneDecisionOnTheStateThatWon(t *testing.T) {
 	}
 	if updates != 2 {
 		t.Fatalf("%d writes for one decision: want the one that conflicted and the one that landed", updates)
+	}
+}
+
+// A replica reads its own writes of a state Lease, two in a row, while reads still show the version before
+// them; once a read shows another version, that read wins.
+func TestReadYourStateWritesSurvivesTwoWritesAheadOfTheReads(t *testing.T) {
+	v := &Verifier{}
+	lease := func(rv string) *coordinationv1.Lease {
+		return &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "alice-x", ResourceVersion: rv}}
+	}
+	v.rememberLease("", lease("1")) // created
+	if got := v.latestLease("alice-x", nil); got == nil || got.ResourceVersion != "1" {
+		t.Fatalf("a read that does not find the Lease yet hides this replica's creation: %v", got)
+	}
+	v.rememberLease("1", lease("2"))
+	if got := v.latestLease("alice-x", nil); got == nil || got.ResourceVersion != "2" {
+		t.Fatalf("with reads behind both writes, the replica reads %v", got)
+	}
+	if got := v.latestLease("alice-x", lease("3")); got.ResourceVersion != "3" {
+		t.Fatal("once a read moved on, the replica still reads its own write")
+	}
+	if got := v.latestLease("alice-x", nil); got != nil {
+		t.Fatal("a forgotten write came back")
 	}
 }
 

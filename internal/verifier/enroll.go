@@ -51,20 +51,34 @@ func (v *Verifier) Get(ctx context.Context, user string) (Enrollment, error) {
 	if err != nil || e == nil {
 		return Enrollment{User: user, State: StateNone}, err
 	}
-	return Enrollment{User: user, Method: e.Status.Method, State: state(e, v.Clock.Now())}, nil
+	locked, err := v.locked(ctx, e)
+	if err != nil {
+		return Enrollment{}, err
+	}
+	out := Enrollment{User: user, Method: e.Status.Method}
+	switch {
+	case locked:
+		out.State = StateLocked
+	case e.Status.ConfirmedAt != nil:
+		out.State = StateConfirmed
+	case e.Status.SecretUID == "":
+		out.State = StateProvisioning
+	default:
+		out.State = StatePending
+	}
+	return out, nil
 }
 
-func state(e *v1alpha1.UserEnrollment, now time.Time) State {
-	switch {
-	case enrollment.IsLocked(&e.Status, now):
-		return StateLocked
-	case e.Status.ConfirmedAt != nil:
-		return StateConfirmed
-	case e.Status.SecretUID == "":
-		return StateProvisioning
-	default:
-		return StatePending
+// locked reports whether e's verification state locks it now.
+func (v *Verifier) locked(ctx context.Context, e *v1alpha1.UserEnrollment) (bool, error) {
+	if e.Status.SecretUID == "" {
+		return false, nil // no key, no state
 	}
+	read, err := v.readState(ctx, e, false)
+	if err != nil {
+		return false, err
+	}
+	return enrollment.IsLocked(&read.state, v.Clock.Now()), nil
 }
 
 // Enroll starts self-enrollment: POST /v1/enrollments. It creates the user's UserEnrollment, waits for the
@@ -101,10 +115,13 @@ func (v *Verifier) Enroll(ctx context.Context, user string, method v1alpha1.Meth
 		v.event(e, corev1.EventTypeNormal, v1alpha1.EventReasonSelfEnrolled,
 			"Created by self-enrollment through the verifier: whoever confirms it first holds this user's second factor")
 	}
+	locked, err := v.locked(ctx, e)
 	switch {
+	case err != nil:
+		return out, created, err
 	case e.Status.ConfirmedAt != nil:
 		return out, false, refuse(ErrAlreadyConfirmed, "the user is already enrolled")
-	case enrollment.IsLocked(&e.Status, v.Clock.Now()):
+	case locked:
 		return out, false, refuse(ErrLocked, "the enrollment is locked by wrong codes")
 	case e.Spec.Method != "" && e.Spec.Method != method:
 		return out, false, refuse(ErrOtherMethodPending, "a pending %s enrollment exists for this user", e.Spec.Method)

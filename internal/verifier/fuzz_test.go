@@ -9,6 +9,8 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
@@ -40,7 +42,7 @@ func FuzzRequests(f *testing.F) {
 			t.Fatal(err)
 		}
 		vv := &Verifier{Namespace: v.Namespace, Policy: v.Policy, Cache: v.Cache, Client: api, Clock: v.Clock,
-			ProvisionTimeout: 1}
+			Leases: crLeases{api, e.Namespace}, ProvisionTimeout: 1}
 		reg := prometheus.NewRegistry()
 		h := &Handler{V: vv, Metrics: NewMetrics(reg), Log: logr.Discard(), Ready: func() error { return nil }, Gatherer: reg}
 		req, err := http.NewRequest("POST", "http://verifier"+path, strings.NewReader(body))
@@ -59,6 +61,10 @@ func FuzzRequests(f *testing.F) {
 		}
 		if rec.Code == http.StatusBadRequest && after.ResourceVersion != before.ResourceVersion {
 			t.Fatalf("POST %s %q: a 400 changed the enrollment", path, body)
+		}
+		err = api.Get(context.Background(), client.ObjectKey{Namespace: e.Namespace, Name: stateName(e)}, &coordinationv1.Lease{})
+		if rec.Code == http.StatusBadRequest && !apierrors.IsNotFound(err) {
+			t.Fatalf("POST %s %q: a 400 recorded state (%v)", path, body, err)
 		}
 	})
 }

@@ -10,25 +10,18 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	"github.com/kube2fa/kube2fa/api/v1alpha1"
 	"github.com/kube2fa/kube2fa/internal/render"
+	"github.com/kube2fa/kube2fa/internal/scheme"
 )
 
 // keyFixture is an enrollment with its key Secret, in a fake cache whose Gets can be intercepted.
 func keyFixture(t testing.TB, get func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error) (*Verifier, *v1alpha1.UserEnrollment, *corev1.Secret, client.Client) {
 	t.Helper()
-	scheme := runtime.NewScheme()
-	if err := corev1.AddToScheme(scheme); err != nil {
-		t.Fatal(err)
-	}
-	if err := v1alpha1.AddToScheme(scheme); err != nil {
-		t.Fatal(err)
-	}
 	e := &v1alpha1.UserEnrollment{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "alice", UID: "enrollment-1"},
 		Spec: v1alpha1.UserEnrollmentSpec{PolicyRef: v1alpha1.PolicyReference{Name: "webapp"}, User: "alice"}}
 	p := render.ParamsFor((&v1alpha1.TwoFactorPolicy{}).Resolve(), v1alpha1.MethodTOTP)
@@ -40,7 +33,7 @@ func keyFixture(t testing.TB, get func(ctx context.Context, c client.WithWatch, 
 	}
 	s.UID = "secret-1"
 	e.Status.SecretUID = string(s.UID)
-	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(s).WithInterceptorFuncs(interceptor.Funcs{Get: get}).Build()
+	c := fake.NewClientBuilder().WithScheme(scheme.Scheme).WithObjects(s).WithInterceptorFuncs(interceptor.Funcs{Get: get}).Build()
 	return &Verifier{Namespace: "ns", Policy: "webapp", Cache: c}, e, s, c
 }
 

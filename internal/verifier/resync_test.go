@@ -36,8 +36,8 @@ func TestHOTPResyncAcrossReplicas(t *testing.T) {
 	if res := b.resync(t, "alice", hotp(t, p, k, 10), hotp(t, p, k, 11)); res.Status != 200 || res.result() != "resynchronized" {
 		t.Fatalf("resync: %d %v", res.Status, res.Body)
 	}
-	if e := enrollment(t, ns, "alice"); ptr.Deref(e.Status.HOTPCounter, 0) != 12 || e.Status.FailedAttempts != 0 {
-		t.Fatalf("after resync: counter %v, %d failures", e.Status.HOTPCounter, e.Status.FailedAttempts)
+	if st := state(t, ns, "alice"); ptr.Deref(st.HOTPCounter, 0) != 12 || st.FailedAttempts != 0 {
+		t.Fatalf("after resync: counter %v, %d failures", st.HOTPCounter, st.FailedAttempts)
 	}
 	if res := a.resync(t, "alice", hotp(t, p, k, 10), hotp(t, p, k, 11)); res.Status != 401 || res.result() != "already_used" {
 		t.Fatalf("the same pair again, on the other replica: %d %v", res.Status, res.Body)
@@ -52,8 +52,8 @@ func TestHOTPResyncAcrossReplicas(t *testing.T) {
 	if res := a.resync(t, "alice", hotp(t, p, k, 32), hotp(t, p, k, 33)); res.Status != 200 {
 		t.Fatalf("the pair at the window's far edge: %d %v", res.Status, res.Body)
 	}
-	if e := enrollment(t, ns, "alice"); ptr.Deref(e.Status.HOTPCounter, 0) != 34 {
-		t.Fatalf("counter %v, want 34", e.Status.HOTPCounter)
+	if st := state(t, ns, "alice"); ptr.Deref(st.HOTPCounter, 0) != 34 {
+		t.Fatalf("counter %v, want 34", st.HOTPCounter)
 	}
 
 	testenv.EditPolicy(t, env.Client, client.ObjectKey{Namespace: ns, Name: "webapp"}, func(s *v1alpha1.TwoFactorPolicySpec) {

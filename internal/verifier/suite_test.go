@@ -19,6 +19,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -245,6 +246,25 @@ func enrollment(t *testing.T, ns, user string) *v1alpha1.UserEnrollment {
 		t.Fatal(err)
 	}
 	return e
+}
+
+// state reads a self-enrolled user's verification state from its Lease (a fresh one when there is none).
+func state(t *testing.T, ns, user string) v1alpha1.VerificationState {
+	t.Helper()
+	e := enrollment(t, ns, user)
+	l := &coordinationv1.Lease{}
+	err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: render.StateLeaseName("webapp", user)}, l)
+	if apierrors.IsNotFound(err) {
+		return userenrollment.StateOf(nil, e.Status.SecretUID)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := render.ParseState(l, e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return userenrollment.StateOf(st, e.Status.SecretUID)
 }
 
 // enrolled self-enrolls user through r and confirms with the current code; it returns the key.

@@ -10,6 +10,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
@@ -24,12 +25,17 @@ import (
 func TestAnAPIServerThatShedsLoadGetsA503WithRetryAfter(t *testing.T) {
 	v, e, cache := decisionFixture(t)
 	writes := 0
-	v.Client = fake.NewClientBuilder().WithScheme(cache.Scheme()).WithObjects(e.DeepCopy()).
+	shed := func() error {
+		writes++
+		return apierrors.NewTooManyRequests("too many requests, please try again later", 3)
+	}
+	api := fake.NewClientBuilder().WithScheme(cache.Scheme()).WithObjects(e.DeepCopy()).
 		WithStatusSubresource(&v1alpha1.UserEnrollment{}).
-		WithInterceptorFuncs(interceptor.Funcs{SubResourceUpdate: func(context.Context, client.Client, string, client.Object, ...client.SubResourceUpdateOption) error {
-			writes++
-			return apierrors.NewTooManyRequests("too many requests, please try again later", 3)
-		}}).Build()
+		WithInterceptorFuncs(interceptor.Funcs{
+			Create: func(context.Context, client.WithWatch, client.Object, ...client.CreateOption) error { return shed() },
+			Update: func(context.Context, client.WithWatch, client.Object, ...client.UpdateOption) error { return shed() },
+		}).Build()
+	v.Client, v.Leases = api, crLeases{api, e.Namespace}
 	reg := prometheus.NewRegistry()
 	m := NewMetrics(reg)
 	h := &Handler{V: v, Metrics: m, Log: logr.Discard(), Ready: func() error { return nil }, Gatherer: reg}
@@ -41,8 +47,7 @@ func TestAnAPIServerThatShedsLoadGetsA503WithRetryAfter(t *testing.T) {
 	if got := testutil.ToFloat64(m.APIThrottled); got != 1 {
 		t.Errorf("kube2fa_api_throttled_total = %v, want 1", got)
 	}
-	after := &v1alpha1.UserEnrollment{}
-	if err := v.Client.Get(context.Background(), client.ObjectKeyFromObject(e), after); err != nil || after.Status.FailedAttempts != 0 {
-		t.Fatalf("the refused decision was recorded: %+v, %v", after.Status, err)
+	if err := api.Get(context.Background(), client.ObjectKey{Namespace: e.Namespace, Name: stateName(e)}, &coordinationv1.Lease{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("the refused decision was recorded: %v", err)
 	}
 }

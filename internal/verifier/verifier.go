@@ -22,6 +22,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
+	"k8s.io/utils/lru"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -105,9 +106,15 @@ type Verifier struct {
 	// distrusted is why the policy's ConfigMap was last refused, until one is trusted again.
 	distrusted atomic.Pointer[string]
 
+	// Leases reads and writes the state Leases of the policy's namespace.
+	Leases LeaseClient
+
 	// written holds what this replica last wrote per enrollment, until the cache shows it: read-your-writes
-	// without waiting for the watch.
-	written sync.Map // types.NamespacedName → written
+	// without waiting for the watch. states does the same for state Leases, which are read on demand: it is
+	// bounded (DefaultRememberedStates), and forgets the least recently used.
+	written    sync.Map // types.NamespacedName → written
+	states     *lru.Cache
+	statesOnce sync.Once
 	// policy is the last parsed verifier ConfigMap; keys the parsed keys by Secret UID (Secrets are
 	// immutable, so a UID names one key forever).
 	policy atomic.Pointer[parsedPolicy]
@@ -174,7 +181,7 @@ const (
 )
 
 // judge decides what codes are for the enrollment state st, and records on st what makes them single-use.
-type judge func(st *v1alpha1.UserEnrollmentStatus, params otp.Params, key []byte, now time.Time, p v1alpha1.ResolvedPolicy) enrollment.Verdict
+type judge func(st *v1alpha1.VerificationState, params otp.Params, key []byte, now time.Time, p v1alpha1.ResolvedPolicy) enrollment.Verdict
 
 // Verify checks a code for user: POST /v1/verify.
 func (v *Verifier) Verify(ctx context.Context, user, code string) (Decision, error) {
@@ -189,7 +196,7 @@ func (v *Verifier) Confirm(ctx context.Context, user, code string) (Decision, er
 // Resync moves a confirmed HOTP enrollment's counter past two consecutive codes found within the policy's
 // hotp.resyncWindow: POST /v1/enrollments/{user}/resync. A failure counts as one wrong code.
 func (v *Verifier) Resync(ctx context.Context, user, code, next string) (Decision, error) {
-	return v.decide(ctx, user, resyncing, func(st *v1alpha1.UserEnrollmentStatus, params otp.Params, key []byte,
+	return v.decide(ctx, user, resyncing, func(st *v1alpha1.VerificationState, params otp.Params, key []byte,
 		_ time.Time, p v1alpha1.ResolvedPolicy) enrollment.Verdict {
 		counter, found := otp.ResyncHOTP(key, params, code, next, ptr.Deref(st.HOTPCounter, 0), p.HOTP.ResyncWindow)
 		switch found {
@@ -204,18 +211,21 @@ func (v *Verifier) Resync(ctx context.Context, user, code, next string) (Decisio
 }
 
 func codeOf(code string) judge {
-	return func(st *v1alpha1.UserEnrollmentStatus, params otp.Params, key []byte, now time.Time, p v1alpha1.ResolvedPolicy) enrollment.Verdict {
+	return func(st *v1alpha1.VerificationState, params otp.Params, key []byte, now time.Time, p v1alpha1.ResolvedPolicy) enrollment.Verdict {
 		return check(st, params, key, code, now, p)
 	}
 }
 
-// decide reads, decides and records, retrying on a write conflict with the state the conflict revealed.
+// decide reads, decides and records, retrying on a write conflict with the state the conflict revealed. A
+// decision is one guarded write of the user's state Lease; a transition (a confirmation, a lock, the end of
+// one) writes the enrollment's conditions too.
 func (v *Verifier) decide(ctx context.Context, user string, kind attempt, judge judge) (Decision, error) {
 	policy, err := v.resolvedPolicy(ctx)
 	if err != nil {
 		return Decision{}, err
 	}
-	for range cmp.Or(v.MaxRetries, 10) {
+	fresh := false // after a conflict, read the state from etcd rather than the API server's watch cache
+	for range maxRetries(v.MaxRetries) {
 		e, err := v.enrollment(ctx, user)
 		if err != nil {
 			return Decision{}, err
@@ -235,39 +245,41 @@ func (v *Verifier) decide(ctx context.Context, user string, kind attempt, judge 
 				return Decision{}, err
 			}
 		}
+		read, err := v.readState(ctx, e, fresh)
+		if err != nil {
+			return Decision{}, err
+		}
 		now := v.Clock.Now()
-		updated := e.DeepCopy()
-		st := &updated.Status
-		res := enrollment.Attempt(st, enrollment.SettingsFor(policy), now, func() enrollment.Verdict {
-			return judge(st, params, key, now, policy)
+		st := read.state
+		res := enrollment.Attempt(&st, enrollment.SettingsFor(policy), now, func() enrollment.Verdict {
+			return judge(&st, params, key, now, policy)
 		})
-		switch res.Outcome { // nothing changed, nothing written
+		switch res.Outcome { // nothing changed, nothing written, but a condition that does not show it yet
 		case enrollment.RefusedLocked:
+			_ = v.project(ctx, e, st, false, now) // the view; the lock holds whatever becomes of it
 			return Decision{Result: Locked, RetryAfter: res.RetryAfter}, nil
 		case enrollment.RefusedUsed:
 			return Decision{Result: AlreadyUsed}, nil
 		}
-		if res.Outcome == enrollment.Accepted && kind == confirming {
-			enrollment.Confirm(st, now)
-		}
-		enrollment.SetConditions(st, updated.Generation, now)
-		if err := v.Client.Status().Update(ctx, updated); err != nil {
-			if apierrors.IsConflict(err) {
-				// Another replica (or the manager) wrote first: decide again on what it wrote.
-				if err := v.reread(ctx, e); err != nil {
-					return Decision{}, err
-				}
+		if err := v.writeState(ctx, e, read, st); err != nil {
+			if errors.Is(err, errStateConflict) {
+				fresh = true
 				continue
 			}
-			return Decision{}, apiFailure(err, "recording the decision failed")
+			return Decision{}, err
 		}
-		// Read-your-writes: the user's next request to this replica must see this decision, before the
-		// watch brings it.
-		v.remember(e.ResourceVersion, updated)
-		return v.announce(updated, res, kind), nil
+		// A confirmation holds only once recorded (the code is used either way: the next one confirms); a
+		// lock or its end holds in the state whatever becomes of its view, which the next decision repairs.
+		confirmed := res.Outcome == enrollment.Accepted && kind == confirming
+		if err := v.project(ctx, e, st, confirmed, now); err != nil && confirmed {
+			return Decision{}, err
+		}
+		return v.announce(e, st, res, kind), nil
 	}
 	return Decision{}, unavailable("too many concurrent attempts for this user; retry")
 }
+
+func maxRetries(n int) int { return cmp.Or(n, 10) }
 
 // precheck answers what needs no code check, by the semantics table of DESIGN.md.
 func (v *Verifier) precheck(p v1alpha1.ResolvedPolicy, e *v1alpha1.UserEnrollment, kind attempt) (Decision, bool, error) {
@@ -320,7 +332,7 @@ func (v *Verifier) resyncPrecheck(p v1alpha1.ResolvedPolicy, e *v1alpha1.UserEnr
 
 // check evaluates a code against the enrollment's own snapshot of parameters and records what makes a
 // replay impossible: the TOTP step, or the next HOTP counter. A code refused for replay is Used, not Wrong.
-func check(st *v1alpha1.UserEnrollmentStatus, params otp.Params, key []byte, code string, now time.Time,
+func check(st *v1alpha1.VerificationState, params otp.Params, key []byte, code string, now time.Time,
 	p v1alpha1.ResolvedPolicy) enrollment.Verdict {
 	switch params.Method {
 	case v1alpha1.MethodTOTP:
@@ -344,21 +356,21 @@ func check(st *v1alpha1.UserEnrollmentStatus, params otp.Params, key []byte, cod
 	return enrollment.Wrong
 }
 
-func (v *Verifier) announce(e *v1alpha1.UserEnrollment, res enrollment.Result, kind attempt) Decision {
+func (v *Verifier) announce(e *v1alpha1.UserEnrollment, st v1alpha1.VerificationState, res enrollment.Result, kind attempt) Decision {
 	switch {
 	case res.Outcome == enrollment.Accepted && kind == confirming:
 		v.event(e, corev1.EventTypeNormal, v1alpha1.EventReasonEnrolled, "Enrollment confirmed with a first valid code")
 		return Decision{Result: Confirmed}
 	case res.Outcome == enrollment.Accepted && kind == resyncing:
 		v.event(e, corev1.EventTypeNormal, v1alpha1.EventReasonResynchronized,
-			fmt.Sprintf("HOTP counter moved to %d by two consecutive codes", ptr.Deref(e.Status.HOTPCounter, 0)))
+			fmt.Sprintf("HOTP counter moved to %d by two consecutive codes", ptr.Deref(st.HOTPCounter, 0)))
 		return Decision{Result: Resynchronized}
 	case res.Outcome == enrollment.Accepted:
 		return Decision{Result: Accepted}
 	}
 	if res.LockedNow {
 		v.event(e, corev1.EventTypeWarning, v1alpha1.EventReasonLockedOut,
-			fmt.Sprintf("Locked after %d wrong codes", e.Status.FailedAttempts))
+			fmt.Sprintf("Locked after %d wrong codes", st.FailedAttempts))
 	}
 	return Decision{Result: Rejected, RemainingAttempts: res.RemainingAttempts, RetryAfter: res.RetryAfter, LockedNow: res.LockedNow}
 }
@@ -382,19 +394,19 @@ func (v *Verifier) distrust(policy *v1alpha1.TwoFactorPolicy, why string) error 
 // cache moves on, so that the next decision builds on the write that won. What this replica remembered
 // writing is stale now: deciding on it again would only conflict again, up to MaxRetries writes in a few
 // milliseconds.
-func (v *Verifier) reread(ctx context.Context, e *v1alpha1.UserEnrollment) error {
+func (v *Verifier) reread(ctx context.Context, e *v1alpha1.UserEnrollment) (*v1alpha1.UserEnrollment, error) {
 	key := client.ObjectKeyFromObject(e)
 	v.Forget(key)
 	cached := &v1alpha1.UserEnrollment{}
 	if err := v.Cache.Get(ctx, key, cached, client.UnsafeDisableDeepCopy); err != nil {
-		return apiFailure(err, "reading the enrollment after a conflict failed")
+		return nil, apiFailure(err, "reading the enrollment after a conflict failed")
 	}
 	fresh := &v1alpha1.UserEnrollment{}
 	if err := v.Client.Get(ctx, key, fresh); err != nil {
-		return apiFailure(err, "reading the enrollment after a conflict failed")
+		return nil, apiFailure(err, "reading the enrollment after a conflict failed")
 	}
 	v.remember(cached.ResourceVersion, fresh)
-	return nil
+	return fresh, nil
 }
 
 // resolvedPolicy reads the policy the manager rendered into the verifier ConfigMap. It obeys only a

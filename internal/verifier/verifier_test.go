@@ -78,7 +78,7 @@ func TestSelfEnrollConfirmAndVerifyAcrossReplicas(t *testing.T) {
 		t.Fatalf("confirm: %d %v", res.Status, res.Body)
 	}
 	e := enrollment(t, ns, "alice")
-	if !meta.IsStatusConditionTrue(e.Status.Conditions, v1alpha1.ConditionEnrolled) || e.Status.FailedAttempts != 0 {
+	if !meta.IsStatusConditionTrue(e.Status.Conditions, v1alpha1.ConditionEnrolled) || state(t, ns, "alice").FailedAttempts != 0 {
 		t.Fatalf("after confirming: %+v", e.Status)
 	}
 	got := call(t, "GET", a.url+"/v1/enrollments/alice", "")
@@ -105,15 +105,14 @@ func TestSelfEnrollConfirmAndVerifyAcrossReplicas(t *testing.T) {
 	if res := a.verify(t, "alice", next); res.Status != 401 || res.result() != "already_used" { // a double submit
 		t.Fatalf("double submit: %d %v", res.Status, res.Body)
 	}
-	testenv.Eventually(t, "replica B to see the acceptance", func() bool {
-		return enrollmentInCache(t, b, ns, "alice").Status.LastUsedStep != nil &&
-			*enrollmentInCache(t, b, ns, "alice").Status.LastUsedStep == now.Unix()/30+1
-	})
+	if st := state(t, ns, "alice"); ptr.Deref(st.LastUsedStep, 0) != now.Unix()/30+1 {
+		t.Fatalf("the accepted step was not recorded: %+v", st)
+	}
 	if res := b.verify(t, "alice", next); res.Status != 401 || res.result() != "already_used" {
 		t.Fatalf("replay on the other replica: %d %v", res.Status, res.Body)
 	}
-	if e := enrollment(t, ns, "alice"); e.Status.FailedAttempts != 0 {
-		t.Fatalf("replays were counted: %+v", e.Status)
+	if st := state(t, ns, "alice"); st.FailedAttempts != 0 {
+		t.Fatalf("replays were counted: %+v", st)
 	}
 }
 
@@ -164,8 +163,8 @@ func TestLockoutWithoutThrottleNeedsTheAdministrator(t *testing.T) {
 		t.Fatalf("right code while locked until an admin unlocks: %d %v %v", res.Status, res.Header, res.Body)
 	}
 	e := enrollment(t, ns, "alice")
-	if e.Status.FailedAttempts != 3 || !meta.IsStatusConditionTrue(e.Status.Conditions, v1alpha1.ConditionLocked) {
-		t.Fatalf("lock state: %+v", e.Status)
+	if st := state(t, ns, "alice"); st.FailedAttempts != 3 || !meta.IsStatusConditionTrue(e.Status.Conditions, v1alpha1.ConditionLocked) {
+		t.Fatalf("lock state: %+v, %+v", st, e.Status)
 	}
 	lockedOut := waitEvent(t, ns, "a LockedOut Event", func(ev eventsv1.Event) bool {
 		return ev.Reason == v1alpha1.EventReasonLockedOut && ev.Regarding.Name == ueName("alice")
@@ -213,7 +212,7 @@ func TestThrottledLockRefusesThenExpires(t *testing.T) {
 		t.Fatalf("locking failure: %d %v", res.Status, res.Body)
 	}
 	clk.SetTime(clk.Now().Add(100 * time.Second))
-	before := enrollment(t, ns, "alice").Status
+	before := state(t, ns, "alice")
 	res := r.verify(t, "alice", hotp(t, p, k, 1))
 	if res.Status != 429 || res.Body["retryAfterSeconds"] == nil || res.Header.Get("Retry-After") == "" {
 		t.Fatalf("right code while throttled: %d %v %v", res.Status, res.Header, res.Body)
@@ -222,7 +221,7 @@ func TestThrottledLockRefusesThenExpires(t *testing.T) {
 		t.Errorf("retryAfterSeconds = %v 100 s into a 300 s throttle, want about 200", secs)
 	}
 	r.verify(t, "alice", "333333")
-	after := enrollment(t, ns, "alice").Status
+	after := state(t, ns, "alice")
 	if before.FailedAttempts != 2 || after.FailedAttempts != 2 || !after.LockedUntil.Equal(before.LockedUntil) {
 		t.Fatalf("refused attempts changed the lock: %d failures until %v, then %d until %v",
 			before.FailedAttempts, before.LockedUntil, after.FailedAttempts, after.LockedUntil)
@@ -232,9 +231,8 @@ func TestThrottledLockRefusesThenExpires(t *testing.T) {
 	if res := r.verify(t, "alice", hotp(t, p, k, 1)); res.Status != 200 {
 		t.Fatalf("right code when the throttle ended: %d %v", res.Status, res.Body)
 	}
-	e := enrollment(t, ns, "alice")
-	if e.Status.FailedAttempts != 0 || e.Status.LockedAt != nil || e.Status.TemporaryLockouts != 0 {
-		t.Fatalf("after expiry: %+v", e.Status)
+	if st := state(t, ns, "alice"); st.FailedAttempts != 0 || st.LockedAt != nil || st.TemporaryLockouts != 0 {
+		t.Fatalf("after expiry: %+v", st)
 	}
 
 	// With maxTemporaryLockouts 1, the first lock ends by itself and the second, without a success in
@@ -253,9 +251,9 @@ func TestThrottledLockRefusesThenExpires(t *testing.T) {
 		if res := r.verify(t, "alice", "222222"); res.Status != 401 || res.Body["remainingAttempts"] != 0.0 {
 			t.Fatalf("lock %d: %d %v", lock+1, res.Status, res.Body)
 		}
-		e := enrollment(t, ns, "alice")
-		if temporary := lock == 0; e.Status.LockedAt == nil || (e.Status.LockedUntil != nil) != temporary || e.Status.TemporaryLockouts != 1 {
-			t.Fatalf("lock %d: %+v", lock+1, e.Status)
+		st := state(t, ns, "alice")
+		if temporary := lock == 0; st.LockedAt == nil || (st.LockedUntil != nil) != temporary || st.TemporaryLockouts != 1 {
+			t.Fatalf("lock %d: %+v", lock+1, st)
 		}
 	}
 	clk.SetTime(clk.Now().Add(24 * time.Hour))
@@ -264,46 +262,64 @@ func TestThrottledLockRefusesThenExpires(t *testing.T) {
 	}
 }
 
-func TestConcurrentWrongCodesNeverExceedMaxFailures(t *testing.T) {
-	ns, rs := setup(t, spec(v1alpha1.ModeEnforced, v1alpha1.MethodTOTP), 2)
-	enrolled(t, rs[0], ns, "alice")
-	testenv.Eventually(t, "both replicas to see the confirmation", func() bool {
-		return enrollmentInCache(t, rs[1], ns, "alice").Status.ConfirmedAt != nil
-	})
+// replicaCounts are the numbers of replicas the invariants are tested across.
+var replicaCounts = []int{2, 10}
 
-	statuses := hammer(50, func(i int) int { return rs[i%2].verify(t, "alice", fmt.Sprintf("%06d", i)).Status })
-	e := enrollment(t, ns, "alice")
-	if e.Status.FailedAttempts != v1alpha1.DefaultMaxFailures || !meta.IsStatusConditionTrue(e.Status.Conditions, v1alpha1.ConditionLocked) {
-		t.Fatalf("after 50 concurrent wrong codes: %d failures, conditions %+v", e.Status.FailedAttempts, e.Status.Conditions)
+// confirmedEverywhere enrolls and confirms user through rs[0] and waits until every replica sees it.
+func confirmedEverywhere(t *testing.T, ns string, rs []*replica, user string) (otp.Params, []byte) {
+	t.Helper()
+	p, k := enrolled(t, rs[0], ns, user)
+	testenv.Eventually(t, "every replica to see the confirmation", func() bool {
+		for _, r := range rs {
+			if enrollmentInCache(t, r, ns, user).Status.ConfirmedAt == nil {
+				return false
+			}
+		}
+		return true
+	})
+	return p, k
+}
+
+func TestConcurrentWrongCodesNeverExceedMaxFailures(t *testing.T) {
+	for _, n := range replicaCounts {
+		t.Run(fmt.Sprintf("%d replicas", n), func(t *testing.T) {
+			ns, rs := setup(t, spec(v1alpha1.ModeEnforced, v1alpha1.MethodTOTP), n)
+			confirmedEverywhere(t, ns, rs, "alice")
+			statuses := hammer(50, func(i int) int { return rs[i%n].verify(t, "alice", fmt.Sprintf("%06d", i)).Status })
+			e, st := enrollment(t, ns, "alice"), state(t, ns, "alice")
+			if st.FailedAttempts != v1alpha1.DefaultMaxFailures || !meta.IsStatusConditionTrue(e.Status.Conditions, v1alpha1.ConditionLocked) {
+				t.Fatalf("after 50 concurrent wrong codes: %d failures, conditions %+v", st.FailedAttempts, e.Status.Conditions)
+			}
+			if statuses[401] != v1alpha1.DefaultMaxFailures || statuses[200] != 0 {
+				t.Fatalf("answers %v: want exactly %d evaluated (401), the rest refused", statuses, v1alpha1.DefaultMaxFailures)
+			}
+			t.Logf("answers: %v", statuses)
+		})
 	}
-	if statuses[401] != v1alpha1.DefaultMaxFailures || statuses[200] != 0 {
-		t.Fatalf("answers %v: want exactly %d evaluated (401), the rest refused", statuses, v1alpha1.DefaultMaxFailures)
-	}
-	t.Logf("answers: %v", statuses)
 }
 
 func TestAValidCodeSubmittedConcurrentlyIsAcceptedOnce(t *testing.T) {
-	ns, rs := setup(t, spec(v1alpha1.ModeEnforced, v1alpha1.MethodTOTP), 2)
-	p, k := enrolled(t, rs[0], ns, "alice")
-	testenv.Eventually(t, "both replicas to see the confirmation", func() bool {
-		return enrollmentInCache(t, rs[1], ns, "alice").Status.ConfirmedAt != nil
-	})
-	// 20 racing copies over two replicas: one acceptance, and the copies are refused as already used, never
-	// counted (they used to lock the user out).
-	code := totp(t, p, k, time.Now().Add(30*time.Second))
-	answers := hammer(20, func(i int) string {
-		res := rs[i%2].verify(t, "alice", code)
-		return fmt.Sprint(res.Status, " ", res.result())
-	})
-	if answers["200 accepted"] != 1 || answers["401 already_used"] != 19 {
-		t.Fatalf("answers %v: want exactly one acceptance and 19 already_used", answers)
-	}
-	if e := enrollment(t, ns, "alice"); e.Status.FailedAttempts != 0 || e.Status.LastFailureAt != nil {
-		t.Fatalf("replays were counted: %+v", e.Status)
+	for _, n := range replicaCounts {
+		t.Run(fmt.Sprintf("%d replicas", n), func(t *testing.T) {
+			ns, rs := setup(t, spec(v1alpha1.ModeEnforced, v1alpha1.MethodTOTP), n)
+			p, k := confirmedEverywhere(t, ns, rs, "alice")
+			// 20 racing copies over the replicas: one acceptance, and the copies are refused as already used,
+			// never counted (they used to lock the user out).
+			code := totp(t, p, k, time.Now().Add(30*time.Second))
+			answers := hammer(20, func(i int) string {
+				res := rs[i%n].verify(t, "alice", code)
+				return fmt.Sprint(res.Status, " ", res.result())
+			})
+			if answers["200 accepted"] != 1 || answers["401 already_used"] != 19 {
+				t.Fatalf("answers %v: want exactly one acceptance and 19 already_used", answers)
+			}
+			if st := state(t, ns, "alice"); st.FailedAttempts != 0 || st.LastFailureAt != nil {
+				t.Fatalf("replays were counted: %+v", st)
+			}
+		})
 	}
 }
 
-// hammer runs n calls at once and counts their HTTP statuses.
 func hammer[K comparable](n int, f func(i int) K) map[K]int {
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -351,14 +367,14 @@ func TestPolicyEditsApplyWithoutRestart(t *testing.T) {
 
 	testenv.EditPolicy(t, env.Client, client.ObjectKey{Namespace: ns, Name: "webapp"}, func(s *v1alpha1.TwoFactorPolicySpec) { s.Mode = v1alpha1.ModeDisabled })
 	testenv.Eventually(t, "Disabled to apply", func() bool { return r.verify(t, "bob", "123456").result() == "not_required" })
-	before := enrollment(t, ns, "alice").Status.FailedAttempts
+	before := state(t, ns, "alice").FailedAttempts
 	if res := r.verify(t, "alice", "000000"); res.Status != 200 || res.result() != "not_required" {
 		t.Fatalf("Disabled, enrolled: %d %v", res.Status, res.Body)
 	}
 	if res := r.enroll(t, "dave", ""); res.Status != 403 {
 		t.Fatalf("self-enrollment while Disabled: %d %v", res.Status, res.Body)
 	}
-	if after := enrollment(t, ns, "alice").Status.FailedAttempts; after != before {
+	if after := state(t, ns, "alice").FailedAttempts; after != before {
 		t.Errorf("Disabled counted a code: %d → %d failures", before, after)
 	}
 }
@@ -376,7 +392,7 @@ func TestHOTPLookAheadAndCounterAdvance(t *testing.T) {
 	if res := r.verify(t, "alice", hotp(t, p, k, 5)); res.Status != 200 { // look-ahead 4 from counter 1
 		t.Fatalf("code at the edge of the look-ahead: %d %v", res.Status, res.Body)
 	}
-	if c := enrollment(t, ns, "alice").Status.HOTPCounter; c == nil || *c != 6 {
+	if c := state(t, ns, "alice").HOTPCounter; c == nil || *c != 6 {
 		t.Fatalf("counter after accepting 5 = %v, want 6", c)
 	}
 	if res := r.verify(t, "alice", hotp(t, p, k, 3)); res.Status != 401 {
@@ -430,8 +446,8 @@ func TestBadRequestsAreRefusedAndNotCounted(t *testing.T) {
 	if res := call(t, "POST", r.url+"/v1/verify", `{"user":"alice"}`); res.Status != 400 || res.Body["error"] == nil {
 		t.Errorf("no code: %d %v", res.Status, res.Body)
 	}
-	if e := enrollment(t, ns, "alice"); e.Status.FailedAttempts != 0 {
-		t.Fatalf("bad requests were counted as failures: %d", e.Status.FailedAttempts)
+	if st := state(t, ns, "alice"); st.FailedAttempts != 0 {
+		t.Fatalf("bad requests were counted as failures: %d", st.FailedAttempts)
 	}
 	// A malformed code is a wrong code.
 	if res := r.verify(t, "alice", "12ab56"); res.Status != 401 {
@@ -664,8 +680,8 @@ func TestOverTheNetworkOnlyAllowedCallersAreServed(t *testing.T) {
 			t.Errorf("%s: %d %v, want %d before any code is read", name, res.Status, res.Body, tt.status)
 		}
 	}
-	if e := enrollment(t, ns, "alice"); e.Status.FailedAttempts != 0 {
-		t.Fatalf("refused callers' wrong codes were counted: %d failures", e.Status.FailedAttempts)
+	if st := state(t, ns, "alice"); st.FailedAttempts != 0 {
+		t.Fatalf("refused callers' wrong codes were counted: %d failures", st.FailedAttempts)
 	}
 	if res := verify(token("app", verifier.CallerAudience), totp(t, p, k, time.Now().Add(30*time.Second))); res.Status != 200 || res.result() != "accepted" {
 		t.Fatalf("the allowed caller's right code: %d %v", res.Status, res.Body)

@@ -1,0 +1,54 @@
+package render
+
+import (
+	"encoding/json"
+	"fmt"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kube2fa/kube2fa/api/v1alpha1"
+	userenrollment "github.com/kube2fa/kube2fa/internal/enrollment"
+	"github.com/kube2fa/kube2fa/internal/strictjson"
+)
+
+// StateLeaseName is the name of the Lease holding the verification state of user under policy. It is named
+// by the pair, not by the enrollment, so that a user's state is found from the user alone; the name is the
+// one self-enrollment gives the enrollment (a different kind of object: they do not collide).
+func StateLeaseName(policy, user string) string { return userenrollment.Name(policy, user) }
+
+// StateLease renders the Lease holding the verification state of enrollment e: controlled by e, so that it
+// is deleted with it, and labelled like the Secrets, so that no watch of kube2fa's other objects sees it.
+func StateLease(e *v1alpha1.UserEnrollment, state v1alpha1.VerificationState) (*coordinationv1.Lease, error) {
+	l := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{
+		Name:            StateLeaseName(e.Spec.PolicyRef.Name, e.Spec.User),
+		Namespace:       e.Namespace,
+		Labels:          labels(e.Spec.PolicyRef.Name),
+		OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(e, v1alpha1.GroupVersion.WithKind("UserEnrollment"))},
+	}}
+	return l, SetState(l, state)
+}
+
+// SetState records state in l.
+func SetState(l *coordinationv1.Lease, state v1alpha1.VerificationState) error {
+	raw, err := json.Marshal(state)
+	if err != nil {
+		return fmt.Errorf("encoding verification state: %w", err)
+	}
+	metav1.SetMetaDataAnnotation(&l.ObjectMeta, v1alpha1.AnnotationState, string(raw))
+	return nil
+}
+
+// ParseState returns the verification state that Lease l holds for enrollment e, or an error when l is not
+// e's (another enrollment's, or a Lease kube2fa did not write) or its state cannot be read. Errors name the
+// Lease, never its content.
+func ParseState(l *coordinationv1.Lease, e *v1alpha1.UserEnrollment) (*v1alpha1.VerificationState, error) {
+	if !metav1.IsControlledBy(l, e) {
+		return nil, fmt.Errorf("lease %s/%s is not controlled by enrollment %s", l.Namespace, l.Name, e.Name)
+	}
+	var st v1alpha1.VerificationState
+	if err := strictjson.Unmarshal([]byte(l.Annotations[v1alpha1.AnnotationState]), &st); err != nil {
+		return nil, fmt.Errorf("lease %s/%s: annotation %s: %w", l.Namespace, l.Name, v1alpha1.AnnotationState, err)
+	}
+	return &st, nil
+}
