@@ -1,6 +1,7 @@
 package main
 
 import (
+	"slices"
 	"bytes"
 	"fmt"
 	"os"
@@ -112,6 +113,14 @@ func (s cpuShare) String() string {
 		parts[i] = fmt.Sprintf("%s %.2f", s.names[i], s.per(d))
 	}
 	return fmt.Sprintf("%.2f ms (%s)", s.per(s.total()), strings.Join(parts, ", "))
+}
+
+// of returns the named process's share per decision, in milliseconds (0 when it was not metered).
+func (s cpuShare) of(name string) float64 {
+	if i := slices.Index(s.names, name); i >= 0 {
+		return s.per(s.used[i])
+	}
+	return 0
 }
 
 // total is the CPU time all the processes used.

@@ -29,13 +29,16 @@ func StateLease(e *v1alpha1.UserEnrollment, state v1alpha1.VerificationState) (*
 	return l, SetState(l, state)
 }
 
-// SetState records state in l.
+// SetState records state in l. It also asks the API server to keep no managedFields on l: the state Lease
+// is written only by kube2fa, field by field ownership tells nobody anything, and tracking it was the largest
+// part of the API server's cost of a decision (an object without managedFields is not tracked on update).
 func SetState(l *coordinationv1.Lease, state v1alpha1.VerificationState) error {
 	raw, err := json.Marshal(state)
 	if err != nil {
 		return fmt.Errorf("encoding verification state: %w", err)
 	}
 	metav1.SetMetaDataAnnotation(&l.ObjectMeta, v1alpha1.AnnotationState, string(raw))
+	l.ManagedFields = []metav1.ManagedFieldsEntry{{}}
 	return nil
 }
 

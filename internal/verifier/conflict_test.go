@@ -16,15 +16,14 @@ import (
 	"github.com/kube2fa/kube2fa/internal/render"
 )
 
-// After a write conflict, the decision is taken again on the state that won, read fresh, once: the read
-// that may come from the API server's watch cache is a version behind (another replica recorded a failure
-// a moment ago), and deciding on it again would only conflict again, up to ten writes in a few milliseconds
-// before a 503.
+// A replica decides on what it last wrote, without reading: one write per decision. When another replica
+// wrote in between, that write is refused, and the decision is taken again on the state that won, read from
+// etcd, once (deciding again on a version behind would only conflict again, up to ten writes in a few
+// milliseconds before a 503). From then on, for that user, the replica reads before it decides.
 func TestAConflictIsFollowedByOneDecisionOnTheStateThatWon(t *testing.T) {
 	ctx := context.Background()
 	v, e, cache := decisionFixture(t)
-	var updates int
-	var stale *coordinationv1.Lease
+	var updates, gets int
 	api := fake.NewClientBuilder().WithScheme(cache.Scheme()).WithObjects(e.DeepCopy()).
 		WithStatusSubresource(&v1alpha1.UserEnrollment{}).
 		WithInterceptorFuncs(interceptor.Funcs{
@@ -33,61 +32,127 @@ func TestAConflictIsFollowedByOneDecisionOnTheStateThatWon(t *testing.T) {
 				return c.Update(ctx, o, opts...)
 			},
 			Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, o client.Object, opts ...client.GetOption) error {
-				if l, ok := o.(*coordinationv1.Lease); ok && stale != nil { // the watch cache, behind
-					stale.DeepCopyInto(l)
-					stale = nil
-					return nil
+				if _, ok := o.(*coordinationv1.Lease); ok {
+					gets++
 				}
 				return c.Get(ctx, key, o, opts...)
 			},
 		}).Build()
 	v.Client, v.Leases = api, crLeases{api, e.Namespace}
-	mine, err := render.StateLease(e, v1alpha1.VerificationState{Key: e.Status.SecretUID})
-	if err != nil {
+	wrong := func() Decision {
+		t.Helper()
+		d, err := v.Verify(ctx, "alice", "000000")
+		if err != nil || d.Result != Rejected {
+			t.Fatalf("a wrong code: %+v, %v", d, err)
+		}
+		return d
+	}
+	wrong()
+	wrong()
+	if gets != 1 || updates != 1 {
+		t.Fatalf("%d reads and %d writes for two decisions: want the first read, and no read after the replica's own write", gets, updates)
+	}
+
+	// Another replica records a failure.
+	theirs := &coordinationv1.Lease{}
+	if err := api.Get(ctx, client.ObjectKey{Namespace: e.Namespace, Name: stateName(e)}, theirs); err != nil {
 		t.Fatal(err)
 	}
-	if err := api.Create(ctx, mine); err != nil {
-		t.Fatal(err)
-	}
-	stale = mine.DeepCopy()
-	theirs := mine.DeepCopy()
 	if err := render.SetState(theirs, v1alpha1.VerificationState{Key: e.Status.SecretUID, FailedAttempts: 1}); err != nil {
 		t.Fatal(err)
 	}
 	if err := api.Update(ctx, theirs); err != nil {
 		t.Fatal(err)
 	}
-	updates = 0
-
-	d, err := v.Verify(ctx, "alice", "000000")
-	if err != nil || d.Result != Rejected || d.RemainingAttempts != 1 {
-		t.Fatalf("got %+v, %v; want a rejection counted on top of the other replica's", d, err)
+	gets, updates = 0, 0
+	if d := wrong(); d.RemainingAttempts != 1 {
+		t.Fatalf("remaining %d: want the failure counted on top of the other replica's", d.RemainingAttempts)
 	}
-	if updates != 2 {
-		t.Fatalf("%d writes for one decision: want the one that conflicted and the one that landed", updates)
+	if gets != 1 || updates != 2 {
+		t.Fatalf("%d reads, %d writes: want the write that conflicted, one read, the write that landed", gets, updates)
+	}
+	gets, updates = 0, 0
+	if d := wrong(); !d.LockedNow {
+		t.Fatalf("the third failure did not lock: %+v", d)
+	}
+	if gets != 1 || updates != 1 {
+		t.Fatalf("%d reads, %d writes: a contended user's state is read before each decision", gets, updates)
 	}
 }
 
-// A replica reads its own writes of a state Lease, two in a row, while reads still show the version before
-// them; once a read shows another version, that read wins.
-func TestReadYourStateWritesSurvivesTwoWritesAheadOfTheReads(t *testing.T) {
-	v := &Verifier{}
-	lease := func(rv string) *coordinationv1.Lease {
-		return &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "alice-x", ResourceVersion: rv}}
+// A refusal writes nothing, so nothing would catch a stale memory: a replica that remembers a lock reads
+// the state before it refuses, and an administrator's unlock (by the manager, on another replica's memory)
+// lets the user in at once.
+func TestALockIsReadBeforeItRefuses(t *testing.T) {
+	ctx := context.Background()
+	v, e, cache := decisionFixture(t)
+	api := fake.NewClientBuilder().WithScheme(cache.Scheme()).WithObjects(e.DeepCopy()).
+		WithStatusSubresource(&v1alpha1.UserEnrollment{}).Build()
+	v.Client, v.Leases = api, crLeases{api, e.Namespace}
+	for range 3 {
+		if _, err := v.Verify(ctx, "alice", "000000"); err != nil {
+			t.Fatal(err)
+		}
 	}
-	v.rememberLease("", lease("1")) // created
-	if got := v.latestLease("alice-x", nil); got == nil || got.ResourceVersion != "1" {
-		t.Fatalf("a read that does not find the Lease yet hides this replica's creation: %v", got)
+	l := &coordinationv1.Lease{}
+	if err := api.Get(ctx, client.ObjectKey{Namespace: e.Namespace, Name: stateName(e)}, l); err != nil {
+		t.Fatal(err)
 	}
-	v.rememberLease("1", lease("2"))
-	if got := v.latestLease("alice-x", nil); got == nil || got.ResourceVersion != "2" {
-		t.Fatalf("with reads behind both writes, the replica reads %v", got)
+	if err := render.SetState(l, v1alpha1.VerificationState{Key: e.Status.SecretUID}); err != nil { // the unlock
+		t.Fatal(err)
 	}
-	if got := v.latestLease("alice-x", lease("3")); got.ResourceVersion != "3" {
-		t.Fatal("once a read moved on, the replica still reads its own write")
+	if err := api.Update(ctx, l); err != nil {
+		t.Fatal(err)
 	}
-	if got := v.latestLease("alice-x", nil); got != nil {
-		t.Fatal("a forgotten write came back")
+	if d, err := v.Verify(ctx, "alice", "000000"); err != nil || d.Result != Rejected || d.RemainingAttempts != 2 {
+		t.Fatalf("after the unlock: %+v, %v; want a wrong code counted from zero", d, err)
+	}
+}
+
+// A replica reads its own writes of a contended user's state Lease while reads from the watch cache still
+// show the version before them; once a read shows another version, that read wins.
+func TestReadYourStateWritesOverALaggingRead(t *testing.T) {
+	ctx := context.Background()
+	v, e, cache := decisionFixture(t)
+	var lagging *coordinationv1.Lease // what the watch cache shows
+	api := fake.NewClientBuilder().WithScheme(cache.Scheme()).WithObjects(e.DeepCopy()).
+		WithStatusSubresource(&v1alpha1.UserEnrollment{}).
+		WithInterceptorFuncs(interceptor.Funcs{Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, o client.Object, opts ...client.GetOption) error {
+			if l, ok := o.(*coordinationv1.Lease); ok && lagging != nil {
+				lagging.DeepCopyInto(l)
+				return nil
+			}
+			return c.Get(ctx, key, o, opts...)
+		}}).Build()
+	v.Client, v.Leases = api, crLeases{api, e.Namespace}
+	if _, err := v.Verify(ctx, "alice", "000000"); err != nil { // creates the Lease
+		t.Fatal(err)
+	}
+	first, _ := v.known(stateName(e))
+	lagging = first.lease.DeepCopy()
+	v.remembered().Add(stateName(e), knownLease{lease: first.lease, written: true, base: "", contended: true})
+	for want := int32(2); want <= 3; want++ { // two writes ahead of the lagging read
+		if _, err := v.Verify(ctx, "alice", "000000"); err != nil {
+			t.Fatal(err)
+		}
+		read, err := v.readState(ctx, e, watchCache)
+		if err != nil || read.state.FailedAttempts != want {
+			t.Fatalf("with reads behind, the replica reads %d failures (%v); want its own %d", read.state.FailedAttempts, err, want)
+		}
+	}
+	lagging = nil // the watch cache moves on
+	current := &coordinationv1.Lease{}
+	if err := api.Get(ctx, client.ObjectKey{Namespace: e.Namespace, Name: stateName(e)}, current); err != nil {
+		t.Fatal(err)
+	}
+	if err := render.SetState(current, v1alpha1.VerificationState{Key: e.Status.SecretUID}); err != nil {
+		t.Fatal(err)
+	}
+	if err := api.Update(ctx, current); err != nil {
+		t.Fatal(err)
+	}
+	if read, err := v.readState(ctx, e, watchCache); err != nil || read.state.FailedAttempts != 0 {
+		t.Fatalf("once reads moved on, the replica still reads its own write: %+v, %v", read.state, err)
 	}
 }
 

@@ -74,7 +74,7 @@ func (v *Verifier) locked(ctx context.Context, e *v1alpha1.UserEnrollment) (bool
 	if e.Status.SecretUID == "" {
 		return false, nil // no key, no state
 	}
-	read, err := v.readState(ctx, e, false)
+	read, err := v.readState(ctx, e, watchCache)
 	if err != nil {
 		return false, err
 	}

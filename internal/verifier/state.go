@@ -18,9 +18,11 @@ import (
 	"github.com/kube2fa/kube2fa/internal/render"
 )
 
-// DefaultRememberedStates bounds how many state Leases a replica remembers having written, for
-// read-your-writes: a few hundred bytes each.
+// DefaultRememberedStates bounds how many users' state Leases a replica remembers: a few hundred bytes each.
 const DefaultRememberedStates = 10000
+
+// errStateConflict: another replica, or the manager, wrote the state first; decide again on what it wrote.
+var errStateConflict = errors.New("state conflict")
 
 // LeaseClient is what the verifier does with state Leases: the typed client of the policy's namespace
 // (kubernetes.Interface's CoordinationV1().Leases(namespace)), speaking protobuf.
@@ -31,30 +33,50 @@ type LeaseClient interface {
 	Delete(ctx context.Context, name string, opts metav1.DeleteOptions) error
 }
 
-// errStateConflict: another replica, or the manager, wrote the state first; decide again on what it wrote.
-var errStateConflict = errors.New("state conflict")
+// source is where a decision reads a user's state from.
+type source int
+
+const (
+	// memory: what this replica last wrote or read of the Lease, when it has that and nobody else was seen
+	// writing the Lease; else as watchCache. Deciding on it costs no read at all; the guarded write that
+	// follows catches a version someone else wrote meanwhile.
+	memory source = iota
+	// watchCache: a read the API server may serve from its watch cache: cheap, and a version behind only
+	// for a moment, which the guarded write catches too.
+	watchCache
+	// quorum: a read from etcd, after a write conflict.
+	quorum
+)
 
 // userState is a user's verification state as a decision reads it: the Lease holding it (nil while none
-// exists), and the state for the enrollment's key.
+// exists), the state for the enrollment's key, and whether it came from memory, unchecked.
 type userState struct {
-	lease *coordinationv1.Lease
-	state v1alpha1.VerificationState
+	lease      *coordinationv1.Lease
+	state      v1alpha1.VerificationState
+	remembered bool
 }
 
-// writtenLease is a state Lease as this replica wrote it, on top of version base ("" when it created it).
-type writtenLease struct {
-	base  string
+// knownLease is the newest version of a state Lease this replica knows. written is true when it wrote that
+// version on top of version base ("" when it created the Lease), for read-your-writes over a lagging read;
+// contended is true once another writer was seen, and memory is not decided on alone any more.
+type knownLease struct {
 	lease *coordinationv1.Lease
+	// recorded is the state lease holds, parsed once (nil when not parsed, or not the state of an enrollment).
+	recorded  *v1alpha1.VerificationState
+	written   bool
+	base      string
+	contended bool
 }
 
-// readState reads the verification state of enrollment e from its Lease. A read that may be served from the
-// API server's watch cache (fresh false) is cheap and almost always current; the guarded write that follows
-// catches the rare stale one, and the retry then reads fresh (quorum). A Lease this replica wrote and the
-// read does not show yet stands in for the read: read-your-writes.
-func (v *Verifier) readState(ctx context.Context, e *v1alpha1.UserEnrollment, fresh bool) (userState, error) {
+// readState reads the verification state of enrollment e from where src says.
+func (v *Verifier) readState(ctx context.Context, e *v1alpha1.UserEnrollment, src source) (userState, error) {
 	name := render.StateLeaseName(v.Policy, e.Spec.User)
+	k, known := v.known(name)
+	if src == memory && known && !k.contended {
+		return v.stateIn(k, e, true)
+	}
 	opts := metav1.GetOptions{ResourceVersion: "0"}
-	if fresh {
+	if src == quorum {
 		opts.ResourceVersion = ""
 	}
 	l, err := v.Leases.Get(ctx, name, opts)
@@ -64,15 +86,40 @@ func (v *Verifier) readState(ctx context.Context, e *v1alpha1.UserEnrollment, fr
 	case err != nil:
 		return userState{}, apiFailure(err, "reading the enrollment's state failed")
 	}
-	l = v.latestLease(name, l)
+	if src != quorum && known && k.written && ((l == nil && k.base == "") || (l != nil && l.ResourceVersion == k.base)) {
+		return v.stateIn(k, e, false) // the read does not show this replica's own write yet
+	}
+	if l == nil {
+		v.remembered().Remove(name)
+	}
+	return v.stateIn(knownLease{lease: l, contended: k.contended}, e, false)
+}
+
+// stateIn is the state that the known Lease k holds for e's key (none when k holds no Lease, or another
+// enrollment's), parsed at most once: a Lease read is remembered with its parsed state.
+func (v *Verifier) stateIn(k knownLease, e *v1alpha1.UserEnrollment, remembered bool) (userState, error) {
+	l := k.lease
 	if l == nil || !metav1.IsControlledBy(l, e) { // none yet, or another enrollment's: nothing for this key
-		return userState{lease: l, state: enrollment.StateOf(nil, e.Status.SecretUID)}, nil
+		return userState{lease: l, state: enrollment.StateOf(nil, e.Status.SecretUID), remembered: remembered}, nil
 	}
-	st, err := render.ParseState(l, e)
-	if err != nil {
-		return userState{}, unavailable("the enrollment's state cannot be read: %v", err)
+	if k.recorded == nil {
+		st, err := render.ParseState(l, e)
+		if err != nil {
+			return userState{}, unavailable("the enrollment's state cannot be read: %v", err)
+		}
+		k.recorded = st
+		v.remembered().Add(l.Name, k)
 	}
-	return userState{lease: l, state: enrollment.StateOf(st, e.Status.SecretUID)}, nil
+	return userState{lease: l, state: enrollment.StateOf(k.recorded, e.Status.SecretUID), remembered: remembered}, nil
+}
+
+// known returns what this replica knows of the state Lease name.
+func (v *Verifier) known(name string) (knownLease, bool) {
+	k, ok := v.remembered().Get(name)
+	if !ok {
+		return knownLease{}, false
+	}
+	return k.(knownLease), true
 }
 
 // writeState records st as e's verification state, guarded by the version read: it creates the Lease when
@@ -105,14 +152,21 @@ func (v *Verifier) writeState(ctx context.Context, e *v1alpha1.UserEnrollment, r
 		base = read.lease.ResourceVersion
 		written, err = v.Leases.Update(ctx, l, metav1.UpdateOptions{})
 	}
+	name := render.StateLeaseName(v.Policy, e.Spec.User)
 	switch {
 	case apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) || apierrors.IsNotFound(err):
-		v.remembered().Remove(render.StateLeaseName(v.Policy, e.Spec.User))
+		// Someone else writes this Lease too (another replica, the manager): from now on this replica reads
+		// before it decides, rather than pay a refused write each time.
+		v.remembered().Add(name, knownLease{contended: true})
 		return errStateConflict
 	case err != nil:
 		return apiFailure(err, "recording the decision failed")
 	}
-	v.rememberLease(base, written)
+	k, _ := v.known(name)
+	if k.written && k.lease != nil && k.lease.ResourceVersion == base {
+		base = k.base // on top of an earlier write of this replica that reads do not show yet: that one's base
+	}
+	v.remembered().Add(name, knownLease{lease: written, recorded: &st, written: true, base: base, contended: k.contended})
 	return nil
 }
 
@@ -142,29 +196,6 @@ func (v *Verifier) dropForeignState(ctx context.Context, l *coordinationv1.Lease
 		return errStateConflict
 	}
 	return apiFailure(err, "removing the previous enrollment's state failed")
-}
-
-// rememberLease records a successful write of l, which replaced version base. A write on top of this
-// replica's own earlier write, which reads do not show yet, keeps that write's base.
-func (v *Verifier) rememberLease(base string, l *coordinationv1.Lease) {
-	if w, ok := v.remembered().Get(l.Name); ok && w.(writtenLease).lease.ResourceVersion == base {
-		base = w.(writtenLease).base
-	}
-	v.remembered().Add(l.Name, writtenLease{base: base, lease: l})
-}
-
-// latestLease returns this replica's own write of the Lease name when the read (nil: not found) still shows
-// the version that write replaced; otherwise the read, and the write is forgotten.
-func (v *Verifier) latestLease(name string, read *coordinationv1.Lease) *coordinationv1.Lease {
-	w, ok := v.remembered().Get(name)
-	if !ok {
-		return read
-	}
-	if w := w.(writtenLease); (read == nil && w.base == "") || (read != nil && read.ResourceVersion == w.base) {
-		return w.lease
-	}
-	v.remembered().Remove(name)
-	return read
 }
 
 // project writes e's conditions when st makes them show something else (a confirmation, a lock, the end of

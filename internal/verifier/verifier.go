@@ -224,7 +224,7 @@ func (v *Verifier) decide(ctx context.Context, user string, kind attempt, judge 
 	if err != nil {
 		return Decision{}, err
 	}
-	fresh := false // after a conflict, read the state from etcd rather than the API server's watch cache
+	src := memory // after a conflict, the state is read from etcd
 	for range maxRetries(v.MaxRetries) {
 		e, err := v.enrollment(ctx, user)
 		if err != nil {
@@ -245,7 +245,7 @@ func (v *Verifier) decide(ctx context.Context, user string, kind attempt, judge 
 				return Decision{}, err
 			}
 		}
-		read, err := v.readState(ctx, e, fresh)
+		read, err := v.readState(ctx, e, src)
 		if err != nil {
 			return Decision{}, err
 		}
@@ -254,6 +254,10 @@ func (v *Verifier) decide(ctx context.Context, user string, kind attempt, judge 
 		res := enrollment.Attempt(&st, enrollment.SettingsFor(policy), now, func() enrollment.Verdict {
 			return judge(&st, params, key, now, policy)
 		})
+		if refused := res.Outcome == enrollment.RefusedLocked || res.Outcome == enrollment.RefusedUsed; refused && read.remembered {
+			src = watchCache // a refusal writes nothing that would catch a stale memory (an unlock): read first
+			continue
+		}
 		switch res.Outcome { // nothing changed, nothing written, but a condition that does not show it yet
 		case enrollment.RefusedLocked:
 			_ = v.project(ctx, e, st, false, now) // the view; the lock holds whatever becomes of it
@@ -263,7 +267,7 @@ func (v *Verifier) decide(ctx context.Context, user string, kind attempt, judge 
 		}
 		if err := v.writeState(ctx, e, read, st); err != nil {
 			if errors.Is(err, errStateConflict) {
-				fresh = true
+				src = quorum
 				continue
 			}
 			return Decision{}, err
