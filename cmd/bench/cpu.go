@@ -107,10 +107,25 @@ func (s cpuShare) per(d time.Duration) float64 {
 
 // String reads "6.10 ms (kube-apiserver 4.30, etcd 0.90, ...)": the total and each process's share, per
 // decision.
+// Beyond two verifiers, their shares are summed as "verifiers".
 func (s cpuShare) String() string {
-	parts := make([]string, len(s.names))
+	var parts []string
+	var verifiers time.Duration
+	n := 0
 	for i, d := range s.used {
-		parts[i] = fmt.Sprintf("%s %.2f", s.names[i], s.per(d))
+		if strings.HasPrefix(s.names[i], "verifier-") {
+			verifiers += d
+			n++
+		}
+	}
+	for i, d := range s.used {
+		if n > 2 && strings.HasPrefix(s.names[i], "verifier-") {
+			continue
+		}
+		parts = append(parts, fmt.Sprintf("%s %.2f", s.names[i], s.per(d)))
+	}
+	if n > 2 {
+		parts = append(parts, fmt.Sprintf("%d verifiers %.2f", n, s.per(verifiers)))
 	}
 	return fmt.Sprintf("%.2f ms (%s)", s.per(s.total()), strings.Join(parts, ", "))
 }

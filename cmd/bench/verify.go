@@ -103,11 +103,17 @@ func (b *bench) verification(ctx context.Context, t *table) error {
 	if err != nil {
 		return err
 	}
-	moderate, err := b.halfLoad(ctx, t, ns, users, a, max(medianRun(rs.ones).rate/2, 1))
+	half := max(medianRun(rs.ones).rate/2, 1)
+	tens, err := b.tenVerifiers(ctx, ns, users, a, half)
 	if err != nil {
 		return err
 	}
-	reportUnanswered(t, slices.Concat(rs.ones, twos, []runResult{moderate}))
+	moderate, err := b.halfLoad(ctx, t, ns, users, a, half)
+	if err != nil {
+		return err
+	}
+	reportReplicas(t, medianRun(rs.ones), moderate, tens)
+	reportUnanswered(t, slices.Concat(rs.ones, twos, tens, []runResult{moderate}))
 	return b.verifierMemory(t)
 }
 
@@ -198,6 +204,46 @@ func (b *bench) twoVerifiers(ctx context.Context, t *table, ns string, users []*
 	t.add("Verification, 2 verifiers, 20% wrong codes", fmt.Sprintf("%.0f /s", mixed.rate),
 		fmt.Sprintf("%s; %.3f writes/decision", mixed.summary(), mixed.writes))
 	return []runResult{two, mixed}, b.stopVerifier(bv)
+}
+
+// replicas is how many verifiers tenVerifiers runs.
+const replicas = 10
+
+// tenVerifiers starts replicas-1 more verifiers next to a and runs the clients against all of them, every
+// user's requests going round the replicas (no affinity: the worst case for a replica's memory of its own
+// writes), closed-loop and then at rate half; it stops the extra verifiers and returns the two runs.
+func (b *bench) tenVerifiers(ctx context.Context, ns string, users []*user, a runningVerifier, half float64) ([]runResult, error) {
+	vs, urls := []runningVerifier{}, []string{a.url}
+	defer func() {
+		for _, v := range vs {
+			_ = b.stopVerifier(v)
+		}
+	}()
+	for i := 2; i <= replicas; i++ {
+		v, err := b.startVerifier(ctx, ns, fmt.Sprintf("verifier-%d", i))
+		if err != nil {
+			return nil, err
+		}
+		vs, urls = append(vs, v), append(urls, v.url)
+	}
+	spread := func(w, i int) string { return urls[(i*7+w)%len(urls)] } // 7: coprime to 10, unlike the users per client
+	closed, err := b.loadVia(ctx, fmt.Sprintf("verify-%d", replicas), users, spread, 0, 0)
+	if err != nil {
+		return nil, err
+	}
+	atHalf, err := b.loadVia(ctx, fmt.Sprintf("verify-%d-half", replicas), users, spread, 0, half)
+	return []runResult{closed, atHalf}, err
+}
+
+// reportReplicas adds the rows that compare ten verifiers with one: closed-loop, and at the same offered
+// rate.
+func reportReplicas(t *table, one, oneAtHalf runResult, tens []runResult) {
+	closed, atHalf := tens[0], tens[1]
+	t.add(fmt.Sprintf("Verification, %d verifiers, valid codes, each user's requests round the replicas", replicas),
+		fmt.Sprintf("%.0f /s", closed.rate), fmt.Sprintf("%s; %.3f writes/decision; %.2f of 1 verifier's; CPU per decision %s",
+			closed.summary(), closed.writes, closed.rate/one.rate, closed.cpu))
+	t.add(fmt.Sprintf("%d verifiers to 1 at the same offered rate (%.0f /s)", replicas, oneAtHalf.rate),
+		fmt.Sprintf("%.2f", atHalf.rate/oneAtHalf.rate), fmt.Sprintf("bar: >= 0.9; %d verifiers: %s", replicas, atHalf.summary()))
 }
 
 // halfLoad offers half the maximum rate, half, to verifier a alone, then stops a and offers the same rate
@@ -357,6 +403,11 @@ func (b *bench) drive(c int, rate float64, do func(w, i int) bool) runResult {
 
 // load runs the clients against the verifiers; a fraction wrong of the codes are wrong.
 func (b *bench) load(ctx context.Context, run string, users []*user, urls []string, wrong float64, rate float64) (runResult, error) {
+	return b.loadVia(ctx, run, users, func(w, i int) string { return urls[(i+w)%len(urls)] }, wrong, rate)
+}
+
+// loadVia is load with the verifier of each request chosen by url(worker, request).
+func (b *bench) loadVia(ctx context.Context, run string, users []*user, url func(w, i int) string, wrong float64, rate float64) (runResult, error) {
 	tr := &http.Transport{MaxIdleConnsPerHost: b.c.clients * 2}
 	hc := &http.Client{Transport: tr, Timeout: 10 * time.Second}
 	defer tr.CloseIdleConnections()
@@ -370,7 +421,7 @@ func (b *bench) load(ctx context.Context, run string, users []*user, urls []stri
 			code = "00000000"[:len(code)]
 		}
 		body := fmt.Sprintf(`{"user":%q,"code":%q}`, u.name, code)
-		r, err := hc.Post(urls[(i+w)%len(urls)]+"/v1/verify", "application/json", bytes.NewBufferString(body))
+		r, err := hc.Post(url(w, i)+"/v1/verify", "application/json", bytes.NewBufferString(body))
 		if err != nil {
 			return false
 		}
@@ -513,7 +564,11 @@ const verifierFieldOwner = "verifier"
 
 // cpuMeter meters the control plane's and kube2fa's processes, and the benchmark's own.
 func (b *bench) cpuMeter() *cpuMeter {
-	return newCPUMeter(b.procs, procAPIServer, procEtcd, procManager, procVerifierA, procVerifierB, procBench)
+	order := []string{procAPIServer, procEtcd, procManager, procVerifierA, procVerifierB}
+	for i := 2; i <= replicas; i++ {
+		order = append(order, fmt.Sprintf("verifier-%d", i))
+	}
+	return newCPUMeter(b.procs, append(order, procBench)...)
 }
 
 // ptrTo returns a pointer to a copy of v.
