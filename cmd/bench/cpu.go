@@ -1,11 +1,11 @@
 package main
 
 import (
-	"slices"
 	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"

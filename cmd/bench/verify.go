@@ -120,8 +120,8 @@ func (b *bench) verification(ctx context.Context, t *table) error {
 // roundResults are the results of the rounds in which the ceilings and one verifier take turns, the warm-up
 // round left out: each round's runs, and the ratios of the verifier's rate to each ceiling's.
 type roundResults struct {
-	ceilings, leases, ones    []runResult
-	oldRatios, leaseRatios    []float64
+	ceilings, leases, ones []runResult
+	oldRatios, leaseRatios []float64
 }
 
 // alternatingRounds runs the ceiling and one verifier, verifier-a, by turns, round after round, so that the
