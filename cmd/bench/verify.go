@@ -35,7 +35,9 @@ import (
 // user is one enrolled HOTP user: HOTP lets every request carry a fresh, valid code for its user, however
 // long the run, and the check costs what a TOTP check costs (an HMAC per window step and one status write).
 type user struct {
-	name    string
+	name string
+	// index is the user's place among the benchmark's users, which session affinity hashes.
+	index   int
 	key     []byte
 	params  otp.Params
 	counter uint64
@@ -138,11 +140,11 @@ func (b *bench) alternatingRounds(ctx context.Context, ns string, users []*user)
 				return a, rs, err
 			}
 		}
-		ceiling, err := b.statusCeiling(ctx, fmt.Sprintf("ceiling-r%d", r), ns, users, 0)
+		ceiling, err := b.statusCeiling(ctx, fmt.Sprintf("ceiling-r%d", r), ns, users)
 		if err != nil {
 			return a, rs, err
 		}
-		lease, err := b.leaseCeiling(ctx, fmt.Sprintf("lease-ceiling-r%d", r), ns, users)
+		lease, err := b.leaseCeiling(ctx, fmt.Sprintf("lease-ceiling-r%d", r), ns, users, 0)
 		if err != nil {
 			return a, rs, err
 		}
@@ -209,9 +211,11 @@ func (b *bench) twoVerifiers(ctx context.Context, t *table, ns string, users []*
 // replicas is how many verifiers tenVerifiers runs.
 const replicas = 10
 
-// tenVerifiers starts replicas-1 more verifiers next to a and runs the clients against all of them, every
-// user's requests going round the replicas (no affinity: the worst case for a replica's memory of its own
-// writes), closed-loop and then at rate half; it stops the extra verifiers and returns the two runs.
+// tenVerifiers starts replicas-1 more verifiers next to a and runs the clients against all of them: with
+// session affinity (each user's requests to one replica, as when the application's sessions stick to its
+// replicas, each with its verifier beside it) closed-loop and at rate half, and without (each user's
+// requests going round the replicas, the worst case for a replica's memory of its own writes) closed-loop.
+// It stops the extra verifiers and returns the three runs.
 func (b *bench) tenVerifiers(ctx context.Context, ns string, users []*user, a runningVerifier, half float64) ([]runResult, error) {
 	vs, urls := []runningVerifier{}, []string{a.url}
 	defer func() {
@@ -226,24 +230,39 @@ func (b *bench) tenVerifiers(ctx context.Context, ns string, users []*user, a ru
 		}
 		vs, urls = append(vs, v), append(urls, v.url)
 	}
-	spread := func(w, i int) string { return urls[(i*7+w)%len(urls)] } // 7: coprime to 10, unlike the users per client
-	closed, err := b.loadVia(ctx, fmt.Sprintf("verify-%d", replicas), users, spread, 0, 0)
-	if err != nil {
-		return nil, err
+	affinity := func(u *user, _, _ int) string { return urls[u.index%len(urls)] }
+	round := func(_ *user, w, i int) string { return urls[(i*7+w)%len(urls)] } // 7: coprime to 10, unlike the users per client
+	var runs []runResult
+	for _, r := range []struct {
+		name string
+		url  func(u *user, w, i int) string
+		rate float64
+	}{
+		{fmt.Sprintf("verify-%d", replicas), affinity, 0},
+		{fmt.Sprintf("verify-%d-half", replicas), affinity, half},
+		{fmt.Sprintf("verify-%d-round", replicas), round, 0},
+	} {
+		run, err := b.loadVia(ctx, r.name, users, r.url, 0, r.rate)
+		if err != nil {
+			return nil, err
+		}
+		runs = append(runs, run)
 	}
-	atHalf, err := b.loadVia(ctx, fmt.Sprintf("verify-%d-half", replicas), users, spread, 0, half)
-	return []runResult{closed, atHalf}, err
+	return runs, nil
 }
 
-// reportReplicas adds the rows that compare ten verifiers with one: closed-loop, and at the same offered
-// rate.
+// reportReplicas adds the rows that compare ten verifiers with one: closed-loop with and without session
+// affinity, and at the same offered rate.
 func reportReplicas(t *table, one, oneAtHalf runResult, tens []runResult) {
-	closed, atHalf := tens[0], tens[1]
-	t.add(fmt.Sprintf("Verification, %d verifiers, valid codes, each user's requests round the replicas", replicas),
+	closed, atHalf, round := tens[0], tens[1], tens[2]
+	t.add(fmt.Sprintf("Verification, %d verifiers, valid codes, each user on one replica", replicas),
 		fmt.Sprintf("%.0f /s", closed.rate), fmt.Sprintf("%s; %.3f writes/decision; %.2f of 1 verifier's; CPU per decision %s",
 			closed.summary(), closed.writes, closed.rate/one.rate, closed.cpu))
 	t.add(fmt.Sprintf("%d verifiers to 1 at the same offered rate (%.0f /s)", replicas, oneAtHalf.rate),
 		fmt.Sprintf("%.2f", atHalf.rate/oneAtHalf.rate), fmt.Sprintf("bar: >= 0.9; %d verifiers: %s", replicas, atHalf.summary()))
+	t.add(fmt.Sprintf("Verification, %d verifiers, each user's requests round the replicas", replicas),
+		fmt.Sprintf("%.0f /s", round.rate), fmt.Sprintf("%s; %.3f writes/decision (%.0f refused with a conflict); %.2f of 1 verifier's; CPU per decision %s",
+			round.summary(), round.writes, round.conflicts, round.rate/one.rate, round.cpu))
 }
 
 // halfLoad offers half the maximum rate, half, to verifier a alone, then stops a and offers the same rate
@@ -258,11 +277,11 @@ func (b *bench) halfLoad(ctx context.Context, t *table, ns string, users []*user
 	if err := b.stopVerifier(a); err != nil {
 		return runResult{}, err
 	}
-	ceilHalf, err := b.statusCeiling(ctx, "ceiling-half", ns, users, half)
+	ceilHalf, err := b.leaseCeiling(ctx, "lease-ceiling-half", ns, users, half)
 	if err != nil {
 		return runResult{}, err
 	}
-	t.add("Ceiling latency at the same offered rate (raw status updates)", "p99 "+ms(ceilHalf.pct(.99)),
+	t.add("Ceiling latency at the same offered rate (raw Lease updates)", "p99 "+ms(ceilHalf.pct(.99)),
 		fmt.Sprintf("p50 %v: what the API server and etcd take for the one write a decision needs; %s",
 			ms(ceilHalf.pct(.50)), ceilHalf.fsync))
 	return moderate, nil
@@ -325,7 +344,7 @@ func (b *bench) enrolledUsers(ctx context.Context, ns string, n int) ([]*user, e
 		}
 		enrollment.Confirm(&e.Status, time.Now())
 		enrollment.SetEnrolled(&e.Status, e.Generation)
-		users[i] = &user{name: e.Spec.User, key: k, params: p}
+		users[i] = &user{name: e.Spec.User, index: i, key: k, params: p}
 		return b.client.Status().Update(ctx, e, client.FieldOwner(verifierFieldOwner))
 	})
 	return users, err
@@ -403,11 +422,11 @@ func (b *bench) drive(c int, rate float64, do func(w, i int) bool) runResult {
 
 // load runs the clients against the verifiers; a fraction wrong of the codes are wrong.
 func (b *bench) load(ctx context.Context, run string, users []*user, urls []string, wrong float64, rate float64) (runResult, error) {
-	return b.loadVia(ctx, run, users, func(w, i int) string { return urls[(i+w)%len(urls)] }, wrong, rate)
+	return b.loadVia(ctx, run, users, func(_ *user, w, i int) string { return urls[(i+w)%len(urls)] }, wrong, rate)
 }
 
-// loadVia is load with the verifier of each request chosen by url(worker, request).
-func (b *bench) loadVia(ctx context.Context, run string, users []*user, url func(w, i int) string, wrong float64, rate float64) (runResult, error) {
+// loadVia is load with the verifier of each request chosen by url(user, worker, request).
+func (b *bench) loadVia(ctx context.Context, run string, users []*user, url func(u *user, w, i int) string, wrong float64, rate float64) (runResult, error) {
 	tr := &http.Transport{MaxIdleConnsPerHost: b.c.clients * 2}
 	hc := &http.Client{Transport: tr, Timeout: 10 * time.Second}
 	defer tr.CloseIdleConnections()
@@ -421,7 +440,7 @@ func (b *bench) loadVia(ctx context.Context, run string, users []*user, url func
 			code = "00000000"[:len(code)]
 		}
 		body := fmt.Sprintf(`{"user":%q,"code":%q}`, u.name, code)
-		r, err := hc.Post(url(w, i)+"/v1/verify", "application/json", bytes.NewBufferString(body))
+		r, err := hc.Post(url(u, w, i)+"/v1/verify", "application/json", bytes.NewBufferString(body))
 		if err != nil {
 			return false
 		}
@@ -454,9 +473,9 @@ var decisionWrites = []string{"PUT leases", "POST leases", "PUT userenrollments/
 
 // statusCeiling: the same clients, split over the users as load splits them, each decision written as a
 // status update of the user's enrollment, the way every decision was recorded before state Leases (the old
-// path, kept for the comparison): straight to the API server, closed-loop or at rate, as the verifier's
-// field manager. Each write changes a condition's message, so that the API server cannot skip it.
-func (b *bench) statusCeiling(ctx context.Context, run, ns string, users []*user, rate float64) (runResult, error) {
+// path, kept for the comparison): straight to the API server, closed-loop, as the verifier's field manager.
+// Each write changes a condition's message, so that the API server cannot skip it.
+func (b *bench) statusCeiling(ctx context.Context, run, ns string, users []*user) (runResult, error) {
 	current := map[string]*v1alpha1.UserEnrollment{}
 	for _, u := range users {
 		e := &v1alpha1.UserEnrollment{}
@@ -467,7 +486,7 @@ func (b *bench) statusCeiling(ctx context.Context, run, ns string, users []*user
 		current[u.name] = e
 	}
 	var writes atomic.Int64
-	return b.measure(run, users, rate, func(u *user, _, _ int) bool {
+	return b.measure(run, users, 0, func(u *user, _, _ int) bool {
 		e := current[u.name]
 		meta.SetStatusCondition(&e.Status.Conditions, metav1.Condition{Type: "BenchDecision", Status: metav1.ConditionTrue,
 			Reason: "Recorded", Message: fmt.Sprintf("decision %d at %s", writes.Add(1), time.Now().UTC().Format(time.RFC3339Nano))})
@@ -481,7 +500,7 @@ func (b *bench) statusCeiling(ctx context.Context, run, ns string, users []*user
 // leaseCeiling: the same clients and users, each user's decision written to a Lease of its own (created
 // once, on first use) with the resourceVersion it read, as protobuf: the cheapest durable, guarded write of
 // per-user state the API server offers, the bar a state model built on it must come near.
-func (b *bench) leaseCeiling(ctx context.Context, run, ns string, users []*user) (runResult, error) {
+func (b *bench) leaseCeiling(ctx context.Context, run, ns string, users []*user, rate float64) (runResult, error) {
 	leases := map[*user]*coordinationv1.Lease{}
 	for _, u := range users {
 		l, err := b.proto.CoordinationV1().Leases(ns).Get(ctx, "state-"+u.name, metav1.GetOptions{})
@@ -494,7 +513,7 @@ func (b *bench) leaseCeiling(ctx context.Context, run, ns string, users []*user)
 		}
 		leases[u] = l
 	}
-	return b.measure(run, users, 0, func(u *user, _, _ int) bool {
+	return b.measure(run, users, rate, func(u *user, _, _ int) bool {
 		l := leases[u] // each user is one client's alone: no two writes of one Lease race
 		if l.Annotations == nil {
 			l.Annotations = map[string]string{}

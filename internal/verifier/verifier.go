@@ -1,9 +1,9 @@
 // Package verifier checks one-time codes for the users of one TwoFactorPolicy and records every decision
 // in the API server. It keeps no state of its own: it reads the policy's verifier ConfigMap, the
-// enrollments and their Secrets from watch caches, decides with the shared state machine in
-// internal/enrollment, and records the decision with one status update guarded by the resourceVersion it
-// read. Any number of replicas therefore agree: a code is accepted at most once, and at most maxFailures
-// wrong codes are evaluated before the lock.
+// enrollments and their Secrets from watch caches, and each user's verification state from the user's state
+// Lease; it decides with the shared state machine in internal/enrollment, and records the decision with one
+// update of that Lease guarded by the resourceVersion it decided on. Any number of replicas therefore agree:
+// a code is accepted at most once, and at most maxFailures wrong codes are evaluated before the lock.
 package verifier
 
 import (
