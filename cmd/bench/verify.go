@@ -434,6 +434,7 @@ func (b *bench) loadVia(ctx context.Context, run string, users []*user, url func
 	if err != nil {
 		return runResult{}, err
 	}
+	var unexpected answers
 	res := b.measure(run, users, rate, func(u *user, w, i int) bool {
 		code, bad := u.code(), wrong > 0 && i%int(1/wrong) == 0
 		if bad {
@@ -442,8 +443,10 @@ func (b *bench) loadVia(ctx context.Context, run string, users []*user, url func
 		body := fmt.Sprintf(`{"user":%q,"code":%q}`, u.name, code)
 		r, err := hc.Post(url(u, w, i)+"/v1/verify", "application/json", bytes.NewBufferString(body))
 		if err != nil {
+			unexpected.note(err.Error())
 			return false
 		}
+		answer, _ := io.ReadAll(io.LimitReader(r.Body, 200))
 		_, _ = io.Copy(io.Discard, r.Body) // drained, so the connection is reused
 		_ = r.Body.Close()
 		switch {
@@ -453,8 +456,10 @@ func (b *bench) loadVia(ctx context.Context, run string, users []*user, url func
 		case r.StatusCode == 401 && bad:
 			return true
 		}
+		unexpected.note(fmt.Sprintf("%d %s", r.StatusCode, bytes.TrimSpace(answer)))
 		return false
 	})
+	unexpected.print()
 	after, err := b.requests()
 	if err != nil {
 		return res, err
@@ -465,6 +470,27 @@ func (b *bench) loadVia(ctx context.Context, run string, users []*user, url func
 		res.conflicts += d["conflict "+w]
 	}
 	return res, nil
+}
+
+// answers counts the answers a run did not expect, by answer, to print what went wrong.
+type answers struct {
+	mu    sync.Mutex
+	count map[string]int
+}
+
+func (a *answers) note(answer string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.count == nil {
+		a.count = map[string]int{}
+	}
+	a.count[answer]++
+}
+
+func (a *answers) print() {
+	for answer, n := range a.count {
+		fmt.Printf("      unexpected answer, %d times: %s\n", n, answer)
+	}
 }
 
 // decisionWrites are the API requests that record decisions: the state Lease's update (its creation, on a
