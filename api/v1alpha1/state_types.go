@@ -13,6 +13,7 @@ import (
 type VerificationState struct {
 	// key is the UID of the key Secret this state belongs to. State recorded for another key (before a key
 	// was replaced, or for another enrollment of the same user) counts for nothing: it reads as fresh.
+	// +required
 	Key string `json:"key"`
 
 	// failedAttempts counts consecutive wrong codes since the last success or unlock.

@@ -616,9 +616,6 @@ func (b *bench) cpuMeter() *cpuMeter {
 	return newCPUMeter(b.procs, append(order, procBench)...)
 }
 
-// ptrTo returns a pointer to a copy of v.
-func ptrTo[T any](v T) *T { return &v }
-
 // microBenchmarks runs the code check next to a bare HMAC of the same algorithm, in this process.
 func microBenchmarks(t *table) {
 	key := []byte("12345678901234567890")
