@@ -76,6 +76,11 @@ const (
 	EventReasonClockSkew = "ClockSkew"
 	// EventReasonResynchronized (Normal, verifier): two consecutive HOTP codes moved the counter.
 	EventReasonResynchronized = "Resynchronized"
+	// EventReasonRecoveryCodeUsed (Warning, verifier): a recovery code stood in for a code at login: the
+	// user lost their authenticator, or someone holds their codes. The message says how many are left.
+	EventReasonRecoveryCodeUsed = "RecoveryCodeUsed"
+	// EventReasonRecoveryCodesRegenerated (Normal, verifier): a valid code bought a new set of recovery codes.
+	EventReasonRecoveryCodesRegenerated = "RecoveryCodesRegenerated"
 	// EventReasonNoQRCode (Normal, manager): the key was provisioned without a QR code, because its
 	// provisioning URI (a very long user) does not fit in one; the URI and the key are in the Secret.
 	EventReasonNoQRCode = "NoQRCode"

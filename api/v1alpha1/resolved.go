@@ -17,6 +17,7 @@ const (
 	DefaultMaxTemporaryLockouts = 10
 	DefaultSelfEnrollment       = SelfEnrollmentOpen
 	DefaultPendingExpirySeconds = 86400
+	DefaultRecoveryCodes        = 10
 )
 
 // ResolvedPolicy is a TwoFactorPolicy spec with every default filled in. It is the content of the verifier
@@ -48,6 +49,9 @@ type ResolvedPolicy struct {
 	// selfEnrollment holds the self-enrollment parameters.
 	// +required
 	SelfEnrollment ResolvedSelfEnrollment `json:"selfEnrollment"`
+	// recoveryCodes is how many recovery codes a confirmed enrollment gets; 0: none.
+	// +required
+	RecoveryCodes int32 `json:"recoveryCodes"`
 }
 
 // ResolvedSelfEnrollment holds every self-enrollment parameter.
@@ -116,8 +120,9 @@ func (p *TwoFactorPolicy) Resolve() ResolvedPolicy {
 	r := ResolvedPolicy{
 		Mode:        s.Mode,
 		Methods:     slices.Clone(s.Methods),
-		Issuer:      or(s.Issuer, p.Name),
-		SecretBytes: or(s.SecretBytes, DefaultSecretBytes),
+		Issuer:        or(s.Issuer, p.Name),
+		SecretBytes:   or(s.SecretBytes, DefaultSecretBytes),
+		RecoveryCodes: deref(s.RecoveryCodes, DefaultRecoveryCodes),
 		TOTP: ResolvedTOTP{
 			Algorithm: DefaultAlgorithm, Digits: DefaultDigits,
 			PeriodSeconds: DefaultPeriodSeconds, SkewSteps: DefaultSkewSteps,

@@ -18,6 +18,7 @@ func TestMinimalPolicyResolvesToTheDocumentedDefaults(t *testing.T) {
 		HOTP:           ResolvedHOTP{Algorithm: AlgorithmSHA1, Digits: 6, LookAhead: 4},
 		Lockout:        ResolvedLockout{MaxFailures: 3, ThrottleSeconds: 0, MaxTemporaryLockouts: 10},
 		SelfEnrollment: ResolvedSelfEnrollment{Mode: SelfEnrollmentOpen, PendingExpirySeconds: 86400},
+		RecoveryCodes:  10,
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("Resolve() = %+v\nwant %+v", got, want)
@@ -31,6 +32,7 @@ func TestExplicitValuesWinIncludingZeros(t *testing.T) {
 		HOTP:           &HOTPSettings{Algorithm: AlgorithmSHA256, Digits: 8, LookAhead: ptr.To[int32](0), ResyncWindow: 50},
 		Lockout:        &LockoutSettings{MaxFailures: 5, ThrottleSeconds: ptr.To[int32](300), MaxTemporaryLockouts: ptr.To[int32](0)},
 		SelfEnrollment: &SelfEnrollmentSettings{Mode: SelfEnrollmentAdminOnly, PendingExpirySeconds: 3600},
+		RecoveryCodes:  ptr.To[int32](0),
 	}}
 	got := p.Resolve()
 	want := ResolvedPolicy{
@@ -39,6 +41,7 @@ func TestExplicitValuesWinIncludingZeros(t *testing.T) {
 		HOTP:           ResolvedHOTP{Algorithm: AlgorithmSHA256, Digits: 8, LookAhead: 0, ResyncWindow: 50},
 		Lockout:        ResolvedLockout{MaxFailures: 5, ThrottleSeconds: 300, MaxTemporaryLockouts: 0},
 		SelfEnrollment: ResolvedSelfEnrollment{Mode: SelfEnrollmentAdminOnly, PendingExpirySeconds: 3600},
+		RecoveryCodes:  0,
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("Resolve() = %+v\nwant %+v", got, want)

@@ -50,4 +50,19 @@ type VerificationState struct {
 	// hotpCounter is the next HOTP counter value to accept.
 	// +optional
 	HOTPCounter *int64 `json:"hotpCounter,omitempty"`
+
+	// recoveryGeneration counts the sets of recovery codes issued for this key (0: none yet). The codes are
+	// derived from the key, the generation and their index (see otp.RecoveryCodes), so no code is stored
+	// anywhere; a new generation makes every earlier code worthless.
+	// +optional
+	RecoveryGeneration int32 `json:"recoveryGeneration,omitempty"`
+
+	// recoveryCodes is how many codes the current generation has.
+	// +optional
+	RecoveryCodes int32 `json:"recoveryCodes,omitempty"`
+
+	// recoveryCodesUsed are the indexes of the current generation's codes used already.
+	// +optional
+	// +listType=set
+	RecoveryCodesUsed []int32 `json:"recoveryCodesUsed,omitempty"`
 }

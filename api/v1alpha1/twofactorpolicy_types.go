@@ -84,6 +84,13 @@ type TwoFactorPolicySpec struct {
 	// enrollment they started may wait for its first code.
 	// +optional
 	SelfEnrollment *SelfEnrollmentSettings `json:"selfEnrollment,omitempty"`
+
+	// recoveryCodes is how many single-use recovery codes each enrollment gets when it is confirmed, for
+	// when its authenticator is lost; 0 turns them off (and refuses the codes already given). Defaults to 10.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=20
+	RecoveryCodes *int32 `json:"recoveryCodes,omitempty"`
 }
 
 // SelfEnrollmentMode says who creates enrollments.

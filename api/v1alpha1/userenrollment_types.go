@@ -74,6 +74,12 @@ type UserEnrollmentStatus struct {
 	// +optional
 	ConfirmedAt *metav1.Time `json:"confirmedAt,omitempty"`
 
+	// recoveryCodesRemaining is how many of the recovery codes the user holds are unused, as the state
+	// Lease counts them; absent while none were issued.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	RecoveryCodesRemaining *int32 `json:"recoveryCodesRemaining,omitempty"`
+
 	// lastHandledUnlock is the value of the unlock annotation last acted on: the manager cleared the lock in
 	// the state Lease for it.
 	// +optional
@@ -98,6 +104,7 @@ type UserEnrollmentStatus struct {
 // +kubebuilder:printcolumn:name="Locked",type=string,JSONPath=`.status.conditions[?(@.type=="Locked")].status`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`,priority=1
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,priority=1
+// +kubebuilder:printcolumn:name="Recovery",type=integer,JSONPath=`.status.recoveryCodesRemaining`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 249",message="enrollment name must be at most 249 characters: its Secret is named <name>-otp"
 type UserEnrollment struct {

@@ -65,6 +65,8 @@ func TestAPIServerRefusesBadManifestsNamingTheField(t *testing.T) {
 		{"secret of 8 bytes", policy("p", totp+"  secretBytes: 8"), []string{"spec.secretBytes", "16"}},
 		{"maxFailures 0", policy("p", totp+"  lockout: {maxFailures: 0}"), []string{"spec.lockout.maxFailures", "1"}},
 		{"maxFailures over 100", policy("p", totp+"  lockout: {maxFailures: 101}"), []string{"spec.lockout.maxFailures"}},
+		{"more than 20 recovery codes", policy("p", totp+"  recoveryCodes: 21"), []string{"spec.recoveryCodes", "20"}},
+		{"negative recovery codes", policy("p", totp+"  recoveryCodes: -1"), []string{"spec.recoveryCodes"}},
 		{"negative throttle", policy("p", totp+"  lockout: {throttleSeconds: -1}"), []string{"spec.lockout.throttleSeconds"}},
 		{"throttle over a week", policy("p", totp+"  lockout: {throttleSeconds: 604801}"), []string{"spec.lockout.throttleSeconds"}},
 		{"resync window over 1000", policy("p", totp+"  hotp: {resyncWindow: 1001}"), []string{"spec.hotp.resyncWindow"}},

@@ -138,10 +138,11 @@ func Unlock(st *v1alpha1.UserEnrollmentStatus, state *v1alpha1.VerificationState
 	return true
 }
 
-// Reset returns st to a pending enrollment for a new key: the confirmation belongs to the key it was made
-// with. The verification state needs no reset: it names its key (see StateOf).
+// Reset returns st to a pending enrollment for a new key: the confirmation, and the recovery codes, belong to
+// the key they were made with. The verification state needs no reset: it names its key (see StateOf).
 func Reset(st *v1alpha1.UserEnrollmentStatus) {
 	st.ConfirmedAt = nil
+	st.RecoveryCodesRemaining = nil
 }
 
 // StateOf returns the verification state recorded for the key with Secret UID key: recorded state when it

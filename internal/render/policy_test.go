@@ -130,6 +130,7 @@ func TestValidationBoundsAreTheCRDs(t *testing.T) {
 		{[]string{"lockout", "throttleSeconds"}, 0, maxThrottleSeconds},
 		{[]string{"lockout", "maxTemporaryLockouts"}, 0, maxTemporaryLockouts},
 		{[]string{"selfEnrollment", "pendingExpirySeconds"}, minPendingExpiry, maxPendingExpiry},
+		{[]string{"recoveryCodes"}, 0, otp.MaxRecoveryCodes},
 	} {
 		f := field(tt.path...)
 		if bound(f.Minimum) != tt.min || bound(f.Maximum) != tt.max {

@@ -150,6 +150,7 @@ func ValidateResolved(p v1alpha1.ResolvedPolicy) error {
 		{p.TOTP.SkewSteps >= 0 && p.TOTP.SkewSteps <= otp.MaxSkewSteps, "totp.skewSteps is out of bounds"},
 		{p.HOTP.LookAhead >= 0 && p.HOTP.LookAhead <= otp.MaxLookAhead, "hotp.lookAhead is out of bounds"},
 		{p.HOTP.ResyncWindow >= 0 && p.HOTP.ResyncWindow <= otp.MaxResyncWindow, "hotp.resyncWindow is out of bounds"},
+		{p.RecoveryCodes >= 0 && p.RecoveryCodes <= otp.MaxRecoveryCodes, "recoveryCodes is out of bounds"},
 		{p.SecretBytes >= otp.MinSecretBytes && p.SecretBytes <= maxSecretBytes, "secretBytes is out of bounds"},
 		{p.Lockout.MaxFailures >= 1 && p.Lockout.MaxFailures <= maxMaxFailures, "lockout.maxFailures is out of bounds"},
 		{p.Lockout.ThrottleSeconds >= 0 && p.Lockout.ThrottleSeconds <= maxThrottleSeconds, "lockout.throttleSeconds is out of bounds"},

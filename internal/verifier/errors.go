@@ -27,6 +27,8 @@ var (
 	ErrNotConfirmed = errors.New("not confirmed")
 	// ErrResyncOff: the policy's hotp.resyncWindow is 0.
 	ErrResyncOff = errors.New("resynchronisation off")
+	// ErrRecoveryOff: the policy gives no recovery codes (recoveryCodes is 0).
+	ErrRecoveryOff = errors.New("recovery codes off")
 	// ErrOtherMethodPending: a pending enrollment of the user uses another method.
 	ErrOtherMethodPending = errors.New("pending with another method")
 	// ErrLocked: the enrollment is locked by wrong codes, so it shows no provisioning material.

@@ -27,6 +27,11 @@ func FuzzRequests(f *testing.F) {
 		`{"code":"000000"}`, `null`, `[]`, `{"user":"alice","code":"1"} x`, `{"user":"\u202ealice","code":"1"}`} {
 		f.Add("/v1/verify", s)
 		f.Add("/v1/enrollments/alice/confirm", s)
+		f.Add("/v1/enrollments/alice/recovery-codes", s)
+	}
+	for _, s := range []string{`{"user":"alice","recoveryCode":"7K2M-9QXD-4HTB-R8WN"}`, `{"user":"alice","recoveryCode":"x"}`,
+		`{"user":"alice","code":"123456","recoveryCode":"7K2M-9QXD-4HTB-R8WN"}`, `{"user":"alice","recoveryCode":""}`} {
+		f.Add("/v1/verify", s)
 	}
 	f.Add("/v1/enrollments", `{"user":"alice","method":"SMS"}`)
 	v, e, _ := decisionFixture(f)

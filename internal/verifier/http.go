@@ -93,6 +93,7 @@ func (h *Handler) Routes() *http.ServeMux {
 	h.handle(mux, "GET", "/v1/enrollments/{user}", h.get)
 	h.handle(mux, "POST", "/v1/enrollments/{user}/confirm", h.confirm)
 	h.handle(mux, "POST", "/v1/enrollments/{user}/resync", h.resync)
+	h.handle(mux, "POST", "/v1/enrollments/{user}/recovery-codes", h.regenerate)
 	h.Probes(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, errorBody{"no such endpoint: " + r.URL.Path})
@@ -165,24 +166,56 @@ type codeRequest struct {
 	Code string `json:"code"`
 }
 
+// verifyRequest is a code, or a recovery code in its place.
+type verifyRequest struct {
+	User         string `json:"user"`
+	Code         string `json:"code"`
+	RecoveryCode string `json:"recoveryCode"`
+}
+
 type decisionBody struct {
 	Result            Result `json:"result"`
 	RemainingAttempts *int32 `json:"remainingAttempts,omitempty"`
 	RetryAfterSeconds *int64 `json:"retryAfterSeconds,omitempty"`
+	// RecoveryCodes, on the confirmation that issues them and on a regeneration only.
+	RecoveryCodes          []string `json:"recoveryCodes,omitempty"`
+	RecoveryCodesRemaining *int32   `json:"recoveryCodesRemaining,omitempty"`
 }
 
 func (h *Handler) verify(w http.ResponseWriter, r *http.Request) int {
-	var req codeRequest
+	var req verifyRequest
 	if code := decode(w, r, &req); code != 0 {
 		return code
 	}
 	if code := badUser(w, req.User); code != 0 {
 		return code
 	}
-	if req.Code == "" {
-		return writeJSON(w, 400, errorBody{"code is required"})
+	if (req.Code == "") == (req.RecoveryCode == "") {
+		return writeJSON(w, 400, errorBody{"exactly one of code and recoveryCode is required"})
+	}
+	if req.RecoveryCode != "" {
+		d, err := h.V.VerifyRecoveryCode(r.Context(), req.User, req.RecoveryCode)
+		return h.decision(w, d, err)
 	}
 	d, err := h.V.Verify(r.Context(), req.User, req.Code)
+	return h.decision(w, d, err)
+}
+
+// regenerate replaces a user's recovery codes for a valid code: POST /v1/enrollments/{user}/recovery-codes.
+func (h *Handler) regenerate(w http.ResponseWriter, r *http.Request) int {
+	var req struct {
+		Code string `json:"code"`
+	}
+	if code := decode(w, r, &req); code != 0 {
+		return code
+	}
+	if code := badUser(w, r.PathValue("user")); code != 0 {
+		return code
+	}
+	if req.Code == "" {
+		return writeJSON(w, 400, errorBody{"code is required: new recovery codes cost a valid code"})
+	}
+	d, err := h.V.RegenerateRecoveryCodes(r.Context(), r.PathValue("user"), req.Code)
 	return h.decision(w, d, err)
 }
 
@@ -233,7 +266,7 @@ func (h *Handler) decision(w http.ResponseWriter, d Decision, err error) int {
 	if d.LockedNow {
 		h.Metrics.Lockouts.Inc()
 	}
-	body := decisionBody{Result: d.Result}
+	body := decisionBody{Result: d.Result, RecoveryCodes: d.RecoveryCodes, RecoveryCodesRemaining: d.RecoveryCodesRemaining}
 	status := 200
 	switch d.Result {
 	case Rejected:
@@ -318,6 +351,7 @@ var statuses = []struct {
 	{ErrOtherMethodPending, http.StatusConflict},
 	{ErrNotConfirmed, http.StatusConflict},
 	{ErrResyncOff, http.StatusForbidden},
+	{ErrRecoveryOff, http.StatusForbidden},
 	{ErrLocked, http.StatusTooManyRequests},
 	{ErrSelfEnrollmentClosed, http.StatusForbidden},
 	{ErrSelfEnrollmentRate, http.StatusTooManyRequests},

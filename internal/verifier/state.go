@@ -213,6 +213,7 @@ func (v *Verifier) project(ctx context.Context, e *v1alpha1.UserEnrollment, st v
 		}
 		enrollment.SetEnrolled(&updated.Status, updated.Generation)
 		enrollment.SetLocked(&updated.Status, &st, updated.Generation, now)
+		enrollment.SetRecoveryCodesRemaining(&updated.Status, &st)
 		if equality.Semantic.DeepEqual(e.Status, updated.Status) {
 			return nil
 		}

@@ -53,6 +53,8 @@ const (
 	AlreadyUsed Result = "already_used"
 	// Resynchronized: two consecutive HOTP codes moved the counter past them.
 	Resynchronized Result = "resynchronized"
+	// Regenerated: a valid code bought a new set of recovery codes; every earlier one is worthless.
+	Regenerated Result = "regenerated"
 )
 
 // Decision is the outcome of a code check.
@@ -64,6 +66,11 @@ type Decision struct {
 	RetryAfter time.Duration
 	// LockedNow is true when this decision locked the enrollment.
 	LockedNow bool
+	// RecoveryCodes are the user's new recovery codes, on the confirmation that issues them and on a
+	// regeneration: the only answers that ever hold them.
+	RecoveryCodes []string
+	// RecoveryCodesRemaining after a recovery code was accepted.
+	RecoveryCodesRemaining *int32
 }
 
 // Verifier answers for one policy in one namespace.
@@ -178,6 +185,8 @@ const (
 	verifying  attempt = iota // a code at login
 	confirming                // the first code of a pending enrollment
 	resyncing                 // two consecutive HOTP codes, to move a drifted counter
+	recovering                // a recovery code at login, in place of a code
+	regenerating              // a code, to replace the recovery codes
 )
 
 // judge decides what codes are for the enrollment state st, and records on st what makes them single-use.
@@ -210,6 +219,33 @@ func (v *Verifier) Resync(ctx context.Context, user, code, next string) (Decisio
 	})
 }
 
+// VerifyRecoveryCode checks a recovery code in place of a code at login: POST /v1/verify with recoveryCode.
+// A wrong one counts as a wrong code; a used one is refused, not counted.
+func (v *Verifier) VerifyRecoveryCode(ctx context.Context, user, code string) (Decision, error) {
+	return v.decide(ctx, user, recovering, func(st *v1alpha1.VerificationState, _ otp.Params, key []byte,
+		_ time.Time, _ v1alpha1.ResolvedPolicy) enrollment.Verdict {
+		if st.RecoveryGeneration == 0 {
+			return enrollment.Wrong
+		}
+		i, found := otp.MatchRecoveryCode(key, st.RecoveryGeneration, int(st.RecoveryCodes), enrollment.UsedRecoveryCodes(st), code)
+		switch found {
+		case otp.Fresh:
+			enrollment.UseRecoveryCode(st, i)
+			return enrollment.Right
+		case otp.Replayed:
+			return enrollment.Used
+		}
+		return enrollment.Wrong
+	})
+}
+
+// RegenerateRecoveryCodes replaces a confirmed user's recovery codes for a valid code (which it uses up, as
+// a login does): POST /v1/enrollments/{user}/recovery-codes. Only someone holding the second factor gets
+// new codes, and every earlier code is worthless from the same write.
+func (v *Verifier) RegenerateRecoveryCodes(ctx context.Context, user, code string) (Decision, error) {
+	return v.decide(ctx, user, regenerating, codeOf(code))
+}
+
 func codeOf(code string) judge {
 	return func(st *v1alpha1.VerificationState, params otp.Params, key []byte, now time.Time, p v1alpha1.ResolvedPolicy) enrollment.Verdict {
 		return check(st, params, key, code, now, p)
@@ -240,7 +276,7 @@ func (v *Verifier) decide(ctx context.Context, user string, kind attempt, judge 
 		if kind == resyncing && params.Method != v1alpha1.MethodHOTP {
 			return Decision{}, refuse(ErrMethodNotAllowed, "only HOTP enrollments resynchronise; this one is %s", params.Method)
 		}
-		if params.Method == v1alpha1.MethodTOTP {
+		if params.Method == v1alpha1.MethodTOTP && kind != recovering {
 			if err := v.clockGuard(ctx, policy); err != nil {
 				return Decision{}, err
 			}
@@ -254,6 +290,10 @@ func (v *Verifier) decide(ctx context.Context, user string, kind attempt, judge 
 		res := enrollment.Attempt(&st, enrollment.SettingsFor(policy), now, func() enrollment.Verdict {
 			return judge(&st, params, key, now, policy)
 		})
+		if res.Outcome == enrollment.Accepted && (kind == regenerating || (kind == confirming && st.RecoveryGeneration == 0)) &&
+			policy.RecoveryCodes > 0 {
+			enrollment.IssueRecoveryCodes(&st, policy.RecoveryCodes) // in the very write that uses the code
+		}
 		if refused := res.Outcome == enrollment.RefusedLocked || res.Outcome == enrollment.RefusedUsed; refused && read.remembered {
 			src = watchCache // a refusal writes nothing that would catch a stale memory (an unlock): read first
 			continue
@@ -278,7 +318,11 @@ func (v *Verifier) decide(ctx context.Context, user string, kind attempt, judge 
 		if err := v.project(ctx, e, st, confirmed, now); err != nil && confirmed {
 			return Decision{}, err
 		}
-		return v.announce(e, st, res, kind), nil
+		d := v.announce(e, st, res, kind)
+		if res.Outcome == enrollment.Accepted && (kind == confirming || kind == regenerating) && st.RecoveryGeneration > 0 {
+			d.RecoveryCodes = otp.RecoveryCodes(key, st.RecoveryGeneration, int(st.RecoveryCodes))
+		}
+		return d, nil
 	}
 	return Decision{}, unavailable("too many concurrent attempts for this user; retry")
 }
@@ -288,13 +332,21 @@ func maxRetries(n int) int { return cmp.Or(n, 10) }
 // precheck answers what needs no code check, by the semantics table of DESIGN.md.
 func (v *Verifier) precheck(p v1alpha1.ResolvedPolicy, e *v1alpha1.UserEnrollment, kind attempt) (Decision, bool, error) {
 	if p.Mode == v1alpha1.ModeDisabled {
-		if kind != verifying {
+		if kind != verifying && kind != recovering {
 			return Decision{}, true, disabled(v.Policy)
 		}
 		return Decision{Result: NotRequired}, true, nil
 	}
 	if kind == resyncing {
 		return v.resyncPrecheck(p, e)
+	}
+	if kind == recovering || kind == regenerating {
+		if p.RecoveryCodes == 0 {
+			return Decision{}, true, refuse(ErrRecoveryOff, "policy %s gives no recovery codes (recoveryCodes is 0)", v.Policy)
+		}
+		if kind == regenerating {
+			return v.confirmedPrecheck(e)
+		}
 	}
 	confirm := kind == confirming
 	confirmed := e != nil && e.Status.ConfirmedAt != nil
@@ -321,9 +373,16 @@ func (v *Verifier) precheck(p v1alpha1.ResolvedPolicy, e *v1alpha1.UserEnrollmen
 // resyncPrecheck: resynchronisation is for a confirmed enrollment whose key is in place, under a policy
 // that turns it on.
 func (v *Verifier) resyncPrecheck(p v1alpha1.ResolvedPolicy, e *v1alpha1.UserEnrollment) (Decision, bool, error) {
-	switch {
-	case p.HOTP.ResyncWindow == 0:
+	if p.HOTP.ResyncWindow == 0 {
 		return Decision{}, true, refuse(ErrResyncOff, "policy %s does not resynchronise HOTP tokens (hotp.resyncWindow is 0)", v.Policy)
+	}
+	return v.confirmedPrecheck(e)
+}
+
+// confirmedPrecheck: what maintains an enrollment (resynchronisation, new recovery codes) is for a
+// confirmed enrollment whose key is in place.
+func (v *Verifier) confirmedPrecheck(e *v1alpha1.UserEnrollment) (Decision, bool, error) {
+	switch {
 	case e == nil:
 		return Decision{}, true, refuse(ErrNoEnrollment, "no enrollment for this user")
 	case e.Status.ConfirmedAt == nil:
@@ -369,6 +428,15 @@ func (v *Verifier) announce(e *v1alpha1.UserEnrollment, st v1alpha1.Verification
 		v.event(e, corev1.EventTypeNormal, v1alpha1.EventReasonResynchronized,
 			fmt.Sprintf("HOTP counter moved to %d by two consecutive codes", ptr.Deref(st.HOTPCounter, 0)))
 		return Decision{Result: Resynchronized}
+	case res.Outcome == enrollment.Accepted && kind == recovering:
+		left := enrollment.RecoveryCodesLeft(&st)
+		v.event(e, corev1.EventTypeWarning, v1alpha1.EventReasonRecoveryCodeUsed,
+			fmt.Sprintf("A recovery code was used in place of a code; %d left", ptr.Deref(left, 0)))
+		return Decision{Result: Accepted, RecoveryCodesRemaining: left}
+	case res.Outcome == enrollment.Accepted && kind == regenerating:
+		v.event(e, corev1.EventTypeNormal, v1alpha1.EventReasonRecoveryCodesRegenerated,
+			fmt.Sprintf("%d new recovery codes issued; every earlier one is void", st.RecoveryCodes))
+		return Decision{Result: Regenerated}
 	case res.Outcome == enrollment.Accepted:
 		return Decision{Result: Accepted}
 	}
