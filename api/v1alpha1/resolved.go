@@ -118,8 +118,8 @@ type ResolvedLockout struct {
 func (p *TwoFactorPolicy) Resolve() ResolvedPolicy {
 	s := p.Spec
 	r := ResolvedPolicy{
-		Mode:        s.Mode,
-		Methods:     slices.Clone(s.Methods),
+		Mode:          s.Mode,
+		Methods:       slices.Clone(s.Methods),
 		Issuer:        or(s.Issuer, p.Name),
 		SecretBytes:   or(s.SecretBytes, DefaultSecretBytes),
 		RecoveryCodes: deref(s.RecoveryCodes, DefaultRecoveryCodes),

@@ -182,11 +182,11 @@ func (v *Verifier) latest(e *v1alpha1.UserEnrollment) *v1alpha1.UserEnrollment {
 type attempt int
 
 const (
-	verifying  attempt = iota // a code at login
-	confirming                // the first code of a pending enrollment
-	resyncing                 // two consecutive HOTP codes, to move a drifted counter
-	recovering                // a recovery code at login, in place of a code
-	regenerating              // a code, to replace the recovery codes
+	verifying    attempt = iota // a code at login
+	confirming                  // the first code of a pending enrollment
+	resyncing                   // two consecutive HOTP codes, to move a drifted counter
+	recovering                  // a recovery code at login, in place of a code
+	regenerating                // a code, to replace the recovery codes
 )
 
 // judge decides what codes are for the enrollment state st, and records on st what makes them single-use.
