@@ -31,7 +31,7 @@ func TestEnforcedPolicyFromApplyToRecovery(t *testing.T) {
 	// 2. alice enrolls through replica A and confirms through replica B.
 	// Her enrollment's name is derived from the policy and the user; the USER column and the spec.user field
 	// selector find it.
-	phone := alicesPhone(t, a, b)
+	phone, recoveryCodes := alicesPhoneAndCodes(t, a, b)
 	ue := enrollment.Name("webapp", "alice")
 	if out := kubectl(t, "get", "ue", "-n", ns, "--field-selector", "spec.user=alice"); !strings.Contains(out, ue+"   alice   webapp   TOTP     True       False") {
 		t.Fatalf("kubectl get ue does not show alice enrolled:\n%s", out)
@@ -58,6 +58,20 @@ func TestEnforcedPolicyFromApplyToRecovery(t *testing.T) {
 	kubectl(t, "wait", "-n", ns, "--for=condition=Locked=false", "--timeout=30s", "ue/"+ue)
 	testenv.Eventually(t, "replica B to accept alice after the unlock", func() bool { return b.verify(t, "alice", phone.code(2)).Status == 200 })
 
+	// She loses her phone. A recovery code from her confirmation gets her in, once, on either replica.
+	if len(recoveryCodes) != 10 {
+		t.Fatalf("the confirmation gave %d recovery codes", len(recoveryCodes))
+	}
+	if res := b.post(t, "/v1/verify", map[string]string{"user": "alice", "recoveryCode": strings.ToLower(recoveryCodes[7])}); res.Status != 200 || res.Body["recoveryCodesRemaining"] != 9.0 {
+		t.Fatalf("a recovery code: %v", res)
+	}
+	if res := a.post(t, "/v1/verify", map[string]string{"user": "alice", "recoveryCode": recoveryCodes[7]}); res.Status != 401 || res.result() != "already_used" {
+		t.Fatalf("the same recovery code again: %v", res)
+	}
+	if left := kubectl(t, "get", "ue", ue, "-n", ns, "-o", "jsonpath={.status.recoveryCodesRemaining}"); left != "9" {
+		t.Fatalf("recovery codes left: %q", left)
+	}
+
 	// 5. Recovery: deleting the enrollment takes her key with it (the real garbage collector).
 	kubectl(t, "delete", "userenrollment", "--field-selector", "spec.user=alice", "-n", ns)
 	testenv.Eventually(t, "alice's Secret to be garbage-collected", func() bool {
@@ -67,9 +81,20 @@ func TestEnforcedPolicyFromApplyToRecovery(t *testing.T) {
 	testenv.Eventually(t, "verify to ask alice to enroll again", func() bool {
 		return a.verify(t, "alice", phone.code(3)).result() == "enrollment_required"
 	})
+	// She enrolls her new phone; the old one, and the recovery codes of the old key, are worthless.
+	newPhone, _ := alicesPhoneAndCodes(t, a, b)
+	if res := a.verify(t, "alice", phone.code(3)); res.Status != 401 {
+		t.Fatalf("the lost phone's code after re-enrolling: %v", res)
+	}
+	if res := b.post(t, "/v1/verify", map[string]string{"user": "alice", "recoveryCode": recoveryCodes[8]}); res.Status != 401 || res.result() != "rejected" {
+		t.Fatalf("a recovery code of the old key: %v", res)
+	}
+	if res := b.verify(t, "alice", newPhone.code(1)); res.Status != 200 {
+		t.Fatalf("the new phone: %v", res)
+	}
 	// A GitOps edit makes 2FA optional, then disables it.
 	apply(t, ns, policy("Optional", "  totp: {skewSteps: 3}\n"), "--server-side", "--force-conflicts")
-	testenv.Eventually(t, "Optional to apply", func() bool { return b.verify(t, "alice", "123456").result() == "not_required" })
+	testenv.Eventually(t, "Optional to apply", func() bool { return b.verify(t, "bob", "123456").result() == "not_required" })
 	apply(t, ns, policy("Disabled", "  totp: {skewSteps: 3}\n"), "--server-side", "--force-conflicts")
 	testenv.Eventually(t, "Disabled to refuse self-enrollment", func() bool {
 		return a.post(t, "/v1/enrollments", map[string]string{"user": "carol"}).Status == 403
@@ -79,21 +104,33 @@ func TestEnforcedPolicyFromApplyToRecovery(t *testing.T) {
 	}
 
 	// 8. Her key never appeared outside its Secret.
-	assertNoKeyMaterial(t, ns, []authenticator{phone}, a, b)
+	assertNoKeyMaterial(t, ns, []authenticator{phone, newPhone}, a, b)
 }
 
 // alicesPhone enrolls alice through replica A, confirms through replica B, and waits until both replicas'
 // watches have delivered the confirmation (milliseconds; until then A answers enrollment_required).
 func alicesPhone(t *testing.T, a, b verifier) authenticator {
 	t.Helper()
+	phone, _ := alicesPhoneAndCodes(t, a, b)
+	return phone
+}
+
+// alicesPhoneAndCodes is alicesPhone, with the recovery codes the confirmation gave her.
+func alicesPhoneAndCodes(t *testing.T, a, b verifier) (authenticator, []string) {
+	t.Helper()
 	phone := handOver(t, a, b, "alice")
-	if res := b.confirm(t, "alice", phone.code(0)); res.Status != 200 || res.result() != "confirmed" {
+	res := b.confirm(t, "alice", phone.code(0))
+	if res.Status != 200 || res.result() != "confirmed" {
 		t.Fatalf("confirming through replica B: %v", res)
 	}
 	for _, v := range []verifier{a, b} {
 		testenv.Eventually(t, v.Name+" to see alice confirmed", func() bool { return v.state(t, "alice") == "Confirmed" })
 	}
-	return phone
+	var codes []string
+	for _, c := range res.Body["recoveryCodes"].([]any) {
+		codes = append(codes, c.(string))
+	}
+	return phone, codes
 }
 
 func TestAThrottledLockEndsByItself(t *testing.T) {
