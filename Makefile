@@ -82,9 +82,10 @@ verify: manifests generate fmt vet lint ## Regenerate everything, lint, and fail
 ##@ Build
 
 .PHONY: build
-build: manifests generate fmt vet ## Build the manager and verifier binaries into bin/.
+build: manifests generate fmt vet ## Build the manager, the verifier and the kubectl plugin (kubectl-2fa) into bin/.
 	go build -o $(BIN)/manager ./cmd/manager
 	go build -o $(BIN)/verifier ./cmd/verifier
+	go build -o $(BIN)/kubectl-2fa ./cmd/kubectl-2fa
 
 .PHONY: run
 run: build $(if $(filter true,$(USE_EXISTING_CLUSTER)),,control-plane) ## Start the local control plane (or use the current cluster with USE_EXISTING_CLUSTER=true), install the CRDs, run the manager and a verifier, apply the samples.

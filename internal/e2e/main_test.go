@@ -59,7 +59,14 @@ func run(m *testing.M) int {
 	defer func() { _ = os.RemoveAll(dir) }()
 	managerBin, verBin = filepath.Join(dir, "manager"), filepath.Join(dir, "verifier")
 	devclusterBin = filepath.Join(dir, "devcluster")
-	for bin, pkg := range map[string]string{managerBin: "./cmd/manager", verBin: "./cmd/verifier", devclusterBin: "./cmd/devcluster"} {
+	// kubectl finds its plugins on PATH: `kubectl 2fa` runs this build of kubectl-2fa.
+	pluginBin := filepath.Join(dir, "kubectl-2fa")
+	if err := os.Setenv("PATH", dir+string(os.PathListSeparator)+os.Getenv("PATH")); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	for bin, pkg := range map[string]string{managerBin: "./cmd/manager", verBin: "./cmd/verifier", devclusterBin: "./cmd/devcluster",
+		pluginBin: "./cmd/kubectl-2fa"} {
 		cmd := exec.Command("go", "build", "-o", bin, pkg)
 		cmd.Dir = controlplane.RepoRoot()
 		if out, err := cmd.CombinedOutput(); err != nil {

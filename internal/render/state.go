@@ -24,7 +24,7 @@ func StateLease(e *v1alpha1.UserEnrollment, state v1alpha1.VerificationState) (*
 		Name:            StateLeaseName(e.Spec.PolicyRef.Name, e.Spec.User),
 		Namespace:       e.Namespace,
 		Labels:          labels(e.Spec.PolicyRef.Name),
-		OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(e, v1alpha1.GroupVersion.WithKind("UserEnrollment"))},
+		OwnerReferences: []metav1.OwnerReference{stateOwner(e)},
 	}}
 	return l, SetState(l, state)
 }
@@ -54,4 +54,13 @@ func ParseState(l *coordinationv1.Lease, e *v1alpha1.UserEnrollment) (*v1alpha1.
 		return nil, fmt.Errorf("lease %s/%s: annotation %s: %w", l.Namespace, l.Name, v1alpha1.AnnotationState, err)
 	}
 	return &st, nil
+}
+
+// stateOwner is the controller reference of a state Lease to its enrollment. It does not block the
+// enrollment's deletion: that would need update on userenrollments/finalizers, which the verifier that
+// creates the Lease has no reason to hold (and which clusters enforcing owner reference permissions demand).
+func stateOwner(e *v1alpha1.UserEnrollment) metav1.OwnerReference {
+	ref := *metav1.NewControllerRef(e, v1alpha1.GroupVersion.WithKind("UserEnrollment"))
+	ref.BlockOwnerDeletion = nil
+	return ref
 }
