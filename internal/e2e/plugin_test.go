@@ -6,8 +6,13 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
+
+	potp "github.com/pquerna/otp"
+	"github.com/pquerna/otp/totp"
 
 	"github.com/kube2fa/kube2fa/internal/plugin"
+	"github.com/kube2fa/kube2fa/internal/qrscan"
 	"github.com/kube2fa/kube2fa/internal/testenv"
 )
 
@@ -86,4 +91,45 @@ func TestTheHelpdeskFlowsWithTheKubectlPlugin(t *testing.T) {
 	testenv.Eventually(t, "the verifier to ask alice to enroll again", func() bool {
 		return a.verify(t, "alice", phone.code(3)).result() == "enrollment_required"
 	})
+}
+
+// An administrator enrolls carol under a policy closed to self-enrollment: `kubectl 2fa enroll` prints a QR
+// code that scans (from the terminal's text, as a phone would) into her key; `kubectl 2fa qr` shows it again
+// while pending and never after carol confirmed with a code computed from what was scanned.
+func TestAnAdministratorEnrollsAUserWithTheKubectlPlugin(t *testing.T) {
+	ns := namespace(t)
+	apply(t, ns, policy("Enforced", "  selfEnrollment: {mode: AdminOnly}\n"))
+	kubectl(t, "wait", "-n", ns, "--for=condition=Ready", "--timeout=60s", "tfp/webapp")
+	a := startVerifiers(t, ns, "webapp", 1)[0]
+
+	out, code := kubectl2fa(t, "", "enroll", "carol", "--policy", "webapp", "-n", ns)
+	if code != 0 || !strings.Contains(out, "Key: ") {
+		t.Fatalf("enroll (exit %d): %s", code, out)
+	}
+	uri, err := qrscan.Terminal(out)
+	if err != nil || !strings.Contains(out, "URI: "+uri) {
+		t.Fatalf("the printed QR code does not scan into the printed URI (%v):\n%s", err, out)
+	}
+	again, code := kubectl2fa(t, "", "qr", "carol", "-n", ns)
+	if scanned, err := qrscan.Terminal(again); code != 0 || err != nil || scanned != uri {
+		t.Fatalf("qr while pending (exit %d, %v): %s", code, err, again)
+	}
+
+	key, err := potp.NewKeyFromURL(uri)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := totp.GenerateCode(key.Secret(), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res := a.confirm(t, "carol", first); res.Status != 200 || res.result() != "confirmed" {
+		t.Fatalf("confirming with the scanned key: %v", res)
+	}
+	if out, code := kubectl2fa(t, "", "qr", "carol", "-n", ns); code != plugin.ExitError || !strings.Contains(out, "is confirmed") || strings.Contains(out, key.Secret()) {
+		t.Fatalf("qr after confirmation (exit %d): %s", code, out)
+	}
+	if out, code := kubectl2fa(t, "", "enroll", "dave", "-n", ns); code != plugin.ExitError || !strings.Contains(out, "--policy is required") {
+		t.Fatalf("enroll without --policy (exit %d): %s", code, out)
+	}
 }

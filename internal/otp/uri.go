@@ -93,6 +93,46 @@ func QRPNG(uri string, size int) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
+// QRText renders the QR code of a provisioning URI for a terminal, two modules a character high, with a
+// quiet zone of four modules: light modules are full blocks, dark ones spaces, so that on a terminal's dark
+// background the code shows dark on light, as a phone expects. Errors never contain the URI.
+func QRText(uri string) (string, error) {
+	if _, err := potp.NewKeyFromURL(uri); err != nil {
+		return "", errors.New("otp: invalid provisioning URI")
+	}
+	code, err := qr.Encode(uri, qr.M, qr.Auto)
+	if err != nil {
+		return "", ErrTooLongForQR
+	}
+	const quiet = 4
+	dim := code.Bounds().Dx()
+	light := func(x, y int) bool {
+		x, y = x-quiet, y-quiet
+		if x < 0 || y < 0 || x >= dim || y >= dim {
+			return true
+		}
+		r, _, _, _ := code.At(x, y).RGBA()
+		return r != 0
+	}
+	var b strings.Builder
+	for y := 0; y < dim+2*quiet; y += 2 {
+		for x := range dim + 2*quiet {
+			switch top, bottom := light(x, y), light(x, y+1); {
+			case top && bottom:
+				b.WriteRune('█')
+			case top:
+				b.WriteRune('▀')
+			case bottom:
+				b.WriteRune('▄')
+			default:
+				b.WriteRune(' ')
+			}
+		}
+		b.WriteByte('\n')
+	}
+	return b.String(), nil
+}
+
 // scaled draws code onto a white size x size image, each module a factor x factor square, the whole
 // centred, as barcode.Scale does.
 func scaled(code barcode.Barcode, size int) (*image.Paletted, error) {

@@ -11,6 +11,7 @@ import (
 	potp "github.com/pquerna/otp"
 
 	"github.com/kube2fa/kube2fa/api/v1alpha1"
+	"github.com/kube2fa/kube2fa/internal/qrscan"
 )
 
 func TestProvisioningURIRoundTrip(t *testing.T) {
@@ -277,5 +278,25 @@ func TestErrorsNeverContainTheSecret(t *testing.T) {
 		if strings.Contains(strings.ToUpper(msg), b32[:16]) || strings.Contains(msg, string(secret[:16])) {
 			t.Errorf("%s: error quotes the secret: %s", name, msg)
 		}
+	}
+}
+
+// What QRText prints scans back into the very URI, as a phone reading the terminal would.
+func TestQRTextScansBackIntoTheURI(t *testing.T) {
+	uri, err := ProvisioningURI(Params{Method: "TOTP", Algorithm: "SHA1", Digits: 6, PeriodSeconds: 30}, "webapp",
+		"alice@example.com", []byte("12345678901234567890"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text, err := QRText(uri)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := qrscan.Terminal("Scan this with your authenticator app:\n\n" + text + "\nor type the key.")
+	if err != nil || got != uri {
+		t.Fatalf("scanned %q, %v; want %q", got, err, uri)
+	}
+	if _, err := QRText("otpauth://totp/%zz"); err == nil {
+		t.Fatal("QRText rendered an invalid URI")
 	}
 }
