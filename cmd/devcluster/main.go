@@ -97,11 +97,17 @@ kube2fa is ready. The verifier for policy webapp listens on http://%[2]s
   curl -s http://%[2]s/v1/enrollments -d '{"user":"bob"}'          # self-enroll: otpauthURI + qrPNG
   curl -s http://%[2]s/v1/enrollments/bob/confirm -d '{"code":"123456"}'   # first code from the app
   curl -s http://%[2]s/v1/verify -d '{"user":"bob","code":"123456"}'       # at every login
-  kubectl annotate ue --field-selector spec.user=bob twofactor.kube2fa.io/unlock=$(date +%%s) --overwrite   # unlock
-  kubectl delete ue --field-selector spec.user=bob        # recovery: his key goes with it
+
+The helpdesk's kubectl plugin (built into bin/ by make build):
+  export PATH=%[3]s:$PATH
+  kubectl 2fa status -n %[4]s                              # the policies: enrolled, pending, locked
+  kubectl 2fa enroll alice --policy webapp -n %[4]s        # scan the QR code with your phone
+  kubectl 2fa status bob -n %[4]s                          # enrolled? locked? failures, recovery codes left
+  kubectl 2fa unlock bob -n %[4]s                          # unlock
+  kubectl 2fa reset bob -n %[4]s                           # recovery: his key goes with it
 
 Press Ctrl-C to stop.
-`, kubeconfig, o.listen)
+`, kubeconfig, o.listen, pluginDir(o.verifier), o.namespace)
 
 	select {
 	case <-ctx.Done():
@@ -111,4 +117,13 @@ Press Ctrl-C to stop.
 	case <-ver.Done():
 		return fmt.Errorf("the verifier exited: %w", ver.Err())
 	}
+}
+
+// pluginDir is where make build put kubectl-2fa: beside the verifier binary, as an absolute path.
+func pluginDir(verifier string) string {
+	dir, err := filepath.Abs(filepath.Dir(verifier))
+	if err != nil {
+		return filepath.Dir(verifier)
+	}
+	return dir
 }
