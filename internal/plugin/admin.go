@@ -29,21 +29,10 @@ func (o *options) unlockCommand() *cobra.Command {
   kubectl 2fa unlock alice -n shop --policy webapp`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, ns, err := o.client()
-			if err != nil {
-				return err
-			}
-			items, err := o.enrollments(cmd.Context(), c, ns, args[0])
-			if err != nil {
-				return err
-			}
 			value := o.now().UTC().Format(time.RFC3339Nano)
-			for i := range items {
-				if err := o.unlock(cmd.Context(), c, &items[i], value); err != nil {
-					return err
-				}
-			}
-			return nil
+			return o.eachEnrollment(cmd.Context(), args[0], func(c client.Client, e *v1alpha1.UserEnrollment) error {
+				return o.unlock(cmd.Context(), c, e, value)
+			})
 		},
 	}
 }
@@ -80,24 +69,12 @@ they choose under Optional. Their authenticator app, and their recovery codes, n
   kubectl 2fa reset alice -n shop --policy webapp --yes`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, ns, err := o.client()
-			if err != nil {
-				return err
-			}
-			items, err := o.enrollments(cmd.Context(), c, ns, args[0])
-			if err != nil {
-				return err
-			}
-			for i := range items {
-				e := &items[i]
+			return o.eachEnrollment(cmd.Context(), args[0], func(c client.Client, e *v1alpha1.UserEnrollment) error {
 				if !yes && !o.confirm(fmt.Sprintf("Delete %s's enrollment %s under policy %s, with its key?", e.Spec.User, e.Name, e.Spec.PolicyRef.Name)) {
 					return errors.New("not confirmed: nothing deleted")
 				}
-				if err := o.reset(cmd.Context(), c, e); err != nil {
-					return err
-				}
-			}
-			return nil
+				return o.reset(cmd.Context(), c, e)
+			})
 		},
 	}
 	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation")

@@ -67,20 +67,9 @@ func (o *options) qrCommand() *cobra.Command {
   kubectl 2fa qr alice -n shop --policy webapp`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, ns, err := o.client()
-			if err != nil {
-				return err
-			}
-			items, err := o.enrollments(cmd.Context(), c, ns, args[0])
-			if err != nil {
-				return err
-			}
-			for i := range items {
-				if err := o.showKey(cmd.Context(), c, &items[i]); err != nil {
-					return err
-				}
-			}
-			return nil
+			return o.eachEnrollment(cmd.Context(), args[0], func(c client.Client, e *v1alpha1.UserEnrollment) error {
+				return o.showKey(cmd.Context(), c, e)
+			})
 		},
 	}
 }

@@ -123,6 +123,24 @@ func (o *options) enrollments(ctx context.Context, c client.Client, ns, user str
 	return out, nil
 }
 
+// eachEnrollment calls do for each of user's enrollments (see enrollments), in the flags' namespace.
+func (o *options) eachEnrollment(ctx context.Context, user string, do func(c client.Client, e *v1alpha1.UserEnrollment) error) error {
+	c, ns, err := o.client()
+	if err != nil {
+		return err
+	}
+	items, err := o.enrollments(ctx, c, ns, user)
+	if err != nil {
+		return err
+	}
+	for i := range items {
+		if err := do(c, &items[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // confirm asks the operator question on the plugin's streams and reports whether they answered yes.
 func (o *options) confirm(question string) bool {
 	_, _ = fmt.Fprintf(o.streams.Out, "%s [y/N] ", question)
