@@ -10,6 +10,8 @@ CONTROLLER_GEN_VERSION ?= v0.23.0
 KUSTOMIZE_VERSION ?= v5.8.2
 CONTROLLER_GEN := $(BIN)/controller-gen-$(CONTROLLER_GEN_VERSION)
 KUSTOMIZE := $(BIN)/kustomize-$(KUSTOMIZE_VERSION)
+HELM_VERSION ?= v4.3.1
+HELM := $(BIN)/helm-$(HELM_VERSION)
 # golangci-lint with the logcheck and kube-api-linter module plugins; versions pinned in its go.mod.
 GOLANGCI_LINT_DIR := hack/tools/golangci-lint
 GOLANGCI_LINT := $(BIN)/golangci-lint
@@ -28,8 +30,11 @@ help: ## Show this help.
 ##@ Development
 
 .PHONY: manifests
-manifests: $(CONTROLLER_GEN) ## Generate the CRDs and RBAC under config/.
+manifests: $(CONTROLLER_GEN) ## Generate the CRDs and RBAC under config/, and copy what the Helm chart shares with them.
 	$(CONTROLLER_GEN) rbac:roleName=manager-role crd paths="./..." output:crd:artifacts:config=config/crd/bases
+	cp config/crd/bases/*.yaml charts/kube2fa/crds/
+	cp config/rbac/role.yaml charts/kube2fa/files/manager-role.yaml
+	cp config/prometheus/kube2fa.rules.yaml charts/kube2fa/files/kube2fa.rules.yaml
 
 .PHONY: generate
 generate: $(CONTROLLER_GEN) ## Generate the DeepCopy methods of the API types.
@@ -52,7 +57,7 @@ control-plane: ## Build etcd, kube-apiserver and kube-controller-manager from so
 	hack/build-control-plane.sh $(K8S_BIN)
 
 .PHONY: test
-test: manifests generate fmt vet control-plane ## Run every test against the local control plane.
+test: manifests generate fmt vet control-plane $(HELM) ## Run every test against the local control plane.
 	KUBEBUILDER_ASSETS=$(K8S_ASSETS) go test $(GO_TEST_FLAGS) ./...
 
 # Every fuzz target, by package. `make test` runs their seed corpora (and testdata/fuzz); `make fuzz` runs the
@@ -126,3 +131,9 @@ $(GOLANGCI_LINT): $(GOLANGCI_LINT_DIR)/go.mod $(GOLANGCI_LINT_DIR)/go.sum $(GOLA
 $(KUSTOMIZE):
 	GOBIN=$(BIN) go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
 	mv $(BIN)/kustomize $@
+
+.PHONY: helm
+helm: $(HELM) ## Build the pinned helm into bin/ (make test needs it for the chart's tests).
+$(HELM):
+	GOBIN=$(BIN) go install helm.sh/helm/v4/cmd/helm@$(HELM_VERSION)
+	mv $(BIN)/helm $@
