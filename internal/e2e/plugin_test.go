@@ -11,6 +11,7 @@ import (
 	potp "github.com/pquerna/otp"
 	"github.com/pquerna/otp/totp"
 
+	"github.com/kube2fa/kube2fa/internal/enrollment"
 	"github.com/kube2fa/kube2fa/internal/plugin"
 	"github.com/kube2fa/kube2fa/internal/qrscan"
 	"github.com/kube2fa/kube2fa/internal/testenv"
@@ -132,4 +133,27 @@ func TestAnAdministratorEnrollsAUserWithTheKubectlPlugin(t *testing.T) {
 	if out, code := kubectl2fa(t, "", "enroll", "dave", "-n", ns); code != plugin.ExitError || !strings.Contains(out, "--policy is required") {
 		t.Fatalf("enroll without --policy (exit %d): %s", code, out)
 	}
+
+	// Her key Secret is lost (deleted by hand): codes are refused until the helpdesk reissues a key, which
+	// the plugin prints as enroll does, and she confirms anew.
+	if out, code := kubectl2fa(t, "", "reissue", "carol", "-n", ns); code != plugin.ExitError || !strings.Contains(out, "nothing to reissue") {
+		t.Fatalf("reissue of a key in place (exit %d): %s", code, out)
+	}
+	ue := enrollment.Name("webapp", "carol")
+	kubectl(t, "delete", "secret", ue+"-otp", "-n", ns)
+	kubectl(t, "wait", "-n", ns, "--for=condition=Ready=false", "--timeout=30s", "ue/"+ue)
+	out, code = kubectl2fa(t, "", "reissue", "carol", "-n", ns)
+	reissued, err := qrscan.Terminal(out)
+	if code != 0 || err != nil || reissued == uri {
+		t.Fatalf("reissue (exit %d, %v): %s", code, err, out)
+	}
+	key, err = potp.NewKeyFromURL(reissued)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err = totp.GenerateCode(key.Secret(), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "carol to confirm her reissued key", func() bool { return a.confirm(t, "carol", first).Status == 200 })
 }

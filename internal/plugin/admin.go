@@ -106,3 +106,38 @@ func (o *options) reset(ctx context.Context, c client.Client, e *v1alpha1.UserEn
 		e.Spec.User, e.Spec.PolicyRef.Name, e.Name)
 	return nil
 }
+
+func (o *options) reissueCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "reissue USER",
+		Short: "Give a user whose confirmed key was lost a new key, and show its QR code",
+		Long: `reissue is for an enrollment whose key Secret is gone (Ready=False KeyLost: the verifier refuses every
+code): it sets a new value of the twofactor.kube2fa.io/reissue annotation, waits until the manager has
+issued a new key, and prints its QR code as enroll does. The user confirms it with a first code.`,
+		Example: `  kubectl 2fa reissue alice -n shop`,
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			value := o.now().UTC().Format(time.RFC3339Nano)
+			return o.eachEnrollment(cmd.Context(), args[0], func(c client.Client, e *v1alpha1.UserEnrollment) error {
+				if r := meta.FindStatusCondition(e.Status.Conditions, v1alpha1.ConditionReady); r == nil || r.Reason != v1alpha1.ReasonKeyLost {
+					return fmt.Errorf("%s's enrollment %s has not lost its key: nothing to reissue", e.Spec.User, e.Name)
+				}
+				before := e.DeepCopy()
+				metav1.SetMetaDataAnnotation(&e.ObjectMeta, v1alpha1.AnnotationReissue, value)
+				if err := c.Patch(cmd.Context(), e, client.MergeFrom(before)); err != nil {
+					return fmt.Errorf("annotating %s: %w", e.Name, err)
+				}
+				err := wait.PollUntilContextTimeout(cmd.Context(), 100*time.Millisecond, o.timeout, true, func(ctx context.Context) (bool, error) {
+					if err := c.Get(ctx, client.ObjectKeyFromObject(e), e); err != nil {
+						return false, err
+					}
+					return e.Status.LastHandledReissue == value && meta.IsStatusConditionTrue(e.Status.Conditions, v1alpha1.ConditionReady), nil
+				})
+				if err != nil {
+					return fmt.Errorf("waiting for the manager to issue %s a new key (is it running?): %w", e.Name, err)
+				}
+				return o.showKey(cmd.Context(), c, e)
+			})
+		},
+	}
+}

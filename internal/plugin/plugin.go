@@ -79,7 +79,7 @@ Exit codes: 0 done; 1 failed (usage, the API server, a wait that timed out, a de
 	o.flags.AddFlags(root.PersistentFlags())
 	root.PersistentFlags().StringVar(&o.policy, "policy", "", "only the enrollments under this TwoFactorPolicy")
 	root.PersistentFlags().DurationVar(&o.timeout, "timeout", 30*time.Second, "how long to wait for kube2fa to act")
-	root.AddCommand(o.statusCommand(), o.unlockCommand(), o.resetCommand(), o.enrollCommand(), o.qrCommand())
+	root.AddCommand(o.statusCommand(), o.unlockCommand(), o.resetCommand(), o.enrollCommand(), o.qrCommand(), o.reissueCommand())
 	root.SetOut(streams.Out)
 	root.SetErr(streams.ErrOut)
 	root.SetIn(streams.In)
