@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
-	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -23,21 +22,12 @@ const chart = "charts/kube2fa"
 // output and error.
 func helm(t *testing.T, args ...string) (string, error) {
 	t.Helper()
-	root := controlplane.RepoRoot()
-	makefile, err := os.ReadFile(filepath.Join(root, "Makefile"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := regexp.MustCompile(`(?m)^HELM_VERSION\s*\?=\s*(\S+)`).FindSubmatch(makefile)
-	if m == nil {
-		t.Fatal("the Makefile no longer pins HELM_VERSION")
-	}
-	bin := filepath.Join(root, "bin", "helm-"+string(m[1]))
+	bin := pinnedTool(t, "helm")
 	if _, err := os.Stat(bin); err != nil {
 		t.Fatalf("%s is missing: make test builds it (or make helm)", bin)
 	}
 	cmd := exec.CommandContext(t.Context(), bin, args...)
-	cmd.Dir = root
+	cmd.Dir = controlplane.RepoRoot()
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()

@@ -668,17 +668,8 @@ func render(t *testing.T, dir string) rendering {
 // kustomizeCommand runs the kustomize pinned by the Makefile, else kubectl's built-in kustomize.
 func kustomizeCommand(t *testing.T, dir string) *exec.Cmd {
 	t.Helper()
-	root := controlplane.RepoRoot()
-	makefile, err := os.ReadFile(filepath.Join(root, "Makefile"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := regexp.MustCompile(`(?m)^KUSTOMIZE_VERSION\s*\?=\s*(\S+)`).FindSubmatch(makefile)
-	if m == nil {
-		t.Fatal("the Makefile no longer pins KUSTOMIZE_VERSION")
-	}
-	pinned := filepath.Join(root, "bin", "kustomize-"+string(m[1]))
-	path := filepath.Join(root, dir)
+	pinned := pinnedTool(t, "kustomize")
+	path := filepath.Join(controlplane.RepoRoot(), dir)
 	if _, err := os.Stat(pinned); err == nil {
 		return exec.CommandContext(t.Context(), pinned, "build", path)
 	}
@@ -688,6 +679,22 @@ func kustomizeCommand(t *testing.T, dir string) *exec.Cmd {
 	}
 	t.Logf("%s is absent: rendering %s with 'kubectl kustomize'", pinned, dir)
 	return exec.CommandContext(t.Context(), kubectl, "kustomize", path)
+}
+
+// pinnedTool is where the Makefile installs tool at the version it pins (TOOL_VERSION): bin/tool-version.
+func pinnedTool(t *testing.T, tool string) string {
+	t.Helper()
+	root := controlplane.RepoRoot()
+	makefile, err := os.ReadFile(filepath.Join(root, "Makefile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := strings.ToUpper(tool) + "_VERSION"
+	m := regexp.MustCompile(`(?m)^` + name + `\s*\?=\s*(\S+)`).FindSubmatch(makefile)
+	if m == nil {
+		t.Fatalf("the Makefile no longer pins %s", name)
+	}
+	return filepath.Join(root, "bin", tool+"-"+string(m[1]))
 }
 
 // parse splits a multi-document YAML stream into objects.
