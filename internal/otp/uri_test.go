@@ -2,6 +2,8 @@ package otp
 
 import (
 	"bytes"
+	"crypto/rand"
+	"fmt"
 	"image/png"
 	"net/url"
 	"strconv"
@@ -295,6 +297,24 @@ func TestQRTextScansBackIntoTheURI(t *testing.T) {
 	got, err := qrscan.Terminal("Scan this with your authenticator app:\n\n" + text + "\nor type the key.")
 	if err != nil || got != uri {
 		t.Fatalf("scanned %q, %v; want %q", got, err, uri)
+	}
+	// Every code scans, not most: random keys give every pattern a chance (a scanner that hunted for finder
+	// patterns misread one code in a few dozen at the terminal's scale).
+	for i := range 300 {
+		key := make([]byte, 20)
+		_, _ = rand.Read(key)
+		uri, err := ProvisioningURI(Params{Method: "TOTP", Algorithm: "SHA1", Digits: 6, PeriodSeconds: 30}, "webapp",
+			fmt.Sprintf("user-%d", i), key, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		text, err := QRText(uri)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := qrscan.Terminal(text); err != nil || got != uri {
+			t.Fatalf("key %d: scanned %q, %v; want %q", i, got, err, uri)
+		}
 	}
 	if _, err := QRText("otpauth://totp/%zz"); err == nil {
 		t.Fatal("QRText rendered an invalid URI")

@@ -41,7 +41,9 @@ func Terminal(text string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	res, err := qrcode.NewQRCodeReader().Decode(bmp, nil)
+	// The image is a pure code, square to the pixel: read it as one, rather than hunt for finder patterns
+	// (which misjudges the dimension of some codes at this scale).
+	res, err := qrcode.NewQRCodeReader().Decode(bmp, map[gozxing.DecodeHintType]any{gozxing.DecodeHintType_PURE_BARCODE: true})
 	if err != nil {
 		return "", err
 	}
