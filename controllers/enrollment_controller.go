@@ -297,19 +297,19 @@ func (r *EnrollmentReconciler) handleLock(ctx context.Context, e *v1alpha1.UserE
 		return ctrl.Result{}, nil, nil
 	}
 	lease := &coordinationv1.Lease{}
-	var recorded *v1alpha1.VerificationState
 	switch err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: e.Namespace,
 		Name: render.StateLeaseName(e.Spec.PolicyRef.Name, e.Spec.User)}, lease); {
 	case apierrors.IsNotFound(err):
 		lease = nil
 	case err != nil:
 		return ctrl.Result{}, nil, fmt.Errorf("getting state lease: %w", err)
-	case metav1.IsControlledBy(lease, e):
-		if recorded, err = render.ParseState(lease, e); err != nil {
-			return ctrl.Result{}, nil, err
-		}
-	default:
-		lease = nil // another enrollment's: nothing of this one's
+	}
+	recorded, err := render.RecordedState(lease, e)
+	if err != nil {
+		return ctrl.Result{}, nil, err
+	}
+	if recorded == nil {
+		lease = nil // none, or another enrollment's: nothing of this one's to clear
 	}
 	st := enrollment.StateOf(recorded, e.Status.SecretUID)
 	var notes []note

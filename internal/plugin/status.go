@@ -150,10 +150,7 @@ func statusOf(ctx context.Context, c client.Client, e *v1alpha1.UserEnrollment, 
 	case err != nil:
 		return s, fmt.Errorf("reading the state lease of %s: %w", e.Name, err)
 	}
-	if !metav1.IsControlledBy(l, e) {
-		return s, nil // another enrollment's
-	}
-	recorded, err := render.ParseState(l, e)
+	recorded, err := render.RecordedState(l, e)
 	if err != nil {
 		return s, err
 	}

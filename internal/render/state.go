@@ -42,6 +42,16 @@ func SetState(l *coordinationv1.Lease, state v1alpha1.VerificationState) error {
 	return nil
 }
 
+// RecordedState returns the verification state Lease l records for enrollment e: nil when there is no Lease
+// (l is nil) or it is another enrollment's (a previous enrollment of the user), whose state counts for
+// nothing here.
+func RecordedState(l *coordinationv1.Lease, e *v1alpha1.UserEnrollment) (*v1alpha1.VerificationState, error) {
+	if l == nil || !metav1.IsControlledBy(l, e) {
+		return nil, nil
+	}
+	return ParseState(l, e)
+}
+
 // ParseState returns the verification state that Lease l holds for enrollment e, or an error when l is not
 // e's (another enrollment's, or a Lease kube2fa did not write) or its state cannot be read. Errors name the
 // Lease, never its content.
