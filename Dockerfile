@@ -15,8 +15,10 @@ COPY cmd/ cmd/
 COPY controllers/ controllers/
 COPY internal/ internal/
 
+# The release: the manager injects verifiers of the same image tag unless told otherwise (--verifier-image).
+ARG VERSION=latest
 ENV CGO_ENABLED=0 GOOS=${TARGETOS:-linux} GOARCH=${TARGETARCH}
-RUN go build -trimpath -ldflags="-s -w" -o /manager ./cmd/manager && \
+RUN go build -trimpath -ldflags="-s -w -X main.version=${VERSION}" -o /manager ./cmd/manager && \
     go build -trimpath -ldflags="-s -w" -o /verifier ./cmd/verifier
 
 # One image for both: the manager Deployment runs /manager, the verifier sidecar runs /verifier.

@@ -34,6 +34,7 @@ manifests: $(CONTROLLER_GEN) ## Generate the CRDs and RBAC under config/, and co
 	$(CONTROLLER_GEN) rbac:roleName=manager-role crd paths="./..." output:crd:artifacts:config=config/crd/bases
 	cp config/crd/bases/*.yaml charts/kube2fa/crds/
 	cp config/rbac/role.yaml charts/kube2fa/files/manager-role.yaml
+	cp config/rbac/verifier/role.yaml charts/kube2fa/files/verifier-role.yaml
 	cp config/prometheus/kube2fa.rules.yaml charts/kube2fa/files/kube2fa.rules.yaml
 
 .PHONY: generate
@@ -98,7 +99,7 @@ run: build $(if $(filter true,$(USE_EXISTING_CLUSTER)),,control-plane) ## Start 
 
 .PHONY: docker-build
 docker-build: ## Build the container image (needs a Docker engine).
-	docker build -t $(IMG) .
+	docker build --build-arg VERSION=$(lastword $(subst :, ,$(IMG))) -t $(IMG) .
 
 ##@ Deployment
 

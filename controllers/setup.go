@@ -7,12 +7,17 @@ import (
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	k8slabels "k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/selection"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/kube2fa/kube2fa/api/v1alpha1"
+	"github.com/kube2fa/kube2fa/internal/inject"
 	"github.com/kube2fa/kube2fa/internal/render"
 )
 
@@ -27,6 +32,8 @@ type Options struct {
 	// ProvenanceKey is the manager's own secret with which it signs the Secrets it creates (required; the
 	// same across restarts, so that a Secret created just before a crash is recognised after it).
 	ProvenanceKey []byte
+	// Injection, when set, serves the sidecar-injection webhook and keeps the injected verifiers' RBAC.
+	Injection *InjectionOptions
 }
 
 // CacheOptions returns the manager's cache configuration: only the Secrets and ConfigMaps kube2fa manages
@@ -38,6 +45,9 @@ func CacheOptions(namespace string) cache.Options {
 		ByObject: map[client.Object]cache.ByObject{
 			&corev1.Secret{}:    {Label: ours, Transform: ownershipOnly},
 			&corev1.ConfigMap{}: {Label: ours},
+			// Injection: the pods labelled for it, and the RoleBindings the manager keeps for them.
+			&corev1.Pod{}:         {Label: injectedPods(), Transform: podForAccess},
+			&rbacv1.RoleBinding{}: {Label: k8slabels.SelectorFromSet(k8slabels.Set{v1alpha1.LabelManagedBy: v1alpha1.ManagedByValue})},
 		},
 		DefaultTransform: cache.TransformStripManagedFields(),
 	}
@@ -45,6 +55,15 @@ func CacheOptions(namespace string) cache.Options {
 		opts.DefaultNamespaces = map[string]cache.Config{namespace: {}}
 	}
 	return opts
+}
+
+// injectedPods selects the pods labelled for injection.
+func injectedPods() k8slabels.Selector {
+	req, err := k8slabels.NewRequirement(inject.LabelPolicy, selection.Exists, nil)
+	if err != nil {
+		panic(err) // a constant key
+	}
+	return k8slabels.NewSelector().Add(*req)
 }
 
 // ownershipOnly keeps of a Secret's cached metadata what the enrollment reconciler reads: which Secret it
@@ -61,7 +80,7 @@ func ownershipOnly(o any) (any, error) {
 	}}, nil
 }
 
-// Setup registers the field indexes and both reconcilers with mgr.
+// Setup registers the field indexes and both reconcilers with mgr, and injection when asked.
 func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 	if len(opts.ProvenanceKey) < 32 {
 		return errors.New("a provenance key of at least 32 bytes is required")
@@ -86,6 +105,11 @@ func Setup(ctx context.Context, mgr ctrl.Manager, opts Options) error {
 		MaxConcurrentReconciles: opts.MaxConcurrentReconciles,
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up userenrollment controller: %w", err)
+	}
+	if opts.Injection != nil {
+		if err := SetupInjection(mgr, *opts.Injection); err != nil {
+			return fmt.Errorf("setting up injection: %w", err)
+		}
 	}
 	return nil
 }

@@ -7,7 +7,9 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strings"
 
+	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
@@ -16,6 +18,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/kube2fa/kube2fa/controllers"
+	"github.com/kube2fa/kube2fa/internal/inject"
 	"github.com/kube2fa/kube2fa/internal/scheme"
 )
 
@@ -27,7 +30,24 @@ type options struct {
 	concurrency, burst                                int
 	qps                                               float64
 	zap                                               zap.Options
+	webhook                                           webhookOptions
 }
+
+// webhookOptions are the flags of sidecar injection.
+type webhookOptions struct {
+	port                                              int
+	certDir, certSecret, service, configuration, role string
+	extraDNSNames                                     []string
+	rotate                                            bool
+	verifierImage                                     string
+}
+
+// version is the manager's release, set at build time (-ldflags "-X main.version=v1.2.3"); the injected
+// verifier's image defaults to the same release.
+var version = "latest"
+
+// defaultVerifierImage is the image of the injected verifier unless --verifier-image says otherwise.
+func defaultVerifierImage() string { return "ghcr.io/kube2fa/kube2fa:" + version }
 
 // bind registers the flags on fs.
 func (o *options) bind(fs *flag.FlagSet) {
@@ -42,7 +62,33 @@ func (o *options) bind(fs *flag.FlagSet) {
 	fs.IntVar(&o.burst, "kube-api-burst", 100, "Client-side burst of API requests above --kube-api-qps.")
 	fs.StringVar(&o.watchNamespace, "watch-namespace", "", "Only reconcile objects in this namespace (default: all namespaces).")
 	fs.StringVar(&o.provenanceSecret, "provenance-secret", "", "NAMESPACE/NAME of the Secret holding the key with which the manager signs the OTP Secrets it creates, created when missing (default: kube2fa-provenance in $POD_NAMESPACE, else in default).")
+	fs.IntVar(&o.webhook.port, "webhook-port", 0, "Port of the sidecar-injection webhook (HTTPS; 9443 in config/default); 0 disables injection.")
+	fs.StringVar(&o.webhook.certDir, "webhook-cert-dir", "/tmp/k8s-webhook-server/serving-certs", "Directory holding the webhook's tls.crt and tls.key (the mounted certificate Secret).")
+	fs.BoolVar(&o.webhook.rotate, "webhook-cert-rotation", true, "Provision and rotate the webhook's certificate in --webhook-cert-secret and the caBundle of --webhook-configuration; false when cert-manager does.")
+	fs.StringVar(&o.webhook.certSecret, "webhook-cert-secret", "kube2fa-webhook-server-cert", "Secret in the manager's namespace that holds the webhook's CA and certificate.")
+	fs.StringVar(&o.webhook.service, "webhook-service", "kube2fa-webhook-service", "Service in the manager's namespace in front of the webhook; its DNS name is in the certificate.")
+	fs.Func("webhook-extra-dns-names", "Comma-separated extra DNS names for the webhook's certificate (e.g. localhost, for a manager run outside the cluster).", func(v string) error {
+		o.webhook.extraDNSNames = append(o.webhook.extraDNSNames, strings.Split(v, ",")...)
+		return nil
+	})
+	fs.StringVar(&o.webhook.configuration, "webhook-configuration", "kube2fa-injector", "MutatingWebhookConfiguration whose caBundle the manager keeps.")
+	fs.StringVar(&o.webhook.role, "verifier-clusterrole", "kube2fa-verifier", "ClusterRole bound, in each namespace with injected pods, to those pods' ServiceAccounts.")
+	fs.StringVar(&o.webhook.verifierImage, "verifier-image", defaultVerifierImage(), "Image of the injected verifier (a pod's annotation "+inject.AnnotationImage+" overrides it).")
 	o.zap.BindFlags(fs)
+}
+
+// injection is what SetupInjection needs from the flags, in the manager's namespace.
+func (w webhookOptions) injection(namespace string) controllers.InjectionOptions {
+	return controllers.InjectionOptions{
+		Port:                 w.port,
+		CertDir:              w.certDir,
+		Rotate:               w.rotate,
+		CertSecret:           types.NamespacedName{Namespace: namespace, Name: w.certSecret},
+		DNSNames:             append([]string{w.service + "." + namespace + ".svc"}, w.extraDNSNames...),
+		WebhookConfiguration: w.configuration,
+		VerifierClusterRole:  w.role,
+		Sidecar:              inject.Options{Image: w.verifierImage},
+	}
 }
 
 // Checking who may read the metrics takes a TokenReview and a SubjectAccessReview per scrape.
@@ -108,7 +154,12 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
-	if err := controllers.Setup(ctx, mgr, controllers.Options{MaxConcurrentReconciles: o.concurrency, ProvenanceKey: key}); err != nil {
+	copts := controllers.Options{MaxConcurrentReconciles: o.concurrency, ProvenanceKey: key}
+	if o.webhook.port != 0 {
+		inj := o.webhook.injection(ownNamespace())
+		copts.Injection = &inj
+	}
+	if err := controllers.Setup(ctx, mgr, copts); err != nil {
 		return fmt.Errorf("setting up controllers: %w", err)
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
@@ -118,6 +169,6 @@ func run(o options) error {
 		return fmt.Errorf("adding ready check: %w", err)
 	}
 	log.Info("Starting manager", "watchNamespace", o.watchNamespace, "maxConcurrentReconciles", o.concurrency,
-		"metrics", o.metricsAddr, "secureMetrics", o.secureMetrics)
+		"metrics", o.metricsAddr, "secureMetrics", o.secureMetrics, "webhookPort", o.webhook.port)
 	return mgr.Start(ctx)
 }

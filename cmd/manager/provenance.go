@@ -23,15 +23,20 @@ const (
 	provenanceDataKey  = "key"
 )
 
+// ownNamespace is the manager's namespace: $POD_NAMESPACE, set by the Deployment; "default" outside a
+// cluster.
+func ownNamespace() string {
+	if ns := os.Getenv("POD_NAMESPACE"); ns != "" {
+		return ns
+	}
+	return "default"
+}
+
 // provenanceSecret is where the provenance key lives: the flag's namespace/name, or kube2fa-provenance in
 // the manager's own namespace ($POD_NAMESPACE, set by the Deployment; "default" outside a cluster).
 func provenanceSecret(flagValue string) (types.NamespacedName, error) {
 	if flagValue == "" {
-		ns := os.Getenv("POD_NAMESPACE")
-		if ns == "" {
-			ns = "default"
-		}
-		return types.NamespacedName{Namespace: ns, Name: "kube2fa-provenance"}, nil
+		return types.NamespacedName{Namespace: ownNamespace(), Name: "kube2fa-provenance"}, nil
 	}
 	ns, name, ok := strings.Cut(flagValue, "/")
 	if !ok || ns == "" || name == "" {

@@ -36,6 +36,10 @@ type Options struct {
 	// Fsync makes etcd sync every write to disk, as a production etcd does. envtest turns it off by default
 	// for speed; benchmarks turn it on.
 	Fsync bool
+	// ServiceAccountAdmission turns on the ServiceAccount admission plugin, which envtest turns off: a pod
+	// then needs its ServiceAccount to exist, and gets its token mounted into every container, as in a real
+	// cluster.
+	ServiceAccountAdmission bool
 }
 
 // Env is a running local control plane.
@@ -83,6 +87,9 @@ func Start(opts Options) (*Env, error) {
 		ControlPlaneStopTimeout: opts.StopTimeout,
 	}}
 	e.env.ControlPlane.Etcd = &envtest.Etcd{DataDir: opts.DataDir}
+	if opts.ServiceAccountAdmission {
+		e.env.ControlPlane.GetAPIServer().Configure().Set("disable-admission-plugins", "")
+	}
 	if opts.Fsync {
 		e.env.ControlPlane.Etcd.Configure().Set("unsafe-no-fsync", "false")
 	}

@@ -95,8 +95,13 @@ func (c *Cluster) KubectlIn(ctx context.Context, stdin string, args ...string) (
 
 // Start runs a binary against the cluster (with --kubeconfig) as a named process.
 func (c *Cluster) Start(name, bin string, args ...string) (*Process, error) {
-	if c.Kubeconfig != "" {
-		args = append([]string{"--kubeconfig=" + c.Kubeconfig}, args...)
+	return c.StartAs(name, bin, c.Kubeconfig, args...)
+}
+
+// StartAs is Start with another identity's kubeconfig (empty: none).
+func (c *Cluster) StartAs(name, bin, kubeconfig string, args ...string) (*Process, error) {
+	if kubeconfig != "" {
+		args = append([]string{"--kubeconfig=" + kubeconfig}, args...)
 	}
 	p := &Process{Name: name, cmd: exec.Command(bin, args...), done: make(chan struct{})}
 	r, w := io.Pipe()

@@ -28,8 +28,12 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/kube2fa/kube2fa/controllers"
 	"github.com/kube2fa/kube2fa/internal/controlplane"
 	"github.com/kube2fa/kube2fa/internal/devcluster"
+	"github.com/kube2fa/kube2fa/internal/manifests"
 	"github.com/kube2fa/kube2fa/internal/testenv"
 )
 
@@ -83,6 +87,12 @@ func run(m *testing.M) int {
 			fmt.Fprintln(os.Stderr, "e2e: stopping:", err)
 		}
 	}()
+	mountCtx, unmount := context.WithCancel(ctx)
+	defer unmount()
+	if err := installInjection(mountCtx, dir); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
+	}
 	if manager, err = startManager(); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		return 1
@@ -90,12 +100,55 @@ func run(m *testing.M) int {
 	return m.Run()
 }
 
+// webhookArgs serve sidecar injection from the manager binary, outside the cluster: on a free port, with
+// a certificate valid for localhost, read from the directory its Secret is mounted in.
+var webhookArgs []string
+
+// installInjection creates config/default's webhook configuration (calling localhost), the verifier
+// ClusterRole and the webhook's certificate Secret (in namespace default, the manager's outside a cluster),
+// and mounts that Secret into a directory under dir as the kubelet would.
+func installInjection(ctx context.Context, dir string) error {
+	out, err := manifests.Build(ctx, "config/default")
+	if err != nil {
+		return err
+	}
+	objs, err := manifests.Parse(out)
+	if err != nil {
+		return err
+	}
+	port := strings.TrimPrefix(devcluster.FreeAddr(), "127.0.0.1:")
+	var secret client.ObjectKey
+	for _, o := range objs {
+		switch {
+		case o.GetKind() == "MutatingWebhookConfiguration":
+			manifests.PointWebhooksAt(o, "https://localhost:"+port+controllers.InjectPath)
+		case o.GetKind() == "ClusterRole" && o.GetName() == "kube2fa-verifier":
+		case o.GetKind() == "Secret":
+			o.SetNamespace("default")
+			secret = client.ObjectKeyFromObject(o)
+		default:
+			continue
+		}
+		if err := cluster.Env.Client.Create(ctx, o); err != nil {
+			return fmt.Errorf("creating %s %s: %w", o.GetKind(), o.GetName(), err)
+		}
+	}
+	certDir := filepath.Join(dir, "webhook-certs")
+	if err := os.Mkdir(certDir, 0o700); err != nil {
+		return err
+	}
+	testenv.MountSecret(ctx, cluster.Env.Client, secret, certDir)
+	webhookArgs = []string{"--webhook-port=" + port, "--webhook-cert-dir=" + certDir, "--webhook-extra-dns-names=localhost",
+		"--webhook-cert-secret=" + secret.Name}
+	return nil
+}
+
 // startManager runs the manager binary, verbosely (so that the logs tests scan say as much as they can),
 // and waits for its readiness probe.
 func startManager() (*devcluster.Process, error) {
 	probe := devcluster.FreeAddr()
-	p, err := cluster.Start("manager", managerBin, "--zap-log-level=debug", "--metrics-bind-address=0",
-		"--health-probe-bind-address="+probe)
+	p, err := cluster.Start("manager", managerBin, append([]string{"--zap-log-level=debug", "--metrics-bind-address=0",
+		"--health-probe-bind-address=" + probe}, webhookArgs...)...)
 	if err != nil {
 		return nil, err
 	}

@@ -67,15 +67,27 @@ func TestTheChartRendersWhatConfigDefaultDoes(t *testing.T) {
 		unstructured.RemoveNestedField(c.Object, "metadata", "labels")
 		if containers, ok, _ := unstructured.NestedSlice(c.Object, "spec", "template", "spec", "containers"); ok {
 			for _, ctr := range containers {
-				delete(ctr.(map[string]any), "image")
-				delete(ctr.(map[string]any), "imagePullPolicy")
+				ctr := ctr.(map[string]any)
+				delete(ctr, "image")
+				delete(ctr, "imagePullPolicy")
+				// The chart names the verifier image it installs; config/default leaves the manager's default
+				// (its own release).
+				if args, ok := ctr["args"].([]any); ok {
+					ctr["args"] = slices.DeleteFunc(slices.Clone(args), func(a any) bool {
+						return strings.HasPrefix(a.(string), "--verifier-image=")
+					})
+				}
 			}
 			_ = unstructured.SetNestedSlice(c.Object, containers, "spec", "template", "spec", "containers")
 		}
 		return c.Object
 	}
-	if image := container(t, got.deployment(t), "manager").Image; image != "ghcr.io/kube2fa/kube2fa:0.1.0" {
-		t.Errorf("the chart's manager image is %s, not the chart's appVersion", image)
+	manager := container(t, got.deployment(t), "manager")
+	if manager.Image != "ghcr.io/kube2fa/kube2fa:0.1.0" {
+		t.Errorf("the chart's manager image is %s, not the chart's appVersion", manager.Image)
+	}
+	if v, _ := flagValue(manager.Args, "verifier-image"); v != manager.Image {
+		t.Errorf("the chart injects verifier image %q, not the manager's own %q", v, manager.Image)
 	}
 	charted := map[string]*unstructured.Unstructured{}
 	for _, o := range got.objs {
@@ -107,7 +119,7 @@ func TestTheChartIsAcceptedByARealAPIServer(t *testing.T) {
 	ns := namedRestrictedNamespace(t, "kube2fa-system")
 	serverDryRunApply(t, template(t), ns)
 	namespaced := template(t, "--set", "rbac.scope=Namespaced", "--set", "rbac.watchNamespace=shop",
-		"--set", "metrics.enabled=false", "--set", "apf.enabled=false", "--set", "replicas=2")
+		"--set", "metrics.enabled=false", "--set", "apf.enabled=false", "--set", "injection.enabled=false", "--set", "replicas=2")
 	namedRestrictedNamespace(t, "shop")
 	serverDryRunApply(t, namespaced, "")
 	d := namespaced.deployment(t)
@@ -116,7 +128,7 @@ func TestTheChartIsAcceptedByARealAPIServer(t *testing.T) {
 		t.Fatalf("namespaced manager args: %v", args)
 	}
 	for _, o := range namespaced.objs {
-		if o.GetKind() == "ClusterRoleBinding" || o.GetKind() == "FlowSchema" {
+		if o.GetKind() == "ClusterRoleBinding" || o.GetKind() == "FlowSchema" || o.GetKind() == "MutatingWebhookConfiguration" {
 			t.Fatalf("a namespaced install without APF renders %s %s", o.GetKind(), o.GetName())
 		}
 	}
@@ -131,7 +143,8 @@ func TestTheChartRefusesBadValuesWithAClearMessage(t *testing.T) {
 		{[]string{"replicas=0"}, "replicas"},
 		{[]string{"image.pullPolicy=Sometimes"}, "pullPolicy"},
 		{[]string{"rbac.scope=Everywhere"}, "scope"},
-		{[]string{"rbac.scope=Namespaced"}, "watchNamespace"},
+		{[]string{"rbac.scope=Namespaced", "injection.enabled=false"}, "watchNamespace"},
+		{[]string{"rbac.scope=Namespaced", "rbac.watchNamespace=shop"}, "injection"},
 		{[]string{"metrics.enabled=maybe"}, "enabled"},
 		{[]string{"replicaCount=2"}, "replicaCount"},
 		{[]string{"replicas=2", "leaderElection=false"}, "leaderElection"},

@@ -1,17 +1,12 @@
 package manifests_test
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"maps"
 	"net"
-	"os"
 	"os/exec"
-	"path/filepath"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -29,14 +24,13 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/kube2fa/kube2fa/api/v1alpha1"
 	"github.com/kube2fa/kube2fa/controllers"
-	"github.com/kube2fa/kube2fa/internal/controlplane"
+	"github.com/kube2fa/kube2fa/internal/manifests"
 	"github.com/kube2fa/kube2fa/internal/testenv"
 )
 
@@ -653,81 +647,33 @@ func render(t *testing.T, dir string) rendering {
 	defer renderMu.Unlock()
 	out, ok := renderCache[dir]
 	if !ok {
-		cmd := kustomizeCommand(t, dir)
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
 		var err error
-		if out, err = cmd.Output(); err != nil {
-			t.Fatalf("%s: %v\n%s", strings.Join(cmd.Args, " "), err, stderr.String())
+		if out, err = manifests.Build(t.Context(), dir); errors.Is(err, manifests.ErrNoKustomize) {
+			t.Skipf("cannot render %s: %v", dir, err)
+		} else if err != nil {
+			t.Fatal(err)
 		}
 		renderCache[dir] = out
 	}
 	return rendering{dir: dir, yaml: out, objs: parse(t, dir, out)}
 }
 
-// kustomizeCommand runs the kustomize pinned by the Makefile, else kubectl's built-in kustomize.
-func kustomizeCommand(t *testing.T, dir string) *exec.Cmd {
-	t.Helper()
-	pinned := pinnedTool(t, "kustomize")
-	path := filepath.Join(controlplane.RepoRoot(), dir)
-	if _, err := os.Stat(pinned); err == nil {
-		return exec.CommandContext(t.Context(), pinned, "build", path)
-	}
-	kubectl, err := exec.LookPath("kubectl")
-	if err != nil {
-		t.Skipf("cannot render %s: neither %s (make installs it for 'make deploy') nor kubectl (for 'kubectl kustomize') is available", dir, pinned)
-	}
-	t.Logf("%s is absent: rendering %s with 'kubectl kustomize'", pinned, dir)
-	return exec.CommandContext(t.Context(), kubectl, "kustomize", path)
-}
-
-// pinnedTool is where the Makefile installs tool at the version it pins (TOOL_VERSION): bin/tool-version.
+// pinnedTool is where the Makefile installs tool at the version it pins.
 func pinnedTool(t *testing.T, tool string) string {
 	t.Helper()
-	root := controlplane.RepoRoot()
-	makefile, err := os.ReadFile(filepath.Join(root, "Makefile"))
+	path, err := manifests.PinnedTool(tool)
 	if err != nil {
 		t.Fatal(err)
 	}
-	name := strings.ToUpper(tool) + "_VERSION"
-	m := regexp.MustCompile(`(?m)^` + name + `\s*\?=\s*(\S+)`).FindSubmatch(makefile)
-	if m == nil {
-		t.Fatalf("the Makefile no longer pins %s", name)
-	}
-	return filepath.Join(root, "bin", tool+"-"+string(m[1]))
+	return path
 }
 
 // parse splits a multi-document YAML stream into objects.
 func parse(t *testing.T, dir string, data []byte) []*unstructured.Unstructured {
 	t.Helper()
-	var objs []*unstructured.Unstructured
-	rd := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
-	for {
-		doc, err := rd.Read()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatalf("reading the rendering of %s: %v", dir, err)
-		}
-		j, err := utilyaml.ToJSON(doc)
-		if err != nil {
-			t.Fatalf("the rendering of %s is not valid YAML: %v\n%s", dir, err, doc)
-		}
-		if s := string(bytes.TrimSpace(j)); s == "null" || s == "" {
-			continue
-		}
-		o := &unstructured.Unstructured{}
-		if err := o.UnmarshalJSON(j); err != nil {
-			t.Fatalf("the rendering of %s holds something that is not a Kubernetes object: %v\n%s", dir, err, doc)
-		}
-		if o.GetName() == "" {
-			t.Fatalf("the rendering of %s holds a %s without a name", dir, o.GetKind())
-		}
-		objs = append(objs, o)
-	}
-	if len(objs) == 0 {
-		t.Fatalf("%s renders nothing", dir)
+	objs, err := manifests.Parse(data)
+	if err != nil {
+		t.Fatalf("the rendering of %s: %v", dir, err)
 	}
 	return objs
 }

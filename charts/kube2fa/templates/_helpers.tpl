@@ -13,3 +13,8 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | quote }}
 {{- required "rbac.watchNamespace is required when rbac.scope is Namespaced" .Values.rbac.watchNamespace -}}
 {{- end -}}
 {{- end -}}
+
+{{/* The manager's image, which the injected verifiers run too. */}}
+{{- define "kube2fa.image" -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) -}}
+{{- end -}}
