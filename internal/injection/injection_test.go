@@ -9,12 +9,14 @@ import (
 	"testing"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	appsv1 "k8s.io/api/apps/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
@@ -165,6 +167,37 @@ func appPod(ns, policy, name string) *corev1.Pod {
 	return p
 }
 
+// samplePod is a pod of config/samples/app's Deployment, as its ReplicaSet would create it.
+func samplePod(t *testing.T, ns, name string) *corev1.Pod {
+	t.Helper()
+	out, err := manifests.Build(t.Context(), "config/samples/app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs, err := manifests.Parse(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range objs {
+		if o.GetKind() != "Deployment" {
+			continue
+		}
+		d := &appsv1.Deployment{}
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, d); err != nil {
+			t.Fatal(err)
+		}
+		if d.Spec.Template.Labels[inject.LabelPolicy] != policyName || d.Spec.Template.Spec.ServiceAccountName != "webapp" {
+			t.Fatalf("config/samples/app's pods are not labelled for policy %s with ServiceAccount webapp: %+v", policyName, d.Spec.Template)
+		}
+		return &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: d.Spec.Template.Labels, Annotations: d.Spec.Template.Annotations},
+			Spec:       d.Spec.Template.Spec,
+		}
+	}
+	t.Fatal("config/samples/app renders no Deployment")
+	return nil
+}
+
 // createThroughWebhook creates pod, waiting for the webhook to serve (a labelled pod is refused while it
 // cannot be called), and returns what the API server stored, or the admission error.
 func createThroughWebhook(t *testing.T, pod *corev1.Pod) (*corev1.Pod, error) {
@@ -185,9 +218,9 @@ func TestInjectionByLabel(t *testing.T) {
 	inst := install(t)
 	ns := appNamespace(t)
 
-	labelled, err := createThroughWebhook(t, appPod(ns, policyName, "webapp-1"))
+	labelled, err := createThroughWebhook(t, samplePod(t, ns, "webapp-1"))
 	if err != nil {
-		t.Fatalf("a labelled pod meeting restricted is refused: %v", err)
+		t.Fatalf("a pod of config/samples/app's Deployment is refused: %v", err)
 	}
 
 	t.Run("the manager keeps the certificate and the caBundle", func(t *testing.T) {
@@ -218,7 +251,9 @@ func TestInjectionByLabel(t *testing.T) {
 			}
 		}
 		for _, m := range spec.Containers[0].VolumeMounts {
-			t.Errorf("the app container mounts %s at %s", m.Name, m.MountPath)
+			if m.MountPath == inject.TokenPath || strings.HasPrefix(m.Name, "kube-api-access-") {
+				t.Errorf("the app container mounts %s at %s", m.Name, m.MountPath)
+			}
 		}
 		if len(v.VolumeMounts) != 1 || v.VolumeMounts[0].MountPath != inject.TokenPath {
 			t.Errorf("the verifier mounts %v, want its token at %s", v.VolumeMounts, inject.TokenPath)

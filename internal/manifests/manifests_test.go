@@ -43,7 +43,10 @@ func TestMain(m *testing.M) {
 const (
 	defaultDir = "config/default"
 	samplesDir = "config/samples"
+	// appDir is the sample application with the verifier injected by label; sidecarDir the same with the
+	// sidecar, its Role and RoleBinding written by hand.
 	appDir     = "config/samples/app"
+	sidecarDir = "config/samples/app-sidecar"
 	// serviceDir is the verifier as its own Deployment and Service, in namespace webapp.
 	serviceDir = "config/samples/service"
 	quotaDir   = "config/samples/quota"
@@ -223,7 +226,7 @@ func TestTheVerifierServiceAdmitsOnlyTheApplication(t *testing.T) {
 func TestSamplesAreAcceptedByARealAPIServerInARestrictedNamespace(t *testing.T) {
 	ns := restrictedNamespace(t)
 	// The samples say "apply with -n <namespace>": a namespace written into them would defeat that.
-	for _, r := range []rendering{render(t, samplesDir), render(t, appDir), render(t, quotaDir)} {
+	for _, r := range []rendering{render(t, samplesDir), render(t, appDir), render(t, sidecarDir), render(t, quotaDir)} {
 		for _, o := range r.objs {
 			if o.GetNamespace() != "" {
 				t.Errorf("%s renders %s %s in namespace %q: the samples must take the namespace they are applied to",
@@ -311,7 +314,9 @@ func TestWorkloadsMeetPodSecurityRestricted(t *testing.T) {
 	}{
 		// The manager's pod is checked in the very Namespace config/default renders, labels and all.
 		{"manager", defaultDir, createNamespaceFromRendering},
-		{"sample app with its verifier sidecar", appDir, func(t *testing.T, _ rendering) string { return restrictedNamespace(t) }},
+		{"sample app with its verifier sidecar", sidecarDir, func(t *testing.T, _ rendering) string { return restrictedNamespace(t) }},
+		// Before injection; the injected pod is checked in internal/injection, through the webhook.
+		{"sample app labelled for injection", appDir, func(t *testing.T, _ rendering) string { return restrictedNamespace(t) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := render(t, tc.dir)
@@ -345,7 +350,7 @@ func TestWorkloadsMeetPodSecurityRestricted(t *testing.T) {
 
 func TestWorkloadsHaveResourceRequestsLimitsAndProbes(t *testing.T) {
 	manager := render(t, defaultDir).deployment(t)
-	app := render(t, appDir).deployment(t)
+	app := render(t, sidecarDir).deployment(t)
 	for _, d := range []*appsv1.Deployment{manager, app} {
 		spec := d.Spec.Template.Spec
 		for _, c := range slices.Concat(spec.InitContainers, spec.Containers) {
@@ -394,7 +399,7 @@ func TestManagerRunsWithLeaderElectionAndIsProbedOnItsHealthPort(t *testing.T) {
 }
 
 func TestVerifierSidecarListensOnLoopbackAndIsProbedOnItsMetricsPort(t *testing.T) {
-	d := render(t, appDir).deployment(t)
+	d := render(t, sidecarDir).deployment(t)
 	c := container(t, d, "verifier")
 	if !slices.ContainsFunc(d.Spec.Template.Spec.InitContainers, func(ic corev1.Container) bool { return ic.Name == "verifier" }) ||
 		c.RestartPolicy == nil || *c.RestartPolicy != corev1.ContainerRestartPolicyAlways {
@@ -508,7 +513,7 @@ func TestManagerClusterRoleNeverRewritesOrDeletesSecretsNorUsesWildcards(t *test
 // ServiceAccount mount no token automatically, and the verifier alone mounts a projected one, with the CA
 // and namespace, where client-go looks for it.
 func TestOnlyTheVerifierContainerHoldsAServiceAccountToken(t *testing.T) {
-	r := render(t, appDir)
+	r := render(t, sidecarDir)
 	d := r.deployment(t)
 	pod := d.Spec.Template.Spec
 	sa := typed[corev1.ServiceAccount](t, r, "ServiceAccount")
@@ -561,7 +566,7 @@ func TestOnlyTheVerifierContainerHoldsAServiceAccountToken(t *testing.T) {
 // The sample binds the verifier Role restricted to its policy and that policy's ConfigMap by name: it can
 // read no other ConfigMap of the application's namespace.
 func TestTheSampleVerifierReadsItsPolicyAndConfigMapByName(t *testing.T) {
-	r := render(t, appDir)
+	r := render(t, sidecarDir)
 	want := map[string][]string{"configmaps": {samplePolicy + "-verifier"}, "twofactorpolicies": {samplePolicy}}
 	for _, role := range typed[rbacv1.Role](t, r, "Role") {
 		for _, rule := range role.Rules {
@@ -575,7 +580,7 @@ func TestTheSampleVerifierReadsItsPolicyAndConfigMapByName(t *testing.T) {
 }
 
 func TestVerifierRoleIsNamespacedAndNeverWritesSecrets(t *testing.T) {
-	r := render(t, appDir)
+	r := render(t, sidecarDir)
 	for _, o := range r.objs {
 		if o.GetKind() == "ClusterRole" || o.GetKind() == "ClusterRoleBinding" {
 			t.Errorf("%s renders %s %s: the verifier must get nothing cluster-wide", r.dir, o.GetKind(), o.GetName())

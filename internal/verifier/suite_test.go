@@ -83,7 +83,7 @@ func startReplica(t *testing.T, e *testenv.Env, cfg verifier.Config, via *partit
 }
 
 // verifierUser is a user bound in ns to the verifier Role of config/rbac, restricted by name to policy and
-// its ConfigMap as config/samples/app restricts it.
+// its ConfigMap as config/samples/app-sidecar restricts it.
 func verifierUser(t *testing.T, e *testenv.Env, ns, policy string) *rest.Config {
 	t.Helper()
 	raw, err := os.ReadFile(filepath.Join(controlplane.RepoRoot(), "config", "rbac", "verifier", "role.yaml"))
