@@ -14,6 +14,7 @@ import (
 	"github.com/open-policy-agent/cert-controller/pkg/rotator"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
+	flowcontrolv1 "k8s.io/api/flowcontrol/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -35,6 +36,15 @@ import (
 
 // InjectPath is where the manager serves the pod-mutating webhook.
 const InjectPath = "/inject-v1-pod"
+
+// VerifierFlowSchemaName is the FlowSchema that puts the injected verifiers' ServiceAccounts, whatever they
+// ask, into the verifiers' priority level.
+const VerifierFlowSchemaName = "kube2fa-injected-verifiers"
+
+// verifierFlowSchemaPrecedence puts it before the shipped kube2fa-verifiers (850), after the API server's
+// own schemas for the control plane (up to 800), and before the built-in ones for kube-system (900) and all
+// ServiceAccounts (9000).
+const verifierFlowSchemaPrecedence = 840
 
 // VerifierAccessName is the RoleBinding in each namespace with injected pods that gives their
 // ServiceAccounts the verifier's ClusterRole.
@@ -61,6 +71,10 @@ type InjectionOptions struct {
 	VerifierClusterRole string
 	// Sidecar is what every injected verifier gets (its default image).
 	Sidecar inject.Options
+	// PriorityLevel, when set, is the PriorityLevelConfiguration of the verifiers (config/apf's
+	// kube2fa-verifiers): the manager keeps the FlowSchema VerifierFlowSchemaName that sends every request
+	// of the injected pods' ServiceAccounts there.
+	PriorityLevel string
 }
 
 // The webhook: only labelled pods reach it (objectSelector), and it decides from the pod and its policy
@@ -69,6 +83,11 @@ type InjectionOptions struct {
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
 // +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=rolebindings,verbs=get;list;watch;create;update;delete
 // +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=clusterroles,verbs=bind,resourceNames=kube2fa-verifier
+// The same ServiceAccounts' API traffic goes to the verifiers' priority level. Creating a FlowSchema cannot be
+// restricted by name in RBAC: config/webhook's ValidatingAdmissionPolicy lets the manager write this one
+// FlowSchema only, only into kube2fa-verifiers and only for ServiceAccounts outside kube-system.
+// +kubebuilder:rbac:groups=flowcontrol.apiserver.k8s.io,resources=flowschemas,verbs=get;list;watch;create
+// +kubebuilder:rbac:groups=flowcontrol.apiserver.k8s.io,resources=flowschemas,verbs=update;delete,resourceNames=kube2fa-injected-verifiers
 // The certificate: the rotator keeps the webhook configuration's caBundle, and its Secret, which a Role in
 // the manager's namespace alone lets it update (config/webhook/cert_role.yaml).
 // +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=mutatingwebhookconfigurations,verbs=get;list;watch
@@ -132,7 +151,13 @@ func SetupInjection(mgr ctrl.Manager, opts InjectionOptions) error {
 	}); err != nil {
 		return err
 	}
-	return (&VerifierAccessReconciler{Client: mgr.GetClient(), ClusterRole: opts.VerifierClusterRole}).SetupWithManager(mgr)
+	if err := (&VerifierAccessReconciler{Client: mgr.GetClient(), ClusterRole: opts.VerifierClusterRole}).SetupWithManager(mgr); err != nil {
+		return err
+	}
+	if opts.PriorityLevel == "" {
+		return nil
+	}
+	return (&VerifierFlowSchemaReconciler{Client: mgr.GetClient(), PriorityLevel: opts.PriorityLevel}).SetupWithManager(mgr)
 }
 
 // PodInjector is the mutating webhook that adds the verifier to a labelled pod (see inject.Pod).
@@ -230,14 +255,24 @@ func (r *VerifierAccessReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 // verifierSubjects are the distinct ServiceAccounts of the pods that may still run, sorted.
 func verifierSubjects(namespace string, pods []corev1.Pod) []rbacv1.Subject {
 	var subjects []rbacv1.Subject
+	for _, sa := range serviceAccounts(pods) {
+		subjects = append(subjects, rbacv1.Subject{Kind: rbacv1.ServiceAccountKind, Namespace: namespace, Name: sa.Name})
+	}
+	return subjects
+}
+
+// serviceAccounts are the distinct ServiceAccounts of the pods that may still run, sorted by namespace and
+// name.
+func serviceAccounts(pods []corev1.Pod) []types.NamespacedName {
+	var out []types.NamespacedName
 	for _, p := range pods {
 		if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed || p.Spec.ServiceAccountName == "" {
 			continue
 		}
-		subjects = append(subjects, rbacv1.Subject{Kind: rbacv1.ServiceAccountKind, Namespace: namespace, Name: p.Spec.ServiceAccountName})
+		out = append(out, types.NamespacedName{Namespace: p.Namespace, Name: p.Spec.ServiceAccountName})
 	}
-	slices.SortFunc(subjects, func(a, b rbacv1.Subject) int { return strings.Compare(a.Name, b.Name) })
-	return slices.CompactFunc(subjects, func(a, b rbacv1.Subject) bool { return a.Name == b.Name })
+	slices.SortFunc(out, func(a, b types.NamespacedName) int { return strings.Compare(a.String(), b.String()) })
+	return slices.Compact(out)
 }
 
 func (r *VerifierAccessReconciler) roleRef() rbacv1.RoleRef {
@@ -265,14 +300,91 @@ func (r *VerifierAccessReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		For(&rbacv1.RoleBinding{}, builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
 			return o.GetName() == VerifierAccessName
 		}))).
-		Watches(&corev1.Pod{}, toNamespace, builder.WithPredicates(predicate.Funcs{
-			// A pod's ServiceAccount never changes: only its arrival, its end and its deletion matter.
-			UpdateFunc: func(e event.TypedUpdateEvent[client.Object]) bool {
-				return podPhase(e.ObjectOld) != podPhase(e.ObjectNew)
-			},
-		})).
+		Watches(&corev1.Pod{}, toNamespace, builder.WithPredicates(podComesOrGoes)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: 1}).
 		Complete(r)
+}
+
+// VerifierFlowSchemaReconciler keeps one FlowSchema that classifies every request of the injected pods'
+// ServiceAccounts (their verifiers alone hold those tokens) into the verifiers' priority level, so that a
+// decision's Lease write is bounded by kube2fa's share like the rest of a verifier's traffic. No labelled
+// pod, no FlowSchema.
+type VerifierFlowSchemaReconciler struct {
+	client.Client
+	// PriorityLevel is the verifiers' PriorityLevelConfiguration.
+	PriorityLevel string
+}
+
+// Reconcile brings the FlowSchema in line with the labelled pods of every namespace.
+func (r *VerifierFlowSchemaReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result, error) {
+	var pods corev1.PodList
+	if err := r.List(ctx, &pods, client.HasLabels{inject.LabelPolicy}); err != nil {
+		return ctrl.Result{}, err
+	}
+	var subjects []flowcontrolv1.Subject
+	for _, sa := range serviceAccounts(pods.Items) {
+		subjects = append(subjects, flowcontrolv1.Subject{Kind: flowcontrolv1.SubjectKindServiceAccount,
+			ServiceAccount: &flowcontrolv1.ServiceAccountSubject{Namespace: sa.Namespace, Name: sa.Name}})
+	}
+	want := r.spec(subjects)
+	current := &flowcontrolv1.FlowSchema{}
+	err := r.Get(ctx, client.ObjectKey{Name: VerifierFlowSchemaName}, current)
+	switch {
+	case apierrors.IsNotFound(err):
+		if len(subjects) == 0 {
+			return ctrl.Result{}, nil
+		}
+		return ctrl.Result{}, r.Create(ctx, &flowcontrolv1.FlowSchema{
+			ObjectMeta: metav1.ObjectMeta{Name: VerifierFlowSchemaName, Labels: map[string]string{v1alpha1.LabelManagedBy: v1alpha1.ManagedByValue}},
+			Spec:       want,
+		})
+	case err != nil:
+		return ctrl.Result{}, err
+	case len(subjects) == 0:
+		return ctrl.Result{}, client.IgnoreNotFound(r.Delete(ctx, current, client.Preconditions{UID: &current.UID}))
+	case !equality.Semantic.DeepEqual(current.Spec, want):
+		current.Spec = want
+		return ctrl.Result{}, r.Update(ctx, current)
+	}
+	return ctrl.Result{}, nil
+}
+
+// spec is the FlowSchema for subjects: everything they ask, distinguished by namespace as the shipped
+// kube2fa-verifiers is, so that one application's flood queues behind itself.
+func (r *VerifierFlowSchemaReconciler) spec(subjects []flowcontrolv1.Subject) flowcontrolv1.FlowSchemaSpec {
+	return flowcontrolv1.FlowSchemaSpec{
+		PriorityLevelConfiguration: flowcontrolv1.PriorityLevelConfigurationReference{Name: r.PriorityLevel},
+		MatchingPrecedence:         verifierFlowSchemaPrecedence,
+		DistinguisherMethod:        &flowcontrolv1.FlowDistinguisherMethod{Type: flowcontrolv1.FlowDistinguisherMethodByNamespaceType},
+		Rules: []flowcontrolv1.PolicyRulesWithSubjects{{
+			Subjects: subjects,
+			ResourceRules: []flowcontrolv1.ResourcePolicyRule{{
+				Verbs: []string{"*"}, APIGroups: []string{"*"}, Resources: []string{"*"}, Namespaces: []string{"*"}, ClusterScope: true,
+			}},
+		}},
+	}
+}
+
+// SetupWithManager watches the labelled pods and the FlowSchema it keeps; every event is the one request.
+func (r *VerifierFlowSchemaReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	one := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []ctrl.Request {
+		return []ctrl.Request{{NamespacedName: types.NamespacedName{Name: VerifierFlowSchemaName}}}
+	})
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("verifierflowschema").
+		For(&flowcontrolv1.FlowSchema{}, builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
+			return o.GetName() == VerifierFlowSchemaName
+		}))).
+		Watches(&corev1.Pod{}, one, builder.WithPredicates(podComesOrGoes)).
+		WithOptions(controller.Options{MaxConcurrentReconciles: 1}).
+		Complete(r)
+}
+
+// podComesOrGoes passes a pod's creation, deletion and end: a pod's ServiceAccount never changes.
+var podComesOrGoes = predicate.Funcs{
+	UpdateFunc: func(e event.TypedUpdateEvent[client.Object]) bool {
+		return podPhase(e.ObjectOld) != podPhase(e.ObjectNew)
+	},
 }
 
 func podPhase(o client.Object) corev1.PodPhase {

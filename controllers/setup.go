@@ -7,6 +7,7 @@ import (
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
+	flowcontrolv1 "k8s.io/api/flowcontrol/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	k8slabels "k8s.io/apimachinery/pkg/labels"
@@ -16,7 +17,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/kube2fa/kube2fa/api/v1alpha1"
 	"github.com/kube2fa/kube2fa/internal/inject"
 	"github.com/kube2fa/kube2fa/internal/render"
 )
@@ -45,9 +45,10 @@ func CacheOptions(namespace string) cache.Options {
 		ByObject: map[client.Object]cache.ByObject{
 			&corev1.Secret{}:    {Label: ours, Transform: ownershipOnly},
 			&corev1.ConfigMap{}: {Label: ours},
-			// Injection: the pods labelled for it, and the RoleBindings the manager keeps for them.
-			&corev1.Pod{}:         {Label: injectedPods(), Transform: podForAccess},
-			&rbacv1.RoleBinding{}: {Label: k8slabels.SelectorFromSet(k8slabels.Set{v1alpha1.LabelManagedBy: v1alpha1.ManagedByValue})},
+			// Injection: the pods labelled for it, and the RoleBindings and the FlowSchema the manager keeps for them.
+			&corev1.Pod{}:               {Label: injectedPods(), Transform: podForAccess},
+			&rbacv1.RoleBinding{}:       {Label: ours},
+			&flowcontrolv1.FlowSchema{}: {Label: ours},
 		},
 		DefaultTransform: cache.TransformStripManagedFields(),
 	}

@@ -39,7 +39,7 @@ type webhookOptions struct {
 	certDir, certSecret, service, configuration, role string
 	extraDNSNames                                     []string
 	rotate                                            bool
-	verifierImage                                     string
+	verifierImage, priorityLevel                      string
 }
 
 // version is the manager's release, set at build time (-ldflags "-X main.version=v1.2.3"); the injected
@@ -73,6 +73,7 @@ func (o *options) bind(fs *flag.FlagSet) {
 	})
 	fs.StringVar(&o.webhook.configuration, "webhook-configuration", "kube2fa-injector", "MutatingWebhookConfiguration whose caBundle the manager keeps.")
 	fs.StringVar(&o.webhook.role, "verifier-clusterrole", "kube2fa-verifier", "ClusterRole bound, in each namespace with injected pods, to those pods' ServiceAccounts.")
+	fs.StringVar(&o.webhook.priorityLevel, "verifier-priority-level", "kube2fa-verifiers", "PriorityLevelConfiguration into which a FlowSchema the manager keeps sends all requests of injected pods' ServiceAccounts; empty: no FlowSchema.")
 	fs.StringVar(&o.webhook.verifierImage, "verifier-image", defaultVerifierImage(), "Image of the injected verifier (a pod's annotation "+inject.AnnotationImage+" overrides it).")
 	o.zap.BindFlags(fs)
 }
@@ -88,6 +89,7 @@ func (w webhookOptions) injection(namespace string) controllers.InjectionOptions
 		WebhookConfiguration: w.configuration,
 		VerifierClusterRole:  w.role,
 		Sidecar:              inject.Options{Image: w.verifierImage},
+		PriorityLevel:        w.priorityLevel,
 	}
 }
 

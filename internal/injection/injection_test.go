@@ -12,6 +12,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
+	flowcontrolv1 "k8s.io/api/flowcontrol/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -66,7 +67,8 @@ func install(t *testing.T) installed {
 	var sa, certSecret, webhookName string
 	for _, o := range objs {
 		switch o.GetKind() {
-		case "Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Secret":
+		case "Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Secret",
+			"FlowSchema", "PriorityLevelConfiguration", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding":
 		case "MutatingWebhookConfiguration":
 			webhookName = o.GetName()
 			manifests.PointWebhooksAt(o, fmt.Sprintf("https://localhost:%d%s", port, controllers.InjectPath))
@@ -102,6 +104,7 @@ func install(t *testing.T) installed {
 		WebhookConfiguration: webhookName,
 		VerifierClusterRole:  "kube2fa-verifier",
 		Sidecar:              inject.Options{Image: testImage},
+		PriorityLevel:        "kube2fa-verifiers",
 	}})
 	return installed{manager: as, webhook: webhookName}
 }
@@ -303,6 +306,35 @@ func TestInjectionByLabel(t *testing.T) {
 		}
 	})
 
+	t.Run("the verifiers' requests go to the verifiers' priority level", func(t *testing.T) {
+		fs := &flowcontrolv1.FlowSchema{}
+		testenv.Eventually(t, "the FlowSchema for webapp's ServiceAccount", func() bool {
+			return env.Client.Get(t.Context(), client.ObjectKey{Name: controllers.VerifierFlowSchemaName}, fs) == nil
+		})
+		if got := fs.Spec.Rules[0].Subjects; len(got) != 1 || got[0].ServiceAccount == nil || *got[0].ServiceAccount != (flowcontrolv1.ServiceAccountSubject{Namespace: ns, Name: "webapp"}) ||
+			fs.Spec.PriorityLevelConfiguration.Name != "kube2fa-verifiers" {
+			t.Fatalf("FlowSchema %+v", fs.Spec)
+		}
+		// A decision is a Lease write, which the shipped kube2fa-verifiers cannot match (it names kube2fa's
+		// resources): this FlowSchema does.
+		cfg, err := env.UserConfig("system:serviceaccount:"+ns+":webapp", "system:serviceaccounts", "system:serviceaccounts:"+ns, "system:authenticated")
+		if err != nil {
+			t.Fatal(err)
+		}
+		hc, err := rest.HTTPClientFor(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		testenv.EventuallyErr(t, "a Lease request of webapp's ServiceAccount classified by "+fs.Name, func() (bool, error) {
+			res, err := hc.Get(cfg.Host + "/apis/coordination.k8s.io/v1/namespaces/" + ns + "/leases/anyone")
+			if err != nil {
+				return false, err
+			}
+			_ = res.Body.Close()
+			return res.Header.Get("X-Kubernetes-PF-FlowSchema-UID") == string(fs.UID), nil
+		})
+	})
+
 	t.Run("the permissions follow the label", func(t *testing.T) {
 		rb := &rbacv1.RoleBinding{}
 		key := client.ObjectKey{Namespace: ns, Name: controllers.VerifierAccessName}
@@ -331,8 +363,9 @@ func TestInjectionByLabel(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		testenv.Eventually(t, "the RoleBinding to go with the last labelled pod", func() bool {
-			return apierrors.IsNotFound(env.Client.Get(t.Context(), key, &rbacv1.RoleBinding{}))
+		testenv.Eventually(t, "the RoleBinding and the FlowSchema to go with the last labelled pod", func() bool {
+			return apierrors.IsNotFound(env.Client.Get(t.Context(), key, &rbacv1.RoleBinding{})) &&
+				apierrors.IsNotFound(env.Client.Get(t.Context(), client.ObjectKey{Name: controllers.VerifierFlowSchemaName}, &flowcontrolv1.FlowSchema{}))
 		})
 	})
 
@@ -367,6 +400,32 @@ func TestInjectionByLabel(t *testing.T) {
 			Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"get"}}}}
 		if err := c.Create(t.Context(), role, client.DryRunAll); !apierrors.IsForbidden(err) {
 			t.Errorf("the manager creates Roles: %v, want Forbidden", err)
+		}
+
+		// RBAC lets it create any FlowSchema; config/webhook's admission policy fences what it may write.
+		sa := flowcontrolv1.Subject{Kind: flowcontrolv1.SubjectKindServiceAccount, ServiceAccount: &flowcontrolv1.ServiceAccountSubject{Namespace: ns, Name: "webapp"}}
+		everyone := flowcontrolv1.Subject{Kind: flowcontrolv1.SubjectKindGroup, Group: &flowcontrolv1.GroupSubject{Name: "system:authenticated"}}
+		flowSchema := func(name, level string, precedence int32, subject flowcontrolv1.Subject) *flowcontrolv1.FlowSchema {
+			return &flowcontrolv1.FlowSchema{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: flowcontrolv1.FlowSchemaSpec{
+				PriorityLevelConfiguration: flowcontrolv1.PriorityLevelConfigurationReference{Name: level},
+				MatchingPrecedence:         precedence,
+				Rules: []flowcontrolv1.PolicyRulesWithSubjects{{Subjects: []flowcontrolv1.Subject{subject},
+					ResourceRules: []flowcontrolv1.ResourcePolicyRule{{Verbs: []string{"*"}, APIGroups: []string{"*"}, Resources: []string{"*"}, Namespaces: []string{"*"}}}}},
+			}}
+		}
+		for what, fs := range map[string]*flowcontrolv1.FlowSchema{
+			"another name":             flowSchema("probe", "kube2fa-verifiers", 840, sa),
+			"everyone":                 flowSchema(controllers.VerifierFlowSchemaName, "kube2fa-verifiers", 840, everyone),
+			"another level":            flowSchema(controllers.VerifierFlowSchemaName, "workload-low", 840, sa),
+			"before the control plane": flowSchema(controllers.VerifierFlowSchemaName, "kube2fa-verifiers", 10, sa),
+		} {
+			testenv.Eventually(t, "the admission policy to refuse the manager a FlowSchema with "+what, func() bool {
+				err := c.Create(t.Context(), fs.DeepCopy(), client.DryRunAll)
+				return err != nil && strings.Contains(err.Error(), "the kube2fa manager")
+			})
+		}
+		if err := c.Create(t.Context(), flowSchema(controllers.VerifierFlowSchemaName, "kube2fa-verifiers", 840, sa), client.DryRunAll); err != nil {
+			t.Errorf("the manager cannot write the FlowSchema it keeps: %v", err)
 		}
 	})
 }
