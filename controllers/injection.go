@@ -321,47 +321,49 @@ func (r *VerifierFlowSchemaReconciler) Reconcile(ctx context.Context, _ ctrl.Req
 	if err := r.List(ctx, &pods, client.HasLabels{inject.LabelPolicy}); err != nil {
 		return ctrl.Result{}, err
 	}
-	var subjects []flowcontrolv1.Subject
-	for _, sa := range serviceAccounts(pods.Items) {
-		subjects = append(subjects, flowcontrolv1.Subject{Kind: flowcontrolv1.SubjectKindServiceAccount,
-			ServiceAccount: &flowcontrolv1.ServiceAccountSubject{Namespace: sa.Namespace, Name: sa.Name}})
-	}
-	want := r.spec(subjects)
+	sas := serviceAccounts(pods.Items)
+	want := InjectedVerifiersFlowSchema(r.PriorityLevel, sas)
 	current := &flowcontrolv1.FlowSchema{}
 	err := r.Get(ctx, client.ObjectKey{Name: VerifierFlowSchemaName}, current)
 	switch {
 	case apierrors.IsNotFound(err):
-		if len(subjects) == 0 {
+		if len(sas) == 0 {
 			return ctrl.Result{}, nil
 		}
-		return ctrl.Result{}, r.Create(ctx, &flowcontrolv1.FlowSchema{
-			ObjectMeta: metav1.ObjectMeta{Name: VerifierFlowSchemaName, Labels: map[string]string{v1alpha1.LabelManagedBy: v1alpha1.ManagedByValue}},
-			Spec:       want,
-		})
+		return ctrl.Result{}, r.Create(ctx, want)
 	case err != nil:
 		return ctrl.Result{}, err
-	case len(subjects) == 0:
+	case len(sas) == 0:
 		return ctrl.Result{}, client.IgnoreNotFound(r.Delete(ctx, current, client.Preconditions{UID: &current.UID}))
-	case !equality.Semantic.DeepEqual(current.Spec, want):
-		current.Spec = want
+	case !equality.Semantic.DeepEqual(current.Spec, want.Spec):
+		current.Spec = want.Spec
 		return ctrl.Result{}, r.Update(ctx, current)
 	}
 	return ctrl.Result{}, nil
 }
 
-// spec is the FlowSchema for subjects: everything they ask, distinguished by namespace as the shipped
-// kube2fa-verifiers is, so that one application's flood queues behind itself.
-func (r *VerifierFlowSchemaReconciler) spec(subjects []flowcontrolv1.Subject) flowcontrolv1.FlowSchemaSpec {
-	return flowcontrolv1.FlowSchemaSpec{
-		PriorityLevelConfiguration: flowcontrolv1.PriorityLevelConfigurationReference{Name: r.PriorityLevel},
-		MatchingPrecedence:         verifierFlowSchemaPrecedence,
-		DistinguisherMethod:        &flowcontrolv1.FlowDistinguisherMethod{Type: flowcontrolv1.FlowDistinguisherMethodByNamespaceType},
-		Rules: []flowcontrolv1.PolicyRulesWithSubjects{{
-			Subjects: subjects,
-			ResourceRules: []flowcontrolv1.ResourcePolicyRule{{
-				Verbs: []string{"*"}, APIGroups: []string{"*"}, Resources: []string{"*"}, Namespaces: []string{"*"}, ClusterScope: true,
+// InjectedVerifiersFlowSchema is the FlowSchema VerifierFlowSchemaName for the verifiers running as sas:
+// everything they ask goes to level, distinguished by namespace as the shipped kube2fa-verifiers is, so that
+// one application's flood queues behind itself.
+func InjectedVerifiersFlowSchema(level string, sas []types.NamespacedName) *flowcontrolv1.FlowSchema {
+	subjects := make([]flowcontrolv1.Subject, 0, len(sas))
+	for _, sa := range sas {
+		subjects = append(subjects, flowcontrolv1.Subject{Kind: flowcontrolv1.SubjectKindServiceAccount,
+			ServiceAccount: &flowcontrolv1.ServiceAccountSubject{Namespace: sa.Namespace, Name: sa.Name}})
+	}
+	return &flowcontrolv1.FlowSchema{
+		ObjectMeta: metav1.ObjectMeta{Name: VerifierFlowSchemaName, Labels: map[string]string{v1alpha1.LabelManagedBy: v1alpha1.ManagedByValue}},
+		Spec: flowcontrolv1.FlowSchemaSpec{
+			PriorityLevelConfiguration: flowcontrolv1.PriorityLevelConfigurationReference{Name: level},
+			MatchingPrecedence:         verifierFlowSchemaPrecedence,
+			DistinguisherMethod:        &flowcontrolv1.FlowDistinguisherMethod{Type: flowcontrolv1.FlowDistinguisherMethodByNamespaceType},
+			Rules: []flowcontrolv1.PolicyRulesWithSubjects{{
+				Subjects: subjects,
+				ResourceRules: []flowcontrolv1.ResourcePolicyRule{{
+					Verbs: []string{"*"}, APIGroups: []string{"*"}, Resources: []string{"*"}, Namespaces: []string{"*"}, ClusterScope: true,
+				}},
 			}},
-		}},
+		},
 	}
 }
 

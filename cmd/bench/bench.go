@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	corev1 "k8s.io/api/core/v1"
@@ -97,14 +98,36 @@ func newBench(ctx context.Context, c config, env *controlplane.Env, cl *devclust
 		pprof: map[string]string{}}, nil
 }
 
-// requests reads the API server's request counters: verb+resource → count.
-func (b *bench) requests() (map[string]float64, error) {
+// metricFamilies reads the API server's metrics.
+func (b *bench) metricFamilies() (map[string]*dto.MetricFamily, error) {
 	raw, err := b.metrics.Get().AbsPath("/metrics").DoRaw(context.Background())
 	if err != nil {
 		return nil, fmt.Errorf("reading the API server's metrics: %w", err)
 	}
 	parser := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := parser.TextToMetricFamilies(bytes.NewReader(raw))
+	return parser.TextToMetricFamilies(bytes.NewReader(raw))
+}
+
+// counters reads the API server's counter name, summed by the value of label.
+func (b *bench) counters(name, label string) (map[string]float64, error) {
+	families, err := b.metricFamilies()
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]float64{}
+	for _, m := range families[name].GetMetric() {
+		for _, p := range m.GetLabel() {
+			if p.GetName() == label {
+				out[p.GetValue()] += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return out, nil
+}
+
+// requests reads the API server's request counters: verb+resource → count.
+func (b *bench) requests() (map[string]float64, error) {
+	families, err := b.metricFamilies()
 	if err != nil {
 		return nil, err
 	}

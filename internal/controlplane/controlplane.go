@@ -40,6 +40,8 @@ type Options struct {
 	// then needs its ServiceAccount to exist, and gets its token mounted into every container, as in a real
 	// cluster.
 	ServiceAccountAdmission bool
+	// APIServerFlags are more kube-apiserver flags, name to value.
+	APIServerFlags map[string]string
 }
 
 // Env is a running local control plane.
@@ -89,6 +91,9 @@ func Start(opts Options) (*Env, error) {
 	e.env.ControlPlane.Etcd = &envtest.Etcd{DataDir: opts.DataDir}
 	if opts.ServiceAccountAdmission {
 		e.env.ControlPlane.GetAPIServer().Configure().Set("disable-admission-plugins", "")
+	}
+	for name, value := range opts.APIServerFlags {
+		e.env.ControlPlane.GetAPIServer().Configure().Set(name, value)
 	}
 	if opts.Fsync {
 		e.env.ControlPlane.Etcd.Configure().Set("unsafe-no-fsync", "false")
