@@ -84,7 +84,7 @@ type InjectionOptions struct {
 // +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=rolebindings,verbs=get;list;watch;create;update;delete
 // +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=clusterroles,verbs=bind,resourceNames=kube2fa-verifier
 // The same ServiceAccounts' API traffic goes to the verifiers' priority level. Creating a FlowSchema cannot be
-// restricted by name in RBAC: config/webhook's ValidatingAdmissionPolicy lets the manager write this one
+// restricted by name in RBAC: config/apf's ValidatingAdmissionPolicy (manager_fence.yaml) lets the manager write this one
 // FlowSchema only, only into kube2fa-verifiers and only for ServiceAccounts outside kube-system.
 // +kubebuilder:rbac:groups=flowcontrol.apiserver.k8s.io,resources=flowschemas,verbs=get;list;watch;create
 // +kubebuilder:rbac:groups=flowcontrol.apiserver.k8s.io,resources=flowschemas,verbs=update;delete,resourceNames=kube2fa-injected-verifiers

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"time"
 
@@ -94,7 +95,9 @@ func run(c config) error {
 		}
 	}
 	fmt.Println("Starting etcd (fsync on) and kube-apiserver ...")
-	env, err := controlplane.Start(controlplane.Options{Fsync: true, APIServerFlags: apiServerConcurrency})
+	env, err := controlplane.Start(controlplane.Options{Fsync: true, APIServerFlags: apiServerConcurrency,
+		// The 100,000-enrollment runs hold two bursts' objects, over etcd's default quota of 2 GiB.
+		EtcdFlags: map[string]string{"quota-backend-bytes": strconv.Itoa(8 << 30)}})
 	if err != nil {
 		return err
 	}

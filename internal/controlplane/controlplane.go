@@ -40,8 +40,8 @@ type Options struct {
 	// then needs its ServiceAccount to exist, and gets its token mounted into every container, as in a real
 	// cluster.
 	ServiceAccountAdmission bool
-	// APIServerFlags are more kube-apiserver flags, name to value.
-	APIServerFlags map[string]string
+	// APIServerFlags and EtcdFlags are more flags of kube-apiserver and etcd, name to value.
+	APIServerFlags, EtcdFlags map[string]string
 }
 
 // Env is a running local control plane.
@@ -94,6 +94,9 @@ func Start(opts Options) (*Env, error) {
 	}
 	for name, value := range opts.APIServerFlags {
 		e.env.ControlPlane.GetAPIServer().Configure().Set(name, value)
+	}
+	for name, value := range opts.EtcdFlags {
+		e.env.ControlPlane.Etcd.Configure().Set(name, value)
 	}
 	if opts.Fsync {
 		e.env.ControlPlane.Etcd.Configure().Set("unsafe-no-fsync", "false")
