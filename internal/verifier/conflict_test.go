@@ -3,8 +3,10 @@ package verifier
 import (
 	"context"
 	"testing"
+	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/kube2fa/kube2fa/api/v1alpha1"
 	"github.com/kube2fa/kube2fa/internal/enrollment"
+	"github.com/kube2fa/kube2fa/internal/otp"
 	"github.com/kube2fa/kube2fa/internal/render"
 )
 
@@ -158,6 +161,58 @@ func TestReadYourStateWritesOverALaggingRead(t *testing.T) {
 
 // decisionFixture is a verifier over a fake cache holding an Enforced TOTP policy webapp, its ConfigMap, and
 // alice's confirmed enrollment e with its key; v.Client is not set.
+// A replica whose cache has not yet seen another replica's confirmation reads the enrollment from the API
+// server before it answers as though the user had not confirmed: otherwise, for the moment the watch takes, a
+// user who has just confirmed is told to enroll under an Enforced policy, and let in without a code under
+// an Optional one.
+func TestAConfirmationByAnotherReplicaIsReadBeforeAnsweringWithoutACode(t *testing.T) {
+	for _, mode := range []v1alpha1.Mode{v1alpha1.ModeEnforced, v1alpha1.ModeOptional} {
+		t.Run(string(mode), func(t *testing.T) {
+			ctx := context.Background()
+			v, e, cache := decisionFixture(t)
+			api := fake.NewClientBuilder().WithScheme(cache.Scheme()).WithObjects(e.DeepCopy()).
+				WithStatusSubresource(&v1alpha1.UserEnrollment{}).Build()
+			v.Client, v.Leases = api, crLeases{api, e.Namespace}
+			// The API server has the confirmation; this replica's cache does not yet.
+			stale := &v1alpha1.UserEnrollment{}
+			if err := cache.Get(ctx, client.ObjectKeyFromObject(e), stale); err != nil {
+				t.Fatal(err)
+			}
+			stale.Status.ConfirmedAt = nil
+			if err := cache.Update(ctx, stale); err != nil {
+				t.Fatal(err)
+			}
+			policy := &v1alpha1.TwoFactorPolicy{}
+			if err := cache.Get(ctx, client.ObjectKey{Namespace: e.Namespace, Name: "webapp"}, policy); err != nil {
+				t.Fatal(err)
+			}
+			policy.Spec.Mode = mode
+			cm, err := render.VerifierConfigMap(policy)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cache.Update(ctx, cm); err != nil {
+				t.Fatal(err)
+			}
+			s := &corev1.Secret{}
+			if err := cache.Get(ctx, client.ObjectKey{Namespace: e.Namespace, Name: render.SecretName(e.Name)}, s); err != nil {
+				t.Fatal(err)
+			}
+			p, k, err := render.ParseOTPSecret(s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			code, err := otp.Code(k, p.Algorithm, p.Digits, uint64(time.Now().Unix())/uint64(p.PeriodSeconds))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d, err := v.Verify(ctx, "alice", code); err != nil || d.Result != Accepted {
+				t.Fatalf("a valid code right after another replica's confirmation: %+v, %v; want it checked and accepted", d, err)
+			}
+		})
+	}
+}
+
 func decisionFixture(t testing.TB) (*Verifier, *v1alpha1.UserEnrollment, client.WithWatch) {
 	v, e, secret, scratch := keyFixture(t, nil)
 	policy := &v1alpha1.TwoFactorPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "webapp", UID: "policy-1"},

@@ -261,10 +261,20 @@ func (v *Verifier) decide(ctx context.Context, user string, kind attempt, judge 
 		return Decision{}, err
 	}
 	src := memory // after a conflict, the state is read from etcd
+	unconfirmedReread := false
 	for range maxRetries(v.MaxRetries) {
 		e, err := v.enrollment(ctx, user)
 		if err != nil {
 			return Decision{}, err
+		}
+		// Another replica may have confirmed the enrollment a moment ago, before this replica's watch shows it:
+		// an answer for want of a confirmation (enroll first, no code needed, not confirmed yet) is given only
+		// on the enrollment as the API server has it.
+		if e != nil && e.Status.ConfirmedAt == nil && kind != confirming && policy.Mode != v1alpha1.ModeDisabled && !unconfirmedReread {
+			unconfirmedReread = true
+			if e, err = v.reread(ctx, e); err != nil {
+				return Decision{}, err
+			}
 		}
 		if d, done, err := v.precheck(policy, e, kind); done || err != nil {
 			return d, err
@@ -462,8 +472,9 @@ func (v *Verifier) distrust(policy *v1alpha1.TwoFactorPolicy, why string) error 
 	return unavailable("%s", why)
 }
 
-// reread fetches e from the API server after a write conflict and keeps it as this replica's view until the
-// cache moves on, so that the next decision builds on the write that won. What this replica remembered
+// reread fetches e from the API server (after a write conflict, or before answering as though it were not
+// confirmed) and keeps it as this replica's view until the cache moves on, so that the next decision builds
+// on the write that won. What this replica remembered
 // writing is stale now: deciding on it again would only conflict again, up to MaxRetries writes in a few
 // milliseconds.
 func (v *Verifier) reread(ctx context.Context, e *v1alpha1.UserEnrollment) (*v1alpha1.UserEnrollment, error) {
