@@ -3,12 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,9 +21,6 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/kube2fa/kube2fa/api/v1alpha1"
@@ -67,7 +62,8 @@ func (b *bench) apfIsolation(ctx context.Context, t *table) error {
 		return err
 	}
 	verifierSA := types.NamespacedName{Namespace: flood, Name: "webapp"}
-	kubeconfig, err := b.serviceAccountKubeconfig(verifierSA)
+	name, groups := serviceAccountUser(verifierSA)
+	kubeconfig, err := b.env.UserKubeconfig(name, groups...)
 	if err != nil {
 		return err
 	}
@@ -199,12 +195,12 @@ func (b *bench) duringFlood(users []*user, url string, tenant *tenant) (runResul
 	if err != nil {
 		return res, f, err
 	}
-	f.level = busiest(after, before, "kube2fa-verifiers", "workload-low")
+	f.level = dispatchedTo(after, before, "kube2fa-verifiers", "workload-low")
 	return res, f, nil
 }
 
-// busiest says which of levels dispatched the most requests between two readings, with the counts.
-func busiest(after, before map[string]float64, levels ...string) string {
+// dispatchedTo says how many requests each of levels dispatched between two readings.
+func dispatchedTo(after, before map[string]float64, levels ...string) string {
 	var parts []string
 	for _, l := range levels {
 		parts = append(parts, fmt.Sprintf("%s %.0f", l, after[l]-before[l]))
@@ -246,7 +242,8 @@ func (b *bench) newTenant(ctx context.Context) (*tenant, error) {
 	if err := b.bind(ctx, sa, rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name}); err != nil {
 		return nil, err
 	}
-	cfg, err := b.serviceAccountConfig(sa)
+	name, groups := serviceAccountUser(sa)
+	cfg, err := b.env.UserConfig(name, groups...)
 	if err != nil {
 		return nil, err
 	}
@@ -266,30 +263,11 @@ func (b *bench) newTenant(ctx context.Context) (*tenant, error) {
 	return tn, nil
 }
 
-// serviceAccountConfig is a client configuration acting as ServiceAccount sa: its user name and groups,
-// authenticated by a client certificate (what the API server makes of a pod's token).
-func (b *bench) serviceAccountConfig(sa types.NamespacedName) (*rest.Config, error) {
-	return b.env.UserConfig("system:serviceaccount:"+sa.Namespace+":"+sa.Name,
-		"system:serviceaccounts", "system:serviceaccounts:"+sa.Namespace, "system:authenticated")
-}
-
-// serviceAccountKubeconfig writes serviceAccountConfig(sa) as a kubeconfig, for a process.
-func (b *bench) serviceAccountKubeconfig(sa types.NamespacedName) (string, error) {
-	cfg, err := b.serviceAccountConfig(sa)
-	if err != nil {
-		return "", err
-	}
-	kc := clientcmdapi.NewConfig()
-	kc.Clusters["c"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: cfg.CAData}
-	kc.AuthInfos["u"] = &clientcmdapi.AuthInfo{ClientCertificateData: cfg.CertData, ClientKeyData: cfg.KeyData}
-	kc.Contexts["c"] = &clientcmdapi.Context{Cluster: "c", AuthInfo: "u"}
-	kc.CurrentContext = "c"
-	dir, err := os.MkdirTemp("", "kube2fa-bench-")
-	if err != nil {
-		return "", err
-	}
-	path := filepath.Join(dir, "kubeconfig")
-	return path, clientcmd.WriteToFile(*kc, path)
+// serviceAccountUser is ServiceAccount sa's user name and groups, what the API server makes of a pod's token
+// (here authenticated by a client certificate).
+func serviceAccountUser(sa types.NamespacedName) (string, []string) {
+	return "system:serviceaccount:" + sa.Namespace + ":" + sa.Name,
+		[]string{"system:serviceaccounts", "system:serviceaccounts:" + sa.Namespace, "system:authenticated"}
 }
 
 // bindVerifierRole gives sa, in its namespace, the verifier Role of config/rbac/verifier.
@@ -344,11 +322,8 @@ func (b *bench) applyAPF(ctx context.Context, sa types.NamespacedName) ([]client
 // rendered builds dir with kustomize.
 func (b *bench) rendered(ctx context.Context, dir string) ([]*unstructured.Unstructured, error) {
 	out, err := manifests.Build(ctx, dir)
-	if errors.Is(err, manifests.ErrNoKustomize) {
-		return nil, fmt.Errorf("rendering %s: %w", dir, err)
-	}
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("rendering %s: %w", dir, err)
 	}
 	return manifests.Parse(out)
 }

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"time"
 
 	"go.uber.org/zap/zapcore"
@@ -112,16 +113,7 @@ func Start(opts Options) (*Env, error) {
 	if e.Client, err = client.NewWithWatch(cfg, client.Options{Scheme: scheme.Scheme}); err != nil {
 		return nil, errors.Join(err, e.Stop())
 	}
-	admin, err := e.env.AddUser(envtest.User{Name: "kube2fa-admin", Groups: []string{"system:masters"}}, cfg)
-	if err != nil {
-		return nil, errors.Join(fmt.Errorf("adding admin user: %w", err), e.Stop())
-	}
-	kubeconfig, err := admin.KubeConfig()
-	if err != nil {
-		return nil, errors.Join(err, e.Stop())
-	}
-	e.Kubeconfig = filepath.Join(e.dir, "kubeconfig")
-	if err := os.WriteFile(e.Kubeconfig, kubeconfig, 0o600); err != nil {
+	if e.Kubeconfig, err = e.UserKubeconfig("kube2fa-admin", "system:masters"); err != nil {
 		return nil, errors.Join(err, e.Stop())
 	}
 	if opts.ControllerManager {
@@ -178,6 +170,20 @@ func (e *Env) UserConfig(name string, groups ...string) (*rest.Config, error) {
 		return nil, fmt.Errorf("adding user %s: %w", name, err)
 	}
 	return u.Config(), nil
+}
+
+// UserKubeconfig is UserConfig written as a kubeconfig file, for a process to act as that user.
+func (e *Env) UserKubeconfig(name string, groups ...string) (string, error) {
+	u, err := e.env.AddUser(envtest.User{Name: name, Groups: groups}, e.Config)
+	if err != nil {
+		return "", fmt.Errorf("adding user %s: %w", name, err)
+	}
+	data, err := u.KubeConfig()
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(e.dir, strings.ReplaceAll(name, ":", "_")+".kubeconfig")
+	return path, os.WriteFile(path, data, 0o600)
 }
 
 // StopAPIServer stops kube-apiserver only (etcd keeps running), to test what clients do without it. A
