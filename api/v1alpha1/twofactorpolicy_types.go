@@ -215,6 +215,11 @@ type EnrollmentCounts struct {
 	// +required
 	// +kubebuilder:validation:Minimum=0
 	Locked int32 `json:"locked"`
+	// selfEnrolledPending is the number of enrollments that self-enrollment created and no first code has
+	// confirmed yet, with or without a key: what a verifier's --max-pending bounds.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	SelfEnrolledPending int32 `json:"selfEnrolledPending,omitempty"`
 }
 
 // TwoFactorPolicyStatus is what the manager observed and did for a policy.

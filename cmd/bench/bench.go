@@ -38,13 +38,14 @@ import (
 // The processes the benchmark names: the keys of bench.procs and bench.pprof, the names in the CPU figures and
 // in the profiles' file names. The control plane's are named after their binaries.
 const (
-	procAPIServer   = "kube-apiserver"
-	procEtcd        = "etcd"
-	procManager     = "manager"
-	procVerifierA   = "verifier-a"
-	procVerifierB   = "verifier-b"
-	procVerifierMem = "verifier-mem"
-	procBench       = "bench"
+	procAPIServer     = "kube-apiserver"
+	procEtcd          = "etcd"
+	procManager       = "manager"
+	procVerifierA     = "verifier-a"
+	procVerifierB     = "verifier-b"
+	procVerifierScale = "verifier-scale"
+	procVerifierStorm = "verifier-storm"
+	procBench         = "bench"
 )
 
 // bench is one benchmark run against one local control plane: its clients, and the processes it meters.
@@ -260,7 +261,7 @@ func (b *bench) burst(ctx context.Context) (burstResult, error) {
 		return burstResult{}, err
 	}
 	b.burstNS = ns
-	if err := b.policy(ctx, ns, v1alpha1.MethodTOTP); err != nil {
+	if err := b.policy(ctx, ns, v1alpha1.MethodHOTP); err != nil { // HOTP: the storm at scale needs fresh codes at will
 		return burstResult{}, err
 	}
 	res, err := b.createReady(ctx, ns)
@@ -330,12 +331,12 @@ func (b *bench) reconcileCeiling(ctx context.Context) (time.Duration, error) {
 	if err != nil {
 		return 0, err
 	}
-	if err := b.policy(ctx, ns, v1alpha1.MethodTOTP); err != nil {
+	if err := b.policy(ctx, ns, v1alpha1.MethodHOTP); err != nil {
 		return 0, err
 	}
 	policy := (&v1alpha1.TwoFactorPolicy{ObjectMeta: metav1.ObjectMeta{Name: "webapp"},
-		Spec: v1alpha1.TwoFactorPolicySpec{Mode: v1alpha1.ModeEnforced, Methods: []v1alpha1.Method{v1alpha1.MethodTOTP}}}).Resolve()
-	params := render.ParamsFor(policy, v1alpha1.MethodTOTP)
+		Spec: v1alpha1.TwoFactorPolicySpec{Mode: v1alpha1.ModeEnforced, Methods: []v1alpha1.Method{v1alpha1.MethodHOTP}}}).Resolve()
+	params := render.ParamsFor(policy, v1alpha1.MethodHOTP)
 	b.settle()
 	return parallel(b.c.n, b.c.reconcilers, func(i int) error {
 		e := newEnrollment(ns, i, "")
@@ -355,9 +356,9 @@ func (b *bench) reconcileCeiling(ctx context.Context) (time.Duration, error) {
 		// nothing to do here.
 		secret := &enrollment.SecretFacts{Name: s.Name, UID: string(s.UID), Owned: true}
 		enrollment.BindKey(&e.Status, secret.Name, secret.UID)
-		e.Status.Method, e.Status.ObservedGeneration = v1alpha1.MethodTOTP, e.Generation
+		e.Status.Method, e.Status.ObservedGeneration = v1alpha1.MethodHOTP, e.Generation
 		meta.SetStatusCondition(&e.Status.Conditions, enrollment.Ready(enrollment.Facts{Generation: e.Generation,
-			Policy: &policy, PolicyName: "webapp", Method: v1alpha1.MethodTOTP, Secret: secret}))
+			Policy: &policy, PolicyName: "webapp", Method: v1alpha1.MethodHOTP, Secret: secret}))
 		enrollment.SetEnrolled(&e.Status, e.Generation)
 		enrollment.SetLocked(&e.Status, nil, e.Generation, time.Now())
 		return b.client.Status().Update(ctx, e)

@@ -48,7 +48,7 @@ func main() {
 	flag.StringVar(&c.out, "out", filepath.Join(root, "bench", "results", "latest.md"), "Where the table is written too.")
 	flag.StringVar(&c.profiles, "profiles", "", "Directory to write CPU profiles of the API server, the manager and the verifiers to, taken during each verification run.")
 	flag.IntVar(&c.rounds, "rounds", 3, "Rounds in which the verification ceiling and one verifier take turns, after one warm-up round; their medians are reported.")
-	flag.BoolVar(&c.burstOnly, "burst-only", false, "Measure only the reconcile burst and the manager's memory, not verification.")
+	flag.BoolVar(&c.burstOnly, "burst-only", false, "Measure only the reconcile burst, the manager's memory and a verifier where the burst left N enrollments, not the verification runs.")
 	flag.BoolVar(&c.apfOnly, "apf-only", false, "Measure only what API Priority and Fairness buys another tenant during a flood of wrong codes.")
 	flag.Parse()
 	if c.rounds < 1 {
@@ -130,6 +130,12 @@ func run(c config) error {
 		fmt.Printf("Verification with %d clients ...\n", c.clients)
 		if err := b.verification(ctx, &t); err != nil {
 			return fmt.Errorf("verification: %w", err)
+		}
+	}
+	if !c.apfOnly {
+		fmt.Printf("A verifier where the burst left %d enrollments: its start, first decisions and a storm over %d ...\n", c.n, min(c.n, stormUsers))
+		if err := b.verifierAtScale(ctx, &t); err != nil {
+			return fmt.Errorf("verifier at scale: %w", err)
 		}
 	}
 	if !c.burstOnly {

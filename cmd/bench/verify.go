@@ -82,8 +82,7 @@ func ms(d time.Duration) string { return fmt.Sprintf("%.1fms", float64(d.Microse
 
 // verification measures the verifier next to its ceiling, the API server making the very writes the
 // decisions make: one verifier taking turns with the ceiling, two verifiers with valid and with partly
-// wrong codes, the latency at half the maximum rate next to the ceiling's at that rate, and the verifier's
-// memory where the burst left N enrollments.
+// wrong codes, and the latency at half the maximum rate next to the ceiling's at that rate.
 func (b *bench) verification(ctx context.Context, t *table) error {
 	ns, err := b.namespace(ctx, "storm")
 	if err != nil {
@@ -116,7 +115,7 @@ func (b *bench) verification(ctx context.Context, t *table) error {
 	}
 	reportReplicas(t, medianRun(rs.ones), moderate, tens)
 	reportUnanswered(t, slices.Concat(rs.ones, twos, tens, []runResult{moderate}))
-	return b.verifierMemory(t)
+	return nil
 }
 
 // roundResults are the results of the rounds in which the ceilings and one verifier take turns, the warm-up
@@ -297,18 +296,6 @@ func reportUnanswered(t *table, runs []runResult) {
 	if errs > 0 {
 		t.add("Requests answered other than accepted/rejected", fmt.Sprint(errs), "should be 0")
 	}
-}
-
-// verifierMemory adds the verifier's memory where the burst left N enrollments.
-func (b *bench) verifierMemory(t *table) error {
-	p, err := b.cluster.StartVerifier(procVerifierMem, b.c.verifier, "webapp", b.burstNS, devcluster.FreeAddr(),
-		"--kube-api-qps=100000", "--kube-api-burst=100000")
-	if err != nil {
-		return err
-	}
-	_, rss := procMemory(p.PID())
-	t.add(fmt.Sprintf("Verifier RSS watching %d enrollments", b.c.n), mib(rss), "")
-	return nil
 }
 
 // enrolledUsers creates n HOTP enrollments, waits for the manager's Secrets, and confirms them directly in
@@ -609,7 +596,7 @@ const verifierFieldOwner = "verifier"
 
 // cpuMeter meters the control plane's and kube2fa's processes, and the benchmark's own.
 func (b *bench) cpuMeter() *cpuMeter {
-	order := []string{procAPIServer, procEtcd, procManager, procVerifierA, procVerifierB}
+	order := []string{procAPIServer, procEtcd, procManager, procVerifierA, procVerifierB, procVerifierScale, procVerifierStorm}
 	for i := 2; i <= replicas; i++ {
 		order = append(order, fmt.Sprintf("verifier-%d", i))
 	}

@@ -63,6 +63,9 @@ func Count(items []v1alpha1.UserEnrollment) v1alpha1.EnrollmentCounts {
 		if meta.IsStatusConditionTrue(conds, v1alpha1.ConditionLocked) {
 			c.Locked++
 		}
+		if e := &items[i]; e.Labels[v1alpha1.LabelSelfEnrolled] == "true" && e.Status.ConfirmedAt == nil && e.DeletionTimestamp.IsZero() {
+			c.SelfEnrolledPending++
+		}
 	}
 	return c
 }

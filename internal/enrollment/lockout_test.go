@@ -221,8 +221,18 @@ func TestCountUsesTheConditionsClientsSee(t *testing.T) {
 		}}}
 	}
 	T, F := metav1.ConditionTrue, metav1.ConditionFalse
-	got := Count([]v1alpha1.UserEnrollment{mk(T, T, F), mk(T, T, T), mk(T, F, F), mk(F, F, F), {}})
-	want := v1alpha1.EnrollmentCounts{Total: 5, Confirmed: 2, Pending: 1, Locked: 1}
+	self := func(e v1alpha1.UserEnrollment) v1alpha1.UserEnrollment {
+		e.Labels = map[string]string{v1alpha1.LabelSelfEnrolled: "true"}
+		return e
+	}
+	confirmed := self(mk(T, T, F))
+	confirmed.Status.ConfirmedAt = &metav1.Time{Time: t0}
+	deleting := self(mk(F, F, F))
+	deleting.DeletionTimestamp = &metav1.Time{Time: t0}
+	got := Count([]v1alpha1.UserEnrollment{mk(T, T, F), mk(T, T, T), mk(T, F, F), mk(F, F, F), {},
+		self(mk(T, F, F)), self(mk(F, F, F)), confirmed, deleting})
+	// The self-enrolled pending are the unconfirmed ones not being deleted, keyed or not: what --max-pending bounds.
+	want := v1alpha1.EnrollmentCounts{Total: 9, Confirmed: 3, Pending: 2, Locked: 1, SelfEnrolledPending: 2}
 	if got != want {
 		t.Fatalf("Count = %+v, want %+v", got, want)
 	}

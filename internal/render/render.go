@@ -214,13 +214,6 @@ func OTPSecret(e *v1alpha1.UserEnrollment, p otp.Params, issuer string, key []by
 // HasQRCode reports whether OTPSecret found room for a QR code in s: not for a URI too long for one.
 func HasQRCode(s *corev1.Secret) bool { return len(s.Data[SecretKeyQR]) > 0 }
 
-// DropEnrollmentMaterial removes from s what only enrollment shows (the provisioning URI and the QR code,
-// most of the Secret's size), leaving what ParseOTPSecret reads.
-func DropEnrollmentMaterial(s *corev1.Secret) {
-	delete(s.Data, SecretKeyURI)
-	delete(s.Data, SecretKeyQR)
-}
-
 // ParseOTPSecret returns the code parameters and the key of an enrollment Secret, refusing parameters that
 // otp.Params.Validate refuses. Errors name the Secret and the faulty field, never the key.
 func ParseOTPSecret(s *corev1.Secret) (otp.Params, []byte, error) {

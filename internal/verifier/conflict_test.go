@@ -8,13 +8,13 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	"github.com/kube2fa/kube2fa/api/v1alpha1"
-	"github.com/kube2fa/kube2fa/internal/enrollment"
 	"github.com/kube2fa/kube2fa/internal/otp"
 	"github.com/kube2fa/kube2fa/internal/render"
 )
@@ -159,8 +159,6 @@ func TestReadYourStateWritesOverALaggingRead(t *testing.T) {
 	}
 }
 
-// decisionFixture is a verifier over a fake cache holding an Enforced TOTP policy webapp, its ConfigMap, and
-// alice's confirmed enrollment e with its key; v.Client is not set.
 // A replica whose cache has not yet seen another replica's confirmation reads the enrollment from the API
 // server before it answers as though the user had not confirmed: otherwise, for the moment the watch takes, a
 // user who has just confirmed is told to enroll under an Enforced policy, and let in without a code under
@@ -173,15 +171,10 @@ func TestAConfirmationByAnotherReplicaIsReadBeforeAnsweringWithoutACode(t *testi
 			api := fake.NewClientBuilder().WithScheme(cache.Scheme()).WithObjects(e.DeepCopy()).
 				WithStatusSubresource(&v1alpha1.UserEnrollment{}).Build()
 			v.Client, v.Leases = api, crLeases{api, e.Namespace}
-			// The API server has the confirmation; this replica's cache does not yet.
-			stale := &v1alpha1.UserEnrollment{}
-			if err := cache.Get(ctx, client.ObjectKeyFromObject(e), stale); err != nil {
-				t.Fatal(err)
-			}
+			// The API server has the confirmation; this replica remembers the enrollment from before it.
+			stale := e.DeepCopy()
 			stale.Status.ConfirmedAt = nil
-			if err := cache.Update(ctx, stale); err != nil {
-				t.Fatal(err)
-			}
+			v.dir.settle(e.Spec.User, v.dir.reading(), stale)
 			policy := &v1alpha1.TwoFactorPolicy{}
 			if err := cache.Get(ctx, client.ObjectKey{Namespace: e.Namespace, Name: "webapp"}, policy); err != nil {
 				t.Fatal(err)
@@ -213,6 +206,8 @@ func TestAConfirmationByAnotherReplicaIsReadBeforeAnsweringWithoutACode(t *testi
 	}
 }
 
+// decisionFixture is a verifier over a fake cache holding an Enforced TOTP policy webapp and its ConfigMap,
+// and a directory remembering alice's confirmed enrollment e with its key; v.Client holds them too.
 func decisionFixture(t testing.TB) (*Verifier, *v1alpha1.UserEnrollment, client.WithWatch) {
 	v, e, secret, scratch := keyFixture(t, nil)
 	policy := &v1alpha1.TwoFactorPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "webapp", UID: "policy-1"},
@@ -223,32 +218,33 @@ func decisionFixture(t testing.TB) (*Verifier, *v1alpha1.UserEnrollment, client.
 	}
 	now := metav1.Now()
 	e.Status.ConfirmedAt = &now
-	cache := fake.NewClientBuilder().WithScheme(scratch.Scheme()).WithObjects(policy, cm, secret, e.DeepCopy()).
-		WithIndex(&v1alpha1.UserEnrollment{}, IndexKey, func(o client.Object) []string {
-			return []string{enrollment.KeyOf(o.(*v1alpha1.UserEnrollment))}
-		}).Build()
-	v.Cache, v.Clock = cache, clock.RealClock{}
+	cache := fake.NewClientBuilder().WithScheme(scratch.Scheme()).WithObjects(policy, cm, secret, e.DeepCopy()).Build()
+	v.Cache, v.Clock, v.dir = cache, clock.RealClock{}, knowing(t, e, secret)
 	return v, e, cache
 }
 
-// Two writes in a row before the watch shows the first: the replica answers from the second, not from the
-// cache's older version (the second used to be forgotten at once, so that a request right after a
-// confirmation and a failure read the enrollment as never confirmed).
-func TestReadYourWritesSurvivesTwoWritesAheadOfTheCache(t *testing.T) {
-	v := &Verifier{}
-	cached := &v1alpha1.UserEnrollment{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "alice", ResourceVersion: "1"}}
-	first := cached.DeepCopy()
-	first.ResourceVersion = "2"
-	v.remember("1", first)
-	second := first.DeepCopy()
-	second.ResourceVersion = "3"
-	v.remember(v.latest(cached).ResourceVersion, second)
-	if got := v.latest(cached); got.ResourceVersion != "3" {
-		t.Fatalf("with the cache at 1 after writes 2 and 3, the replica reads %s", got.ResourceVersion)
+// knowing returns a directory that remembers e and the key of its Secret s, as though its watches ran.
+func knowing(t testing.TB, e *v1alpha1.UserEnrollment, s *corev1.Secret) *directory {
+	t.Helper()
+	d := newDirectory(0)
+	d.settle(e.Spec.User, d.reading(), e.DeepCopy())
+	p, k, err := render.ParseOTPSecret(s)
+	if err != nil {
+		t.Fatal(err)
 	}
-	moved := cached.DeepCopy()
-	moved.ResourceVersion = "3"
-	if got := v.latest(moved); got != moved {
-		t.Fatal("once the cache moved, the replica still reads its own write")
+	d.settleKey(s.UID, d.keyMark(), parsedKey{owner: e.UID, params: p, key: k})
+	return d
+}
+
+// fakeAPI is a fake API server that selects enrollments by the fields the CRD makes selectable, as the
+// verifier lists them, and serves their status subresource.
+func fakeAPI(scheme *runtime.Scheme) *fake.ClientBuilder {
+	b := fake.NewClientBuilder().WithScheme(scheme).WithStatusSubresource(&v1alpha1.UserEnrollment{})
+	for field, value := range map[string]func(*v1alpha1.UserEnrollment) string{
+		"spec.user":           func(e *v1alpha1.UserEnrollment) string { return e.Spec.User },
+		"spec.policyRef.name": func(e *v1alpha1.UserEnrollment) string { return e.Spec.PolicyRef.Name },
+	} {
+		b = b.WithIndex(&v1alpha1.UserEnrollment{}, field, func(o client.Object) []string { return []string{value(o.(*v1alpha1.UserEnrollment))} })
 	}
+	return b
 }

@@ -133,7 +133,9 @@ func (v *Verifier) Enroll(ctx context.Context, user string, method v1alpha1.Meth
 	return out, created, v.material(ctx, e, &out)
 }
 
-// mayCreate refuses a new self-enrollment beyond this replica's rate or the policy's number of pending ones.
+// mayCreate refuses a new self-enrollment beyond this replica's rate or the policy's number of pending ones,
+// as the manager last counted them in the policy's status (about a second behind: the rate bounds what one
+// replica creates meanwhile).
 func (v *Verifier) mayCreate(ctx context.Context) error {
 	if v.SelfEnrollments != nil && !v.SelfEnrollments.Allow() {
 		return refuse(ErrSelfEnrollmentRate, "too many new enrollments at once; retry in a moment")
@@ -141,17 +143,13 @@ func (v *Verifier) mayCreate(ctx context.Context) error {
 	if v.MaxPending <= 0 {
 		return nil
 	}
-	var list v1alpha1.UserEnrollmentList
-	if err := v.Cache.List(ctx, &list, client.InNamespace(v.Namespace), client.UnsafeDisableDeepCopy); err != nil {
-		return unavailable("reading enrollments failed: %v", apiReason(err))
+	p := &v1alpha1.TwoFactorPolicy{}
+	if err := v.Cache.Get(ctx, client.ObjectKey{Namespace: v.Namespace, Name: v.Policy}, p); err != nil {
+		return unavailable("TwoFactorPolicy %s is not loaded: %v", v.Policy, apiReason(err))
 	}
 	pending := 0
-	for i := range list.Items {
-		e := &list.Items[i]
-		if e.Labels[v1alpha1.LabelSelfEnrolled] == "true" && e.Status.ConfirmedAt == nil && e.DeletionTimestamp.IsZero() &&
-			e.Spec.PolicyRef.Name == v.Policy {
-			pending++
-		}
+	if c := p.Status.Enrollments; c != nil {
+		pending = int(c.SelfEnrolledPending)
 	}
 	if pending >= v.MaxPending {
 		return refuse(ErrTooManyPending, "policy %s has %d unconfirmed self-enrollments, the most allowed; retry later", v.Policy, pending)
@@ -189,22 +187,24 @@ func (v *Verifier) create(ctx context.Context, user string, method v1alpha1.Meth
 	return e, nil
 }
 
-// awaitKey waits until the cache shows e provisioned by the manager, bounded by ProvisionTimeout. When the
-// manager says that no key will come (the policy is Disabled or does not allow the method, which this
-// replica's view of the policy may not show yet), it answers that at once.
+// awaitKey waits until the manager has provisioned e's key, bounded by ProvisionTimeout, reading e and its
+// Secret from the API server. When the manager says that no key will come (the policy is Disabled or does
+// not allow the method, which this replica's view of the policy may not show yet), it answers that at once.
 func (v *Verifier) awaitKey(ctx context.Context, e *v1alpha1.UserEnrollment) (*v1alpha1.UserEnrollment, error) {
 	cur := &v1alpha1.UserEnrollment{}
-	err := wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, cmp.Or(v.ProvisionTimeout, 10*time.Second), true,
+	err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, cmp.Or(v.ProvisionTimeout, 10*time.Second), true,
 		func(ctx context.Context) (bool, error) {
-			if err := v.Cache.Get(ctx, client.ObjectKeyFromObject(e), cur); err != nil {
+			if err := v.Client.Get(ctx, client.ObjectKeyFromObject(e), cur); err != nil {
 				return false, nil
 			}
 			if err := noKeyComing(cur); err != nil {
 				return false, err
 			}
-			s := &corev1.Secret{}
-			err := v.Cache.Get(ctx, client.ObjectKey{Namespace: e.Namespace, Name: render.SecretName(e.Name)}, s)
-			return cur.Status.SecretUID != "" && err == nil && string(s.UID) == cur.Status.SecretUID, nil
+			if cur.Status.SecretUID == "" {
+				return false, nil
+			}
+			_, _, err := v.key(ctx, cur)
+			return err == nil, nil
 		})
 	if errors.Is(err, ErrDisabled) || errors.Is(err, ErrMethodNotAllowed) {
 		return nil, err
@@ -230,8 +230,8 @@ func noKeyComing(e *v1alpha1.UserEnrollment) error {
 	return nil
 }
 
-// material fills in the provisioning URI and QR code of a pending enrollment. They are read from the API
-// server: the watch cache keeps only what verification needs, and enrollment is rare.
+// material fills in the provisioning URI and QR code of a pending enrollment, read from the API server: the
+// replica remembers only what verification needs.
 func (v *Verifier) material(ctx context.Context, e *v1alpha1.UserEnrollment, out *Enrollment) error {
 	s := &corev1.Secret{}
 	if err := v.Client.Get(ctx, client.ObjectKey{Namespace: e.Namespace, Name: render.SecretName(e.Name)}, s); err != nil {

@@ -10,11 +10,12 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	"github.com/kube2fa/kube2fa/api/v1alpha1"
+	"github.com/kube2fa/kube2fa/internal/render"
 )
 
 // FuzzRequests: whatever a caller sends to the code endpoints, the answer is never a 5xx while state can be
@@ -36,18 +37,21 @@ func FuzzRequests(f *testing.F) {
 	f.Add("/v1/enrollments", `{"user":"alice","method":"SMS"}`)
 	v, e, _ := decisionFixture(f)
 	key := client.ObjectKeyFromObject(e)
+	secret := &corev1.Secret{}
+	if err := v.Cache.Get(context.Background(), client.ObjectKey{Namespace: e.Namespace, Name: render.SecretName(e.Name)}, secret); err != nil {
+		f.Fatal(err)
+	}
 	f.Fuzz(func(t *testing.T, path, body string) {
 		if !strings.HasPrefix(path, "/v1/") {
 			return
 		}
-		api := fake.NewClientBuilder().WithScheme(v.Cache.(client.WithWatch).Scheme()).WithObjects(e.DeepCopy()).
-			WithStatusSubresource(&v1alpha1.UserEnrollment{}).Build()
+		api := fakeAPI(v.Cache.(client.WithWatch).Scheme()).WithObjects(e.DeepCopy()).Build()
 		before := &v1alpha1.UserEnrollment{}
 		if err := api.Get(context.Background(), key, before); err != nil {
 			t.Fatal(err)
 		}
 		vv := &Verifier{Namespace: v.Namespace, Policy: v.Policy, Cache: v.Cache, Client: api, Clock: v.Clock,
-			Leases: crLeases{api, e.Namespace}, ProvisionTimeout: 1}
+			Leases: crLeases{api, e.Namespace}, ProvisionTimeout: 1, dir: knowing(t, e, secret)}
 		reg := prometheus.NewRegistry()
 		h := &Handler{V: vv, Metrics: NewMetrics(reg), Log: logr.Discard(), Ready: func() error { return nil }, Gatherer: reg}
 		req, err := http.NewRequest("POST", "http://verifier"+path, strings.NewReader(body))

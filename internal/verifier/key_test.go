@@ -19,7 +19,8 @@ import (
 	"github.com/kube2fa/kube2fa/internal/scheme"
 )
 
-// keyFixture is an enrollment with its key Secret, in a fake cache whose Gets can be intercepted.
+// keyFixture is an enrollment with its key Secret, in a fake API server whose Gets can be intercepted, read
+// by a verifier whose directory remembers what it reads (as though its watches ran).
 func keyFixture(t testing.TB, get func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error) (*Verifier, *v1alpha1.UserEnrollment, *corev1.Secret, client.Client) {
 	t.Helper()
 	e := &v1alpha1.UserEnrollment{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "alice", UID: "enrollment-1"},
@@ -34,7 +35,7 @@ func keyFixture(t testing.TB, get func(ctx context.Context, c client.WithWatch, 
 	s.UID = "secret-1"
 	e.Status.SecretUID = string(s.UID)
 	c := fake.NewClientBuilder().WithScheme(scheme.Scheme).WithObjects(s).WithInterceptorFuncs(interceptor.Funcs{Get: get}).Build()
-	return &Verifier{Namespace: "ns", Policy: "webapp", Cache: c}, e, s, c
+	return &Verifier{Namespace: "ns", Policy: "webapp", Client: c, dir: newDirectory(0)}, e, s, c
 }
 
 func TestAKeyIsReadOnceAndForgottenWithItsSecret(t *testing.T) {
@@ -64,18 +65,19 @@ func TestAKeyIsReadOnceAndForgottenWithItsSecret(t *testing.T) {
 		t.Error("an enrollment that does not control the Secret got its key")
 	}
 
-	// The Secret is deleted and the cache says so: the key is never used again.
+	// The Secret is deleted and the watch says so: the key is never used again.
 	if err := c.Delete(ctx, s); err != nil {
 		t.Fatal(err)
 	}
-	v.ForgetKey(s.UID)
+	v.dir.keyGone(s.UID)
 	if _, _, err := v.key(ctx, e); err == nil {
 		t.Error("the key of a deleted Secret was used")
 	}
 }
 
-// TestAKeyDeletedWhileBeingReadIsNotKept: the Secret is deleted, and ForgetKey runs, between the verifier's
-// read of it and its keeping the parsed key; the key must not be kept.
+// TestAKeyDeletedWhileBeingReadIsNotKept: the Secret is deleted, and the watch says so, between the
+// verifier's read of it and its remembering the parsed key. The decision under way may use it (it read the
+// key before the deletion), but the key must not be remembered: the next check reads, and finds no key.
 func TestAKeyDeletedWhileBeingReadIsNotKept(t *testing.T) {
 	var v *Verifier
 	var s *corev1.Secret
@@ -83,51 +85,23 @@ func TestAKeyDeletedWhileBeingReadIsNotKept(t *testing.T) {
 	v, e, s, _ := keyFixture(t, func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
 		gets++
 		err := c.Get(ctx, key, obj, opts...)
-		if gets == 1 { // the read the key is parsed from; the deletion and its ForgetKey follow at once
+		if gets == 1 { // the read the key is parsed from; the deletion and the watch's word follow at once
 			if err := c.Delete(ctx, s); err != nil {
 				t.Fatal(err)
 			}
-			v.ForgetKey(s.UID)
+			v.dir.keyGone(s.UID)
 		}
 		return err
 	})
 	ctx := context.Background()
+	if _, _, err := v.key(ctx, e); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := v.dir.key(s.UID); ok {
+		t.Error("a key whose Secret was deleted while it was read was remembered")
+	}
 	if _, _, err := v.key(ctx, e); err == nil {
-		t.Error("a key whose Secret was deleted while it was read was used")
-	}
-	if _, ok := v.keys.Load(s.UID); ok {
-		t.Error("a key whose Secret was deleted while it was read was kept")
-	}
-}
-
-func TestCachedSecretsKeepOnlyWhatVerificationReads(t *testing.T) {
-	e := &v1alpha1.UserEnrollment{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "alice", UID: "e1"},
-		Spec: v1alpha1.UserEnrollmentSpec{PolicyRef: v1alpha1.PolicyReference{Name: "webapp"}, User: "alice"}}
-	params := render.ParamsFor((&v1alpha1.TwoFactorPolicy{}).Resolve(), v1alpha1.MethodTOTP)
-	key := make([]byte, 20)
-	if _, err := rand.Read(key); err != nil {
-		t.Fatal(err)
-	}
-	s, err := render.OTPSecret(e, params, "webapp", key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "manager"}}
-	out, err := keyOnly(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cached := out.(*corev1.Secret)
-	for _, k := range []string{render.SecretKeyURI, render.SecretKeyQR} {
-		if _, kept := cached.Data[k]; kept {
-			t.Errorf("the cached Secret keeps %s", k)
-		}
-	}
-	if cached.ManagedFields != nil {
-		t.Error("the cached Secret keeps its managed fields")
-	}
-	if p, k, err := render.ParseOTPSecret(cached); err != nil || p != params || string(k) != string(key) {
-		t.Errorf("the cached Secret no longer parses: %+v, key ok %v, %v", p, string(k) == string(key), err)
+		t.Error("the key of a deleted Secret was used after the deletion was seen")
 	}
 }
 

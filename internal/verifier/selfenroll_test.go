@@ -91,14 +91,22 @@ func TestSelfEnrollmentIsBounded(t *testing.T) {
 	}
 
 	capped := startReplica(t, env, verifier.Config{Namespace: ns, Policy: "webapp", MaxPending: 3}, nil)
-	testenv.Eventually(t, "the verifier to load the policy and see two pending", func() bool {
-		var list v1alpha1.UserEnrollmentList
-		return capped.Ready() == nil && capped.Cache.List(ctx, &list, client.InNamespace(ns)) == nil && len(list.Items) == 2
-	})
+	// The bound is the manager's count in the policy's status, as this replica's watch shows it.
+	counted := func(n int32) func() bool {
+		return func() bool {
+			p := &v1alpha1.TwoFactorPolicy{}
+			return capped.Ready() == nil && capped.Cache.Get(ctx, client.ObjectKey{Namespace: ns, Name: "webapp"}, p) == nil &&
+				p.Status.Enrollments != nil && p.Status.Enrollments.SelfEnrolledPending == n
+		}
+	}
+	testenv.Eventually(t, "the verifier to load the policy counting two pending", counted(2))
 	if res := capped.enroll(t, "u4", ""); res.Status != 201 {
 		t.Fatalf("the third pending: %d %v", res.Status, res.Body)
 	}
-	testenv.Eventually(t, "a fourth to be refused", func() bool { return capped.enroll(t, "u5", "").Status == 503 })
+	testenv.Eventually(t, "the verifier to see three pending counted", counted(3))
+	if res := capped.enroll(t, "u5", ""); res.Status != 503 {
+		t.Fatalf("a fourth pending: %d %v, want it refused", res.Status, res.Body)
+	}
 	for r, want := range map[*replica]string{slow: `kube2fa_self_enrollments_total{result="rate_limited"} 1`,
 		capped: `kube2fa_self_enrollments_total{result="too_many_pending"}`} {
 		if text := metricsText(t, r); !strings.Contains(text, want) {

@@ -14,14 +14,12 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/kube2fa/kube2fa/api/v1alpha1"
-	"github.com/kube2fa/kube2fa/internal/enrollment"
 	"github.com/kube2fa/kube2fa/internal/render"
 )
 
@@ -66,9 +64,9 @@ type Running struct {
 	synced bool
 }
 
-// Start starts the watch caches of one policy's objects (the policy, its ConfigMap, its enrollments by field
-// selector, their Secrets by label: nothing else in the namespace) and waits until they are synced.
-// Everything stops when ctx ends.
+// Start starts the watch caches of the policy and its ConfigMap (nothing else in the namespace) and the
+// watches of changes of its enrollments and Secrets (which read none of them: see directory), and waits
+// until both are running. Everything stops when ctx ends.
 func Start(ctx context.Context, cfg Config) (*Running, error) {
 	c, err := newCache(ctx, cfg)
 	if err != nil {
@@ -111,7 +109,7 @@ func Start(ctx context.Context, cfg Config) (*Running, error) {
 	if cfg.SelfEnrollmentRate > 0 {
 		r.SelfEnrollments = rate.NewLimiter(rate.Limit(cfg.SelfEnrollmentRate), max(cfg.SelfEnrollmentBurst, 1))
 	}
-	if err := r.forgetOnChange(ctx); err != nil {
+	if err := r.follow(ctx, cfg); err != nil {
 		return nil, err
 	}
 	go func() { _ = c.Start(ctx) }()
@@ -127,78 +125,56 @@ func Start(ctx context.Context, cfg Config) (*Running, error) {
 	return r, nil
 }
 
-// newCache creates the watch caches of one policy's objects, with enrollments indexed by IndexKey.
+// newCache creates the watch caches of one policy and its ConfigMap, each selected by name.
 func newCache(ctx context.Context, cfg Config) (cache.Cache, error) {
-	ours := render.Selector(cfg.Policy)
 	c, err := cache.New(cfg.Rest, cache.Options{
 		Scheme:                      cfg.Scheme,
 		DefaultNamespaces:           map[string]cache.Config{cfg.Namespace: {}},
 		ReaderFailOnMissingInformer: true,
 		DefaultTransform:            cache.TransformStripManagedFields(), // not needed, and resent on every update
 		ByObject: map[client.Object]cache.ByObject{
-			&corev1.ConfigMap{}:         {Field: fields.OneTermEqualSelector("metadata.name", render.ConfigMapName(cfg.Policy)), Label: ours},
+			&corev1.ConfigMap{}: {Field: fields.OneTermEqualSelector("metadata.name", render.ConfigMapName(cfg.Policy)),
+				Label: render.Selector(cfg.Policy)},
 			&v1alpha1.TwoFactorPolicy{}: {Field: fields.OneTermEqualSelector("metadata.name", cfg.Policy)},
-			&v1alpha1.UserEnrollment{}:  {Field: fields.OneTermEqualSelector("spec.policyRef.name", cfg.Policy)},
-			&corev1.Secret{}:            {Label: ours, Transform: keyOnly},
 		},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("creating cache: %w", err)
 	}
-	// IndexField also creates the enrollments' informer; the ConfigMap's is created here.
-	if err := c.IndexField(ctx, &v1alpha1.UserEnrollment{}, IndexKey, func(o client.Object) []string {
-		return []string{enrollment.KeyOf(o.(*v1alpha1.UserEnrollment))}
-	}); err != nil {
-		return nil, fmt.Errorf("indexing enrollments: %w", err)
+	for _, o := range []client.Object{&corev1.ConfigMap{}, &v1alpha1.TwoFactorPolicy{}} {
+		if _, err := c.GetInformer(ctx, o); err != nil {
+			return nil, fmt.Errorf("watching %T: %w", o, err)
+		}
 	}
 	return c, nil
 }
 
-// forgetOnChange creates the informers and drops what this replica remembered of an object once the cache
-// shows a change of it: every change of an enrollment supersedes what this replica wrote, and a deleted
-// Secret's key is never used again.
-func (r *Running) forgetOnChange(ctx context.Context) error {
-	enrollments, err := r.cache.GetInformer(ctx, &v1alpha1.UserEnrollment{})
+// follow starts the watches of changes of the policy's enrollments and Secrets, which keep the replica's
+// directory current, and waits until each has read its first resourceVersion.
+func (r *Running) follow(ctx context.Context, cfg Config) error {
+	wc, err := client.NewWithWatch(cfg.Rest, client.Options{Scheme: cfg.Scheme})
 	if err != nil {
-		return fmt.Errorf("watching userenrollments: %w", err)
+		return fmt.Errorf("creating client: %w", err)
 	}
-	forget := func(o any) {
-		if e, ok := finalState(o).(*v1alpha1.UserEnrollment); ok {
-			r.Forget(client.ObjectKeyFromObject(e))
-		}
-	}
-	if _, err := enrollments.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
-		UpdateFunc: func(_, o any) { forget(o) },
-		DeleteFunc: forget,
-	}); err != nil {
-		return fmt.Errorf("handling userenrollment events: %w", err)
-	}
-	secrets, err := r.cache.GetInformer(ctx, &corev1.Secret{})
+	d := newDirectory(0)
+	fs, err := feeds(cfg, wc, d)
 	if err != nil {
-		return fmt.Errorf("watching secrets: %w", err)
+		return err
 	}
-	if _, err := secrets.AddEventHandler(toolscache.ResourceEventHandlerFuncs{DeleteFunc: func(o any) {
-		if s, ok := finalState(o).(*corev1.Secret); ok {
-			r.ForgetKey(s.UID)
+	d.watches = len(fs)
+	r.dir = d
+	first := make(chan error, len(fs))
+	for _, f := range fs {
+		go r.dir.follow(ctx, f, first)
+	}
+	for range fs {
+		select {
+		case <-first:
+		case <-ctx.Done():
+			return fmt.Errorf("watching enrollments and secrets: %w", ctx.Err())
 		}
-	}}); err != nil {
-		return fmt.Errorf("handling secret events: %w", err)
-	}
-	if _, err := r.cache.GetInformer(ctx, &corev1.ConfigMap{}); err != nil {
-		return fmt.Errorf("watching configmaps: %w", err)
-	}
-	if _, err := r.cache.GetInformer(ctx, &v1alpha1.TwoFactorPolicy{}); err != nil {
-		return fmt.Errorf("watching twofactorpolicies: %w", err)
 	}
 	return nil
-}
-
-// finalState unwraps the last known state of an object whose deletion the watch missed.
-func finalState(o any) any {
-	if d, ok := o.(toolscache.DeletedFinalStateUnknown); ok {
-		return d.Obj
-	}
-	return o
 }
 
 // eventRecorder returns what Verifier.Events calls: Events recorded as the kube2fa-verifier component.
@@ -215,15 +191,6 @@ func eventRecorder(ctx context.Context, cfg Config) (func(client.Object, string,
 	return func(regarding client.Object, eventType, reason, msg string) {
 		recorder.Eventf(regarding, nil, eventType, reason, "Verify", "%s", msg)
 	}, nil
-}
-
-// keyOnly keeps of a cached Secret what verification reads. Enrollment reads the rest from the API server.
-func keyOnly(o any) (any, error) {
-	o, err := cache.TransformStripManagedFields()(o)
-	if s, ok := o.(*corev1.Secret); ok {
-		render.DropEnrollmentMaterial(s)
-	}
-	return o, err
 }
 
 // Ready reports whether the caches are synced, the policy's ConfigMap is loaded, and, when the policy allows

@@ -203,7 +203,9 @@ func (v *Verifier) dropForeignState(ctx context.Context, l *coordinationv1.Lease
 // st belongs to; the confirmation is not made unless this write succeeds.
 func (v *Verifier) project(ctx context.Context, e *v1alpha1.UserEnrollment, st v1alpha1.VerificationState,
 	confirm bool, now time.Time) error {
+	d := v.directory()
 	for range maxRetries(v.MaxRetries) {
+		mark := d.reading()
 		updated := e.DeepCopy()
 		if confirm {
 			if updated.Status.SecretUID != st.Key {
@@ -219,7 +221,8 @@ func (v *Verifier) project(ctx context.Context, e *v1alpha1.UserEnrollment, st v
 		}
 		err := v.Client.Status().Update(ctx, updated)
 		if err == nil {
-			v.remember(e.ResourceVersion, updated)
+			updated.ManagedFields = nil
+			d.settle(e.Spec.User, mark, updated)
 			return nil
 		}
 		if !apierrors.IsConflict(err) {

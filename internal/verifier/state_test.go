@@ -118,6 +118,25 @@ func TestAStateLeaseOfAnotherLiveEnrollmentIsLeftAlone(t *testing.T) {
 	}
 }
 
+// A state Lease only points a replica to its user's keyed enrollment. A replica that finds none (deleted by
+// anyone who may delete Leases in the namespace) lists the user's enrollments: it never takes a confirmed
+// user for one without an enrollment, which an Optional policy lets in without a code.
+func TestADeletedStateLeaseNeverSkipsTheSecondFactor(t *testing.T) {
+	ns, rs := setup(t, spec(v1alpha1.ModeOptional, v1alpha1.MethodTOTP), 2)
+	p, k := enrolled(t, rs[0], ns, "alice")
+	if err := env.Client.Delete(ctx, stateLease(t, ns, "alice")); err != nil {
+		t.Fatal(err)
+	}
+	cold := rs[1] // has never read alice
+	if res := cold.verify(t, "alice", "000000"); res.Status != 401 || res.Body["result"] != "rejected" {
+		t.Fatalf("a wrong code of a confirmed user without a state Lease: %d %v", res.Status, res.Body)
+	}
+	if res := cold.verify(t, "alice", totp(t, p, k, time.Now().Add(30*time.Second))); res.Status != 200 ||
+		res.Body["result"] != "accepted" {
+		t.Fatalf("her right code: %d %v", res.Status, res.Body)
+	}
+}
+
 // adminEnrollment creates an enrollment named name for user under webapp, as an administrator would, and
 // waits for its key.
 func adminEnrollment(t *testing.T, ns, name, user string) {
