@@ -87,9 +87,9 @@ func feeds(cfg Config, c client.WithWatch, d *directory) ([]feed, error) {
 
 // follow runs f until ctx ends: a client-go RetryWatcher from the current resourceVersion, which resumes a
 // broken watch where it was. When the watch ends for good (its version expired, the watch is refused), d
-// forgets everything, and f starts again from the then current version. first hears once whether the first
-// version could be read; until it could, follow retries.
-func (d *directory) follow(ctx context.Context, f feed, first chan<- error) {
+// forgets everything, and f starts again from the then current version. first hears once that the watch
+// started; until it can, follow retries.
+func (d *directory) follow(ctx context.Context, f feed, first chan<- struct{}) {
 	logger := log.FromContext(ctx).WithValues("watch", f.what)
 	retry := wait.Backoff{Duration: 100 * time.Millisecond, Factor: 2, Jitter: 0.1, Steps: 8, Cap: 10 * time.Second}
 	backoff := retry
@@ -113,7 +113,7 @@ func (d *directory) follow(ctx context.Context, f feed, first chan<- error) {
 		d.started()
 		began := time.Now()
 		if first != nil {
-			first <- nil
+			first <- struct{}{}
 			first = nil
 		}
 		for ev := range w.ResultChan() {

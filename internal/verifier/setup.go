@@ -163,7 +163,7 @@ func (r *Running) follow(ctx context.Context, cfg Config) error {
 	}
 	d.watches = len(fs)
 	r.dir = d
-	first := make(chan error, len(fs))
+	first := make(chan struct{}, len(fs))
 	for _, f := range fs {
 		go r.dir.follow(ctx, f, first)
 	}
