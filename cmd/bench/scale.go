@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -45,11 +48,19 @@ func (b *bench) verifierAtScale(ctx context.Context, t *table) error {
 	if err != nil {
 		return err
 	}
+	_, idle := procMemory(second.PID())
+	anon, file := rssParts(second.PID())
 	storm, err := b.load(ctx, "storm at scale", users, []string{second.url}, 0, 0)
 	if err != nil {
 		return err
 	}
+	warm, err := b.load(ctx, "storm at scale, again", users, []string{second.url}, 0, 0)
+	if err != nil {
+		return err
+	}
 	peak, _ := procMemory(second.PID())
+	heap := heapAfterGC("http://" + b.pprof[procVerifierStorm])
+	b.saveHeapProfile("storm", procVerifierStorm)
 	if err := b.stopVerifier(second); err != nil {
 		return err
 	}
@@ -57,11 +68,19 @@ func (b *bench) verifierAtScale(ctx context.Context, t *table) error {
 		fmt.Sprintf("%.2fs (restarted: %.2fs)", ready.Seconds(), again.Seconds()), "bar: <= 5 s at N=100,000")
 	t.add(fmt.Sprintf("A user's first decision (confirmation), %d users of %d", n, b.c.n),
 		fmt.Sprintf("%.0f /s, %s", confirms.rate, confirms.summary()),
-		fmt.Sprintf("finds the enrollment by a LIST the API server filters; CPU per decision %v", confirms.cpu))
-	t.add(fmt.Sprintf("Login storm over %d users of %d, on a restarted verifier", n, b.c.n),
-		fmt.Sprintf("%.0f /s, %s", storm.rate, storm.summary()), fmt.Sprintf("CPU per decision %v", storm.cpu))
+		fmt.Sprintf("finds the enrollment by a LIST the API server filters; CPU per decision %v; requests per decision: %s",
+			confirms.cpu, breakdown(confirms.requests, confirms.decisions)))
+	for _, r := range []struct {
+		what string
+		res  runResult
+	}{{"on a restarted verifier", storm}, {"again (every user remembered)", warm}} {
+		t.add(fmt.Sprintf("Login storm over %d users of %d, %s", n, b.c.n, r.what),
+			fmt.Sprintf("%.0f /s, %s", r.res.rate, r.res.summary()), fmt.Sprintf("CPU per decision %v; requests per decision: %s",
+				r.res.cpu, breakdown(r.res.requests, r.res.decisions)))
+	}
 	t.add(fmt.Sprintf("Verifier peak RSS during the storm, %d enrollments in its policy", b.c.n), mib(peak),
-		"bar: <= 64 MiB at N=100,000")
+		fmt.Sprintf("bar: <= 64 MiB at N=100,000; RSS when ready %s (anonymous %s, file %s), Go heap after the storm and a GC %s",
+			mib(idle), mib(anon), mib(file), mib(heap)))
 	return nil
 }
 
@@ -98,6 +117,10 @@ func (b *bench) confirmAll(users []*user, url string) (runResult, error) {
 	var res runResult
 	b.settle()
 	cpu := b.cpuMeter()
+	before, err := b.requests()
+	if err != nil {
+		return res, err
+	}
 	took, err := parallel(len(users), b.c.clients, func(i int) error {
 		u := users[i]
 		began := time.Now()
@@ -121,6 +144,29 @@ func (b *bench) confirmAll(users []*user, url string) (runResult, error) {
 	res.decisions = len(res.latencies)
 	res.rate = float64(res.decisions) / took.Seconds()
 	res.cpu = cpu.since(res.decisions)
+	if after, rerr := b.requests(); rerr == nil {
+		res.requests = diff(after, before)
+	}
 	fmt.Printf("    first decisions: %.0f /s, %s; CPU per decision %v\n", res.rate, res.summary(), res.cpu)
 	return res, err
+}
+
+// rssParts returns the anonymous and the file-backed parts of a process's resident set (its heap and
+// stacks; its mapped binary).
+func rssParts(pid int) (anon, file uint64) {
+	raw, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	for _, line := range strings.Split(string(raw), "\n") {
+		fields := strings.Fields(line)
+		if len(fields) < 2 {
+			continue
+		}
+		kb, _ := strconv.ParseUint(fields[1], 10, 64)
+		switch fields[0] {
+		case "RssAnon:":
+			anon = kb << 10
+		case "RssFile:":
+			file = kb << 10
+		}
+	}
+	return anon, file
 }

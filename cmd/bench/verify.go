@@ -55,7 +55,9 @@ type runResult struct {
 	rate      float64
 	latencies []time.Duration
 	writes    float64
-	errors    int
+	// requests are the API server's requests during the run, by verb and resource.
+	requests map[string]float64
+	errors   int
 	// cpu is where the CPU went, per decision; fsync etcd's WAL fsync latency during the run.
 	cpu   cpuShare
 	fsync string
@@ -452,6 +454,7 @@ func (b *bench) loadVia(ctx context.Context, run string, users []*user, url func
 		return res, err
 	}
 	d := diff(after, before)
+	res.requests = d
 	for _, w := range decisionWrites {
 		res.writes += d[w] / float64(max(res.decisions, 1))
 		res.conflicts += d["conflict "+w]

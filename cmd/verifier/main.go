@@ -13,6 +13,7 @@ import (
 	_ "net/http/pprof" // served only with --pprof-listen
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -64,7 +65,15 @@ func (o *options) bind(fs *flag.FlagSet) {
 	}
 }
 
+// gcPercent is the verifier's GOGC unless the environment sets one: a sidecar's memory is its pod's, and
+// what it holds is small (a few KB per user it remembers), so the heap's headroom over it is halved, for a
+// little more CPU in the collector (README, Performance).
+const gcPercent = 50
+
 func main() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(gcPercent)
+	}
 	var o options
 	o.bind(flag.CommandLine)
 	flag.Parse()

@@ -3,7 +3,6 @@ package verifier
 import (
 	"context"
 	"errors"
-	"fmt"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -13,7 +12,6 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/metadata"
-	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
 	watchtools "k8s.io/client-go/tools/watch"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -38,11 +36,7 @@ type feed struct {
 // feeds are the watches that keep a replica's directory current: its policy's enrollments (every change
 // evicts the user's) and the metadata of its Secrets (a deletion evicts the key). Neither changes on a
 // decision, which writes the user's state Lease.
-func feeds(cfg Config, c client.WithWatch, d *directory) ([]feed, error) {
-	md, err := metadata.NewForConfig(rest.CopyConfig(cfg.Rest))
-	if err != nil {
-		return nil, fmt.Errorf("creating metadata client: %w", err)
-	}
+func feeds(cfg Config, c client.WithWatch, md metadata.Interface, d *directory) []feed {
 	secrets := md.Resource(corev1.SchemeGroupVersion.WithResource("secrets")).Namespace(cfg.Namespace)
 	ours := render.Selector(cfg.Policy).String()
 	ofPolicy := fields.OneTermEqualSelector("spec.policyRef.name", cfg.Policy)
@@ -82,7 +76,7 @@ func feeds(cfg Config, c client.WithWatch, d *directory) ([]feed, error) {
 				d.keyGone(m.UID)
 			}
 		},
-	}}, nil
+	}}
 }
 
 // follow runs f until ctx ends: a client-go RetryWatcher from the current resourceVersion, which resumes a

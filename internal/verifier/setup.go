@@ -5,19 +5,24 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"time"
 
 	"golang.org/x/time/rate"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/kubernetes"
+	coordinationv1 "k8s.io/client-go/kubernetes/typed/coordination/v1"
+	eventsv1 "k8s.io/client-go/kubernetes/typed/events/v1"
+	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
 
 	"github.com/kube2fa/kube2fa/api/v1alpha1"
 	"github.com/kube2fa/kube2fa/internal/render"
@@ -68,26 +73,36 @@ type Running struct {
 // watches of changes of its enrollments and Secrets (which read none of them: see directory), and waits
 // until both are running. Everything stops when ctx ends.
 func Start(ctx context.Context, cfg Config) (*Running, error) {
-	c, err := newCache(ctx, cfg)
-	if err != nil {
-		return nil, err
-	}
 	clk := cmp.Or[clock.PassiveClock](cfg.Clock, clock.RealClock{})
 	serverClock := NewServerClock(clk)
 	rc := rest.CopyConfig(cfg.Rest)
 	rc.Wrap(serverClock.Wrap)
-	cl, err := client.New(rc, client.Options{Scheme: cfg.Scheme})
+	// One HTTP client (one connection, its requests and watches multiplexed) and one REST mapper serve every
+	// client of the replica: each more would cost its own connection buffers and discovery.
+	hc, err := rest.HTTPClientFor(rc)
+	if err != nil {
+		return nil, fmt.Errorf("creating HTTP client: %w", err)
+	}
+	mapper, err := apiutil.NewDynamicRESTMapper(rc, hc)
+	if err != nil {
+		return nil, fmt.Errorf("creating REST mapper: %w", err)
+	}
+	c, err := newCache(ctx, cfg, rc, hc, mapper)
+	if err != nil {
+		return nil, err
+	}
+	cl, err := client.NewWithWatch(rc, client.Options{Scheme: cfg.Scheme, HTTPClient: hc, Mapper: mapper})
 	if err != nil {
 		return nil, fmt.Errorf("creating client: %w", err)
 	}
 	// State Leases are built-in objects: protobuf costs the API server less than JSON on every decision.
 	pc := rest.CopyConfig(rc)
 	pc.ContentType = "application/vnd.kubernetes.protobuf"
-	cs, err := kubernetes.NewForConfig(pc)
+	leases, err := coordinationv1.NewForConfigAndClient(pc, hc)
 	if err != nil {
-		return nil, fmt.Errorf("creating clientset: %w", err)
+		return nil, fmt.Errorf("creating lease client: %w", err)
 	}
-	events, err := eventRecorder(ctx, cfg)
+	events, err := eventRecorder(ctx, cfg, rc, hc)
 	if err != nil {
 		return nil, err
 	}
@@ -96,7 +111,7 @@ func Start(ctx context.Context, cfg Config) (*Running, error) {
 		Policy:    cfg.Policy,
 		Cache:     c,
 		Client:    cl,
-		Leases:    cs.CoordinationV1().Leases(cfg.Namespace),
+		Leases:    leases.Leases(cfg.Namespace),
 		Clock:     clk,
 		Events:    events,
 
@@ -109,7 +124,7 @@ func Start(ctx context.Context, cfg Config) (*Running, error) {
 	if cfg.SelfEnrollmentRate > 0 {
 		r.SelfEnrollments = rate.NewLimiter(rate.Limit(cfg.SelfEnrollmentRate), max(cfg.SelfEnrollmentBurst, 1))
 	}
-	if err := r.follow(ctx, cfg); err != nil {
+	if err := r.follow(ctx, cfg, cl, rc, hc); err != nil {
 		return nil, err
 	}
 	go func() { _ = c.Start(ctx) }()
@@ -126,8 +141,10 @@ func Start(ctx context.Context, cfg Config) (*Running, error) {
 }
 
 // newCache creates the watch caches of one policy and its ConfigMap, each selected by name.
-func newCache(ctx context.Context, cfg Config) (cache.Cache, error) {
-	c, err := cache.New(cfg.Rest, cache.Options{
+func newCache(ctx context.Context, cfg Config, rc *rest.Config, hc *http.Client, mapper meta.RESTMapper) (cache.Cache, error) {
+	c, err := cache.New(rc, cache.Options{
+		HTTPClient:                  hc,
+		Mapper:                      mapper,
 		Scheme:                      cfg.Scheme,
 		DefaultNamespaces:           map[string]cache.Config{cfg.Namespace: {}},
 		ReaderFailOnMissingInformer: true,
@@ -151,16 +168,13 @@ func newCache(ctx context.Context, cfg Config) (cache.Cache, error) {
 
 // follow starts the watches of changes of the policy's enrollments and Secrets, which keep the replica's
 // directory current, and waits until each has read its first resourceVersion.
-func (r *Running) follow(ctx context.Context, cfg Config) error {
-	wc, err := client.NewWithWatch(cfg.Rest, client.Options{Scheme: cfg.Scheme})
+func (r *Running) follow(ctx context.Context, cfg Config, cl client.WithWatch, rc *rest.Config, hc *http.Client) error {
+	md, err := metadata.NewForConfigAndClient(rc, hc)
 	if err != nil {
-		return fmt.Errorf("creating client: %w", err)
+		return fmt.Errorf("creating metadata client: %w", err)
 	}
 	d := newDirectory(0)
-	fs, err := feeds(cfg, wc, d)
-	if err != nil {
-		return err
-	}
+	fs := feeds(cfg, cl, md, d)
 	d.watches = len(fs)
 	r.dir = d
 	first := make(chan struct{}, len(fs))
@@ -178,12 +192,12 @@ func (r *Running) follow(ctx context.Context, cfg Config) error {
 }
 
 // eventRecorder returns what Verifier.Events calls: Events recorded as the kube2fa-verifier component.
-func eventRecorder(ctx context.Context, cfg Config) (func(client.Object, string, string, string), error) {
-	cs, err := kubernetes.NewForConfig(cfg.Rest)
+func eventRecorder(ctx context.Context, cfg Config, rc *rest.Config, hc *http.Client) (func(client.Object, string, string, string), error) {
+	cs, err := eventsv1.NewForConfigAndClient(rc, hc)
 	if err != nil {
-		return nil, fmt.Errorf("creating clientset: %w", err)
+		return nil, fmt.Errorf("creating events client: %w", err)
 	}
-	broadcaster := events.NewBroadcaster(&events.EventSinkImpl{Interface: cs.EventsV1()})
+	broadcaster := events.NewBroadcaster(&events.EventSinkImpl{Interface: cs})
 	if err := broadcaster.StartRecordingToSinkWithContext(ctx); err != nil {
 		return nil, fmt.Errorf("starting events: %w", err)
 	}

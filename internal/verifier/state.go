@@ -85,6 +85,8 @@ func (v *Verifier) readState(ctx context.Context, e *v1alpha1.UserEnrollment, sr
 		l = nil
 	case err != nil:
 		return userState{}, apiFailure(err, "reading the enrollment's state failed")
+	default:
+		l.ManagedFields = nil // remembered: not needed, and an update without them keeps the server's
 	}
 	if src != quorum && known && k.written && ((l == nil && k.base == "") || (l != nil && l.ResourceVersion == k.base)) {
 		return v.stateIn(k, e, false) // the read does not show this replica's own write yet
@@ -162,6 +164,7 @@ func (v *Verifier) writeState(ctx context.Context, e *v1alpha1.UserEnrollment, r
 	case err != nil:
 		return apiFailure(err, "recording the decision failed")
 	}
+	written.ManagedFields = nil
 	k, _ := v.known(name)
 	if k.written && k.lease != nil && k.lease.ResourceVersion == base {
 		base = k.base // on top of an earlier write of this replica that reads do not show yet: that one's base
@@ -221,8 +224,7 @@ func (v *Verifier) project(ctx context.Context, e *v1alpha1.UserEnrollment, st v
 		}
 		err := v.Client.Status().Update(ctx, updated)
 		if err == nil {
-			updated.ManagedFields = nil
-			d.settle(e.Spec.User, mark, updated)
+			d.settle(e.Spec.User, mark, lean(updated))
 			return nil
 		}
 		if !apierrors.IsConflict(err) {

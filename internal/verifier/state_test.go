@@ -137,6 +137,26 @@ func TestADeletedStateLeaseNeverSkipsTheSecondFactor(t *testing.T) {
 	}
 }
 
+// A replica remembers enrollments without their annotations (a GitOps tool's last-applied copy is most of
+// an enrollment); its status writes must leave the API server's annotations as they are.
+func TestAnnotationsSurviveTheVerifiersStatusWrites(t *testing.T) {
+	ns, rs := setup(t, spec(v1alpha1.ModeEnforced, v1alpha1.MethodHOTP), 1)
+	adminEnrollment(t, ns, "alice-1", "alice")
+	e := enrollmentNamed(t, ns, "alice-1")
+	metav1.SetMetaDataAnnotation(&e.ObjectMeta, "example.com/owner", "team-a")
+	if err := env.Client.Update(ctx, e); err != nil {
+		t.Fatal(err)
+	}
+	p, k := secretKey(t, env.Client, ns, "alice-1")
+	if res := rs[0].confirm(t, "alice", hotp(t, p, k, 0)); res.Status != 200 {
+		t.Fatalf("confirm: %d %v", res.Status, res.Body)
+	}
+	after := enrollmentNamed(t, ns, "alice-1")
+	if after.Status.ConfirmedAt == nil || after.Annotations["example.com/owner"] != "team-a" {
+		t.Fatalf("after the confirmation: confirmed %v, annotations %v", after.Status.ConfirmedAt, after.Annotations)
+	}
+}
+
 // adminEnrollment creates an enrollment named name for user under webapp, as an administrator would, and
 // waits for its key.
 func adminEnrollment(t *testing.T, ns, name, user string) {

@@ -453,7 +453,7 @@ func (v *Verifier) reread(ctx context.Context, e *v1alpha1.UserEnrollment) (*v1a
 	if err := v.Client.Get(ctx, client.ObjectKeyFromObject(e), fresh); err != nil {
 		return nil, apiFailure(err, "reading the enrollment again failed")
 	}
-	fresh.ManagedFields = nil
+	lean(fresh)
 	if fresh.DeletionTimestamp.IsZero() {
 		d.settle(e.Spec.User, mark, fresh)
 	}
@@ -563,10 +563,18 @@ func (v *Verifier) keyed(ctx context.Context, user string) (*v1alpha1.UserEnroll
 		return nil, nil
 	}
 	if _, known := v.known(l.Name); !known {
+		l.ManagedFields = nil
 		v.remembered().Add(l.Name, knownLease{lease: l}) // the decision's first read of the state, done
 	}
-	e.ManagedFields = nil
-	return e, nil
+	return lean(e), nil
+}
+
+// lean drops from an enrollment the replica remembers what it never reads, the largest parts of it:
+// managed fields and annotations (a GitOps tool's last-applied copy). A status update sends it back without
+// them, and the API server keeps its own (a status update changes nothing but the status).
+func lean(e *v1alpha1.UserEnrollment) *v1alpha1.UserEnrollment {
+	e.ManagedFields, e.Annotations = nil, nil
+	return e
 }
 
 // winner lists the user's enrollments under the policy by field selector and returns the one that
@@ -583,9 +591,7 @@ func (v *Verifier) winner(ctx context.Context, user string) (*v1alpha1.UserEnrol
 	if found == nil {
 		return nil, nil
 	}
-	e := found.DeepCopy()
-	e.ManagedFields = nil
-	return e, nil
+	return lean(found.DeepCopy()), nil
 }
 
 // key returns the key and parameters of e's Secret, which must be the Secret its state belongs to: as the
