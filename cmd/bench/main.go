@@ -26,6 +26,7 @@ type config struct {
 	manager, verifier, out  string
 	profiles                string
 	burstOnly, apfOnly      bool
+	scaleOnly               bool
 	rounds                  int
 }
 
@@ -49,6 +50,7 @@ func main() {
 	flag.StringVar(&c.profiles, "profiles", "", "Directory to write CPU profiles of the API server, the manager and the verifiers to, taken during each verification run.")
 	flag.IntVar(&c.rounds, "rounds", 3, "Rounds in which the verification ceiling and one verifier take turns, after one warm-up round; their medians are reported.")
 	flag.BoolVar(&c.burstOnly, "burst-only", false, "Measure only the reconcile burst, the manager's memory and a verifier where the burst left N enrollments, not the verification runs.")
+	flag.BoolVar(&c.scaleOnly, "scale-only", false, "Measure only a verifier where the manager's burst left N enrollments (the burst without its ceiling): its start, first decisions, a storm over 2,000 and its memory.")
 	flag.BoolVar(&c.apfOnly, "apf-only", false, "Measure only what API Priority and Fairness buys another tenant during a flood of wrong codes.")
 	flag.Parse()
 	if c.rounds < 1 {
@@ -126,7 +128,7 @@ func run(c config) error {
 			return fmt.Errorf("reconcile burst: %w", err)
 		}
 	}
-	if !c.burstOnly && !c.apfOnly {
+	if !c.burstOnly && !c.apfOnly && !c.scaleOnly {
 		fmt.Printf("Verification with %d clients ...\n", c.clients)
 		if err := b.verification(ctx, &t); err != nil {
 			return fmt.Errorf("verification: %w", err)
@@ -138,7 +140,7 @@ func run(c config) error {
 			return fmt.Errorf("verifier at scale: %w", err)
 		}
 	}
-	if !c.burstOnly {
+	if !c.burstOnly && !c.scaleOnly {
 		fmt.Printf("API Priority and Fairness: another tenant's writes during a flood from %d clients ...\n", c.clients*8)
 		if err := b.apfIsolation(ctx, &t); err != nil {
 			return fmt.Errorf("APF isolation: %w", err)

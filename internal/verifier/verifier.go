@@ -540,9 +540,13 @@ func (v *Verifier) enrollment(ctx context.Context, user string) (*v1alpha1.UserE
 // is read from the API server and must be the user's, keyed, and not being deleted; a Lease that is
 // missing, stale or points elsewhere leaves the question to winner.
 func (v *Verifier) keyed(ctx context.Context, user string) (*v1alpha1.UserEnrollment, error) {
-	l, err := v.Leases.Get(ctx, render.StateLeaseName(v.Policy, user), metav1.GetOptions{ResourceVersion: "0"})
+	name := render.StateLeaseName(v.Policy, user)
+	l, err := v.Leases.Get(ctx, name, metav1.GetOptions{ResourceVersion: "0"})
 	switch {
 	case apierrors.IsNotFound(err):
+		if _, known := v.known(name); !known {
+			v.remembered().Add(name, knownLease{}) // no state yet: the decision's read of it, done
+		}
 		return nil, nil
 	case err != nil:
 		return nil, apiFailure(err, "reading the enrollment's state failed")
