@@ -187,7 +187,7 @@ func (r *EnrollmentReconciler) facts(ctx context.Context, e *v1alpha1.UserEnroll
 	resolved := policy.Resolve()
 	f.Policy, f.Method = &resolved, resolved.MethodFor(e.Spec.Method)
 
-	items, err := indexedEnrollments(ctx, r, e.Namespace, IndexPolicyUser, enrollment.KeyOf(e))
+	items, err := enrollmentsOfUser(ctx, r, e.Namespace, enrollment.KeyOf(e))
 	if err != nil {
 		return f, fmt.Errorf("listing userenrollments: %w", err)
 	}
@@ -393,7 +393,7 @@ func (r *EnrollmentReconciler) enrollmentsOfPolicy(ctx context.Context, o client
 
 func (r *EnrollmentReconciler) sameUser(ctx context.Context, o client.Object) []reconcile.Request {
 	e := o.(*v1alpha1.UserEnrollment)
-	items, err := indexedEnrollments(ctx, r, e.Namespace, IndexPolicyUser, enrollment.KeyOf(e))
+	items, err := enrollmentsOfUser(ctx, r, e.Namespace, enrollment.KeyOf(e))
 	if err != nil {
 		logf.FromContext(ctx).Error(err, "Failed to list userenrollments of user", "userenrollment", klog.KObj(o))
 		return nil

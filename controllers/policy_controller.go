@@ -24,7 +24,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
 	"github.com/kube2fa/kube2fa/api/v1alpha1"
-	"github.com/kube2fa/kube2fa/internal/enrollment"
 	"github.com/kube2fa/kube2fa/internal/render"
 )
 
@@ -39,6 +38,9 @@ type PolicyReconciler struct {
 	CountsDelay time.Duration
 	// MaxConcurrentReconciles bounds parallel reconciles (default 1).
 	MaxConcurrentReconciles int
+
+	// counts is kept by the enrollment watch SetupWithManager starts.
+	counts *tally
 }
 
 // +kubebuilder:rbac:groups=twofactor.kube2fa.io,resources=twofactorpolicies,verbs=get;list;watch
@@ -80,13 +82,11 @@ func (r *PolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res
 	p.Status.VerifierConfigMap = name
 	p.Status.ObservedGeneration = p.Generation
 
-	items, err := indexedEnrollments(ctx, r, p.Namespace, IndexPolicy, p.Name)
-	if err != nil {
-		return ctrl.Result{}, fmt.Errorf("listing userenrollments: %w", err)
+	if r.counts != nil { // kept by the enrollment watch: a reconciler without it leaves the counts as they are
+		counts := r.counts.of(client.ObjectKeyFromObject(p))
+		p.Status.Enrollments = &counts
+		recordCounts(p, counts)
 	}
-	counts := enrollment.Count(items)
-	p.Status.Enrollments = &counts
-	recordCounts(p, counts)
 	return ctrl.Result{}, nil
 }
 
@@ -126,6 +126,7 @@ func (r *PolicyReconciler) applyConfigMap(ctx context.Context, p *v1alpha1.TwoFa
 
 // SetupWithManager registers the reconciler and its watches.
 func (r *PolicyReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	r.counts = newTally()
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("twofactorpolicy").
 		// Not on status updates: the reconciler writes the status itself, and at each write a burst of
@@ -137,26 +138,33 @@ func (r *PolicyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Complete(r)
 }
 
-// countsHandler enqueues an enrollment's policy after CountsDelay. The work queue keeps one entry per
-// policy, so every enrollment change within the delay is folded into a single recount and status write.
+// countsHandler keeps the policies' counts (see tally) and enqueues an enrollment's policy after CountsDelay
+// when its counts changed. The work queue keeps one entry per policy, so every change within the delay is
+// folded into a single status write.
 func (r *PolicyReconciler) countsHandler() handler.EventHandler {
 	delay := r.CountsDelay
 	if delay == 0 {
 		delay = DefaultCountsDelay
 	}
 	type queue = workqueue.TypedRateLimitingInterface[reconcile.Request]
-	enqueue := func(o client.Object, q queue) {
-		e := o.(*v1alpha1.UserEnrollment)
-		q.AddAfter(reconcile.Request{NamespacedName: client.ObjectKey{Namespace: e.Namespace, Name: e.Spec.PolicyRef.Name}}, delay)
-	}
+	enqueue := func(e *v1alpha1.UserEnrollment, q queue) { q.AddAfter(reconcile.Request{NamespacedName: policyOf(e)}, delay) }
 	return handler.Funcs{
-		CreateFunc: func(_ context.Context, ev event.CreateEvent, q queue) { enqueue(ev.Object, q) },
+		CreateFunc: func(_ context.Context, ev event.CreateEvent, q queue) {
+			e := ev.Object.(*v1alpha1.UserEnrollment)
+			r.counts.change(nil, e)
+			enqueue(e, q)
+		},
 		UpdateFunc: func(_ context.Context, ev event.UpdateEvent, q queue) {
-			if !equality.Semantic.DeepEqual(ev.ObjectOld.(*v1alpha1.UserEnrollment).Status.Conditions,
-				ev.ObjectNew.(*v1alpha1.UserEnrollment).Status.Conditions) {
-				enqueue(ev.ObjectNew, q)
+			old, e := ev.ObjectOld.(*v1alpha1.UserEnrollment), ev.ObjectNew.(*v1alpha1.UserEnrollment)
+			if r.counts.change(old, e) {
+				enqueue(old, q)
+				enqueue(e, q)
 			}
 		},
-		DeleteFunc: func(_ context.Context, ev event.DeleteEvent, q queue) { enqueue(ev.Object, q) },
+		DeleteFunc: func(_ context.Context, ev event.DeleteEvent, q queue) {
+			e := ev.Object.(*v1alpha1.UserEnrollment) // its last known state, when the watch missed the deletion
+			r.counts.change(e, nil)
+			enqueue(e, q)
+		},
 	}
 }

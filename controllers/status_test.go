@@ -19,7 +19,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/kube2fa/kube2fa/api/v1alpha1"
-	"github.com/kube2fa/kube2fa/internal/enrollment"
 	"github.com/kube2fa/kube2fa/internal/scheme"
 )
 
@@ -28,12 +27,8 @@ import (
 
 func fakeClient(funcs interceptor.Funcs, objs ...client.Object) client.WithWatch {
 	return fake.NewClientBuilder().WithScheme(scheme.Scheme).WithObjects(objs...).WithStatusSubresource(objs...).
-		WithIndex(&v1alpha1.UserEnrollment{}, IndexPolicy, func(o client.Object) []string {
-			return []string{o.(*v1alpha1.UserEnrollment).Spec.PolicyRef.Name}
-		}).
-		WithIndex(&v1alpha1.UserEnrollment{}, IndexPolicyUser, func(o client.Object) []string {
-			return []string{enrollment.KeyOf(o.(*v1alpha1.UserEnrollment))}
-		}).
+		WithIndex(&v1alpha1.UserEnrollment{}, IndexPolicy, Indexes[IndexPolicy]).
+		WithIndex(&v1alpha1.UserEnrollment{}, IndexPolicyUser, Indexes[IndexPolicyUser]).
 		WithInterceptorFuncs(funcs).Build()
 }
 

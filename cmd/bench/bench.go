@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -272,7 +271,8 @@ func (b *bench) burst(ctx context.Context) (burstResult, error) {
 	if err != nil {
 		return burstResult{}, err
 	}
-	res.peakRSS, res.rss = procMemory(b.manager.PID())
+	m := procMemory(b.manager.PID())
+	res.peakRSS, res.rss = m.peak, m.current
 	res.heap = heapAfterGC("http://" + b.pprof[procManager])
 	b.saveHeapProfile("burst", procManager)
 	return res, b.stopManager()
@@ -459,28 +459,32 @@ func (b *bench) enrollmentsIn(ns string) *cache.ListWatch {
 	}
 }
 
-// procMemory returns a process's peak and current resident set size in bytes.
-func procMemory(pid int) (peak, current uint64) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, 0
-	}
-	defer func() { _ = f.Close() }()
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		fields := strings.Fields(s.Text())
+// rss is a process's resident set, in bytes: its peak, now, and now in anonymous memory (heap, stacks) and
+// in mapped files (its binary).
+type rss struct{ peak, current, anon, file uint64 }
+
+// procMemory reads a process's resident set from /proc/<pid>/status.
+func procMemory(pid int) rss {
+	var m rss
+	raw, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	for _, line := range strings.Split(string(raw), "\n") {
+		fields := strings.Fields(line)
 		if len(fields) < 2 {
 			continue
 		}
 		kb, _ := strconv.ParseUint(fields[1], 10, 64)
 		switch fields[0] {
 		case "VmHWM:":
-			peak = kb << 10
+			m.peak = kb << 10
 		case "VmRSS:":
-			current = kb << 10
+			m.current = kb << 10
+		case "RssAnon:":
+			m.anon = kb << 10
+		case "RssFile:":
+			m.file = kb << 10
 		}
 	}
-	return peak, current
+	return m
 }
 
 // heapAfterGC forces a GC through pprof and returns HeapInuse.

@@ -6,10 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -48,8 +45,7 @@ func (b *bench) verifierAtScale(ctx context.Context, t *table) error {
 	if err != nil {
 		return err
 	}
-	_, idle := procMemory(second.PID())
-	anon, file := rssParts(second.PID())
+	idle := procMemory(second.PID())
 	storm, err := b.load(ctx, "storm at scale", users, []string{second.url}, 0, 0)
 	if err != nil {
 		return err
@@ -58,7 +54,7 @@ func (b *bench) verifierAtScale(ctx context.Context, t *table) error {
 	if err != nil {
 		return err
 	}
-	peak, _ := procMemory(second.PID())
+	peak := procMemory(second.PID()).peak
 	heap := heapAfterGC("http://" + b.pprof[procVerifierStorm])
 	b.saveHeapProfile("storm", procVerifierStorm)
 	if err := b.stopVerifier(second); err != nil {
@@ -80,7 +76,7 @@ func (b *bench) verifierAtScale(ctx context.Context, t *table) error {
 	}
 	t.add(fmt.Sprintf("Verifier peak RSS during the storm, %d enrollments in its policy", b.c.n), mib(peak),
 		fmt.Sprintf("bar: <= 64 MiB at N=100,000; RSS when ready %s (anonymous %s, file %s), Go heap after the storm and a GC %s",
-			mib(idle), mib(anon), mib(file), mib(heap)))
+			mib(idle.current), mib(idle.anon), mib(idle.file), mib(heap)))
 	return nil
 }
 
@@ -149,24 +145,4 @@ func (b *bench) confirmAll(users []*user, url string) (runResult, error) {
 	}
 	fmt.Printf("    first decisions: %.0f /s, %s; CPU per decision %v\n", res.rate, res.summary(), res.cpu)
 	return res, err
-}
-
-// rssParts returns the anonymous and the file-backed parts of a process's resident set (its heap and
-// stacks; its mapped binary).
-func rssParts(pid int) (anon, file uint64) {
-	raw, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	for _, line := range strings.Split(string(raw), "\n") {
-		fields := strings.Fields(line)
-		if len(fields) < 2 {
-			continue
-		}
-		kb, _ := strconv.ParseUint(fields[1], 10, 64)
-		switch fields[0] {
-		case "RssAnon:":
-			anon = kb << 10
-		case "RssFile:":
-			file = kb << 10
-		}
-	}
-	return anon, file
 }

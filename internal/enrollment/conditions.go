@@ -51,21 +51,39 @@ func SetLocked(st *v1alpha1.UserEnrollmentStatus, state *v1alpha1.VerificationSt
 
 // Count summarises enrollments by the conditions clients see, for a policy's status.
 func Count(items []v1alpha1.UserEnrollment) v1alpha1.EnrollmentCounts {
-	c := v1alpha1.EnrollmentCounts{Total: int32(len(items))}
+	var c v1alpha1.EnrollmentCounts
 	for i := range items {
-		conds := items[i].Status.Conditions
-		switch {
-		case meta.IsStatusConditionTrue(conds, v1alpha1.ConditionEnrolled):
-			c.Confirmed++
-		case meta.IsStatusConditionTrue(conds, v1alpha1.ConditionReady):
-			c.Pending++
-		}
-		if meta.IsStatusConditionTrue(conds, v1alpha1.ConditionLocked) {
-			c.Locked++
-		}
-		if e := &items[i]; e.Labels[v1alpha1.LabelSelfEnrolled] == "true" && e.Status.ConfirmedAt == nil && e.DeletionTimestamp.IsZero() {
-			c.SelfEnrolledPending++
-		}
+		c = AddCounts(c, CountOf(&items[i]), 1)
 	}
 	return c
+}
+
+// CountOf is what one enrollment adds to its policy's counts.
+func CountOf(e *v1alpha1.UserEnrollment) v1alpha1.EnrollmentCounts {
+	c := v1alpha1.EnrollmentCounts{Total: 1}
+	conds := e.Status.Conditions
+	switch {
+	case meta.IsStatusConditionTrue(conds, v1alpha1.ConditionEnrolled):
+		c.Confirmed = 1
+	case meta.IsStatusConditionTrue(conds, v1alpha1.ConditionReady):
+		c.Pending = 1
+	}
+	if meta.IsStatusConditionTrue(conds, v1alpha1.ConditionLocked) {
+		c.Locked = 1
+	}
+	if e.Labels[v1alpha1.LabelSelfEnrolled] == "true" && e.Status.ConfirmedAt == nil && e.DeletionTimestamp.IsZero() {
+		c.SelfEnrolledPending = 1
+	}
+	return c
+}
+
+// AddCounts returns a plus sign times b (sign 1 or -1).
+func AddCounts(a, b v1alpha1.EnrollmentCounts, sign int32) v1alpha1.EnrollmentCounts {
+	return v1alpha1.EnrollmentCounts{
+		Total:               a.Total + sign*b.Total,
+		Confirmed:           a.Confirmed + sign*b.Confirmed,
+		Pending:             a.Pending + sign*b.Pending,
+		Locked:              a.Locked + sign*b.Locked,
+		SelfEnrolledPending: a.SelfEnrolledPending + sign*b.SelfEnrolledPending,
+	}
 }

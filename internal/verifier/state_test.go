@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/kube2fa/kube2fa/api/v1alpha1"
+	"github.com/kube2fa/kube2fa/internal/otp"
 	"github.com/kube2fa/kube2fa/internal/render"
 	"github.com/kube2fa/kube2fa/internal/testenv"
 )
@@ -119,21 +120,32 @@ func TestAStateLeaseOfAnotherLiveEnrollmentIsLeftAlone(t *testing.T) {
 }
 
 // A state Lease only points a replica to its user's keyed enrollment. A replica that finds none (deleted by
-// anyone who may delete Leases in the namespace) lists the user's enrollments: it never takes a confirmed
-// user for one without an enrollment, which an Optional policy lets in without a code.
+// anyone who may delete Leases in the namespace) looks for the enrollment named after the user (alice's,
+// self-enrolled), or lists the user's enrollments (bob's, named by an administrator): it never takes a
+// confirmed user for one without an enrollment, which an Optional policy lets in without a code.
 func TestADeletedStateLeaseNeverSkipsTheSecondFactor(t *testing.T) {
 	ns, rs := setup(t, spec(v1alpha1.ModeOptional, v1alpha1.MethodTOTP), 2)
+	keys := map[string][2]any{}
 	p, k := enrolled(t, rs[0], ns, "alice")
-	if err := env.Client.Delete(ctx, stateLease(t, ns, "alice")); err != nil {
-		t.Fatal(err)
+	keys["alice"] = [2]any{p, k}
+	adminEnrollment(t, ns, "bob-1", "bob")
+	p, k = secretKey(t, env.Client, ns, "bob-1")
+	if res := rs[0].confirm(t, "bob", totp(t, p, k, time.Now())); res.Status != 200 {
+		t.Fatalf("confirm bob: %d %v", res.Status, res.Body)
 	}
-	cold := rs[1] // has never read alice
-	if res := cold.verify(t, "alice", "000000"); res.Status != 401 || res.Body["result"] != "rejected" {
-		t.Fatalf("a wrong code of a confirmed user without a state Lease: %d %v", res.Status, res.Body)
-	}
-	if res := cold.verify(t, "alice", totp(t, p, k, time.Now().Add(30*time.Second))); res.Status != 200 ||
-		res.Body["result"] != "accepted" {
-		t.Fatalf("her right code: %d %v", res.Status, res.Body)
+	keys["bob"] = [2]any{p, k}
+	cold := rs[1] // has read neither
+	for user, key := range keys {
+		if err := env.Client.Delete(ctx, stateLease(t, ns, user)); err != nil {
+			t.Fatal(err)
+		}
+		if res := cold.verify(t, user, "000000"); res.Status != 401 || res.Body["result"] != "rejected" {
+			t.Fatalf("a wrong code of confirmed %s without a state Lease: %d %v", user, res.Status, res.Body)
+		}
+		if res := cold.verify(t, user, totp(t, key[0].(otp.Params), key[1].([]byte), time.Now().Add(30*time.Second))); res.Status != 200 ||
+			res.Body["result"] != "accepted" {
+			t.Fatalf("%s's right code: %d %v", user, res.Status, res.Body)
+		}
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -534,11 +535,12 @@ func (v *Verifier) enrollment(ctx context.Context, user string) (*v1alpha1.UserE
 	return e, nil
 }
 
-// keyed returns the enrollment the user's state Lease names, when it holds the user's key, or nil: two
-// reads by name. An enrollment bound to a key precedes every other of its user (see enrollment.Precedes),
-// and the manager binds one key per user, so it is the one. The Lease only points the way: the enrollment
-// is read from the API server and must be the user's, keyed, and not being deleted; a Lease that is
-// missing, stale or points elsewhere leaves the question to winner.
+// keyed returns the user's enrollment that holds the user's key, or nil, found by name: the one the user's
+// state Lease names (controller reference), else the one named after the user (enrollment.Name: what
+// self-enrollment and the kubectl plugin create, before its first decision wrote a Lease). An enrollment
+// bound to a key precedes every other of its user (see enrollment.Precedes), and the manager binds one key
+// per user, so it is the one. A name only points the way: the enrollment is read from the API server and
+// must be the user's, keyed, and not being deleted; when neither name leads to one, winner decides.
 func (v *Verifier) keyed(ctx context.Context, user string) (*v1alpha1.UserEnrollment, error) {
 	name := render.StateLeaseName(v.Policy, user)
 	l, err := v.Leases.Get(ctx, name, metav1.GetOptions{ResourceVersion: "0"})
@@ -547,30 +549,45 @@ func (v *Verifier) keyed(ctx context.Context, user string) (*v1alpha1.UserEnroll
 		if _, known := v.known(name); !known {
 			v.remembered().Add(name, knownLease{}) // no state yet: the decision's read of it, done
 		}
-		return nil, nil
 	case err != nil:
 		return nil, apiFailure(err, "reading the enrollment's state failed")
+	default:
+		if owner := metav1.GetControllerOf(l); owner != nil && owner.Kind == "UserEnrollment" {
+			e, err := v.keyedNamed(ctx, user, owner.Name)
+			if err != nil || (e != nil && e.UID == owner.UID) {
+				if e != nil {
+					v.seedState(l)
+				}
+				return e, err
+			}
+		}
 	}
-	owner := metav1.GetControllerOf(l)
-	if owner == nil || owner.Kind != "UserEnrollment" {
-		return nil, nil
-	}
+	return v.keyedNamed(ctx, user, enrollment.Name(v.Policy, user))
+}
+
+// keyedNamed returns the enrollment called name when it is the user's under the policy, keyed and not being
+// deleted, or nil.
+func (v *Verifier) keyedNamed(ctx context.Context, user, name string) (*v1alpha1.UserEnrollment, error) {
 	e := &v1alpha1.UserEnrollment{}
-	switch err := v.Client.Get(ctx, client.ObjectKey{Namespace: v.Namespace, Name: owner.Name}, e); {
+	switch err := v.Client.Get(ctx, client.ObjectKey{Namespace: v.Namespace, Name: name}, e); {
 	case apierrors.IsNotFound(err):
 		return nil, nil
 	case err != nil:
 		return nil, apiFailure(err, "reading the enrollment failed")
 	}
-	if e.UID != owner.UID || !e.DeletionTimestamp.IsZero() || e.Spec.User != user || e.Spec.PolicyRef.Name != v.Policy ||
-		e.Status.SecretUID == "" {
+	if !e.DeletionTimestamp.IsZero() || e.Spec.User != user || e.Spec.PolicyRef.Name != v.Policy || e.Status.SecretUID == "" {
 		return nil, nil
 	}
+	return lean(e), nil
+}
+
+// seedState remembers the state Lease l, read on the way to its enrollment, as the decision's first read of
+// it, unless the replica knows it already.
+func (v *Verifier) seedState(l *coordinationv1.Lease) {
 	if _, known := v.known(l.Name); !known {
 		l.ManagedFields = nil
-		v.remembered().Add(l.Name, knownLease{lease: l}) // the decision's first read of the state, done
+		v.remembered().Add(l.Name, knownLease{lease: l})
 	}
-	return lean(e), nil
 }
 
 // lean drops from an enrollment the replica remembers what it never reads, the largest parts of it:
