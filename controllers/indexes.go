@@ -31,8 +31,10 @@ const userBuckets = 4096
 
 // Indexes are the field indexes over UserEnrollments, by name.
 var Indexes = map[string]client.IndexerFunc{
-	IndexPolicy:     func(o client.Object) []string { return []string{o.(*v1alpha1.UserEnrollment).Spec.PolicyRef.Name} },
-	IndexPolicyUser: func(o client.Object) []string { return []string{userBucket(enrollment.KeyOf(o.(*v1alpha1.UserEnrollment)))} },
+	IndexPolicy: func(o client.Object) []string { return []string{o.(*v1alpha1.UserEnrollment).Spec.PolicyRef.Name} },
+	IndexPolicyUser: func(o client.Object) []string {
+		return []string{userBucket(enrollment.KeyOf(o.(*v1alpha1.UserEnrollment)))}
+	},
 }
 
 // userBucket is the bucket of an enrollment.Key.

@@ -147,7 +147,9 @@ func (r *PolicyReconciler) countsHandler() handler.EventHandler {
 		delay = DefaultCountsDelay
 	}
 	type queue = workqueue.TypedRateLimitingInterface[reconcile.Request]
-	enqueue := func(e *v1alpha1.UserEnrollment, q queue) { q.AddAfter(reconcile.Request{NamespacedName: policyOf(e)}, delay) }
+	enqueue := func(e *v1alpha1.UserEnrollment, q queue) {
+		q.AddAfter(reconcile.Request{NamespacedName: policyOf(e)}, delay)
+	}
 	return handler.Funcs{
 		CreateFunc: func(_ context.Context, ev event.CreateEvent, q queue) {
 			e := ev.Object.(*v1alpha1.UserEnrollment)

@@ -132,8 +132,12 @@ func TestReadYourStateWritesOverALaggingRead(t *testing.T) {
 		t.Fatal(err)
 	}
 	first, _ := v.known(stateName(e))
-	lagging = first.lease.DeepCopy()
-	v.remembered().Add(stateName(e), knownLease{lease: first.lease, written: true, base: "", contended: true})
+	written := &coordinationv1.Lease{}
+	if err := api.Get(ctx, client.ObjectKey{Namespace: e.Namespace, Name: stateName(e)}, written); err != nil {
+		t.Fatal(err)
+	}
+	lagging = written // the version the first decision wrote, as reads keep showing it
+	v.remembered().Add(stateName(e), knownLease{lease: first.lease, recorded: first.recorded, written: true, base: "", contended: true})
 	for want := int32(2); want <= 3; want++ { // two writes ahead of the lagging read
 		if _, err := v.Verify(ctx, "alice", "000000"); err != nil {
 			t.Fatal(err)

@@ -77,6 +77,7 @@ func Start(ctx context.Context, cfg Config) (*Running, error) {
 	serverClock := NewServerClock(clk)
 	rc := rest.CopyConfig(cfg.Rest)
 	rc.Wrap(serverClock.Wrap)
+	rc.DisableCompression = true // every response it reads is small: gzip would cost a decoder's window each
 	// One HTTP client (one connection, its requests and watches multiplexed) and one REST mapper serve every
 	// client of the replica: each more would cost its own connection buffers and discovery.
 	hc, err := rest.HTTPClientFor(rc)

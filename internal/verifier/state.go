@@ -109,10 +109,23 @@ func (v *Verifier) stateIn(k knownLease, e *v1alpha1.UserEnrollment, remembered 
 		if err != nil {
 			return userState{}, unavailable("the enrollment's state cannot be read: %v", err)
 		}
-		k.recorded = st
+		k.recorded, k.lease = st, withoutState(l)
 		v.remembered().Add(l.Name, k)
 	}
 	return userState{lease: l, state: enrollment.StateOf(k.recorded, e.Status.SecretUID), remembered: remembered}, nil
+}
+
+// withoutState is l without its state annotation, once the state is remembered parsed: a write renders it
+// anew (render.SetState). l is shared, so the copy is shallow but for the annotations.
+func withoutState(l *coordinationv1.Lease) *coordinationv1.Lease {
+	lean := *l
+	lean.Annotations = make(map[string]string, len(l.Annotations))
+	for k, v := range l.Annotations {
+		if k != v1alpha1.AnnotationState {
+			lean.Annotations[k] = v
+		}
+	}
+	return &lean
 }
 
 // known returns what this replica knows of the state Lease name.
@@ -165,6 +178,7 @@ func (v *Verifier) writeState(ctx context.Context, e *v1alpha1.UserEnrollment, r
 		return apiFailure(err, "recording the decision failed")
 	}
 	written.ManagedFields = nil
+	delete(written.Annotations, v1alpha1.AnnotationState) // remembered parsed, as st
 	k, _ := v.known(name)
 	if k.written && k.lease != nil && k.lease.ResourceVersion == base {
 		base = k.base // on top of an earlier write of this replica that reads do not show yet: that one's base
