@@ -149,6 +149,35 @@ func TestADeletedStateLeaseNeverSkipsTheSecondFactor(t *testing.T) {
 	}
 }
 
+// Recovery is deleting the user's enrollment. A replica that remembers it forgets it when its watch shows the
+// deletion, and refuses the old key's codes from then on, although here, with no garbage collector, the
+// key's Secret and the state Lease outlive the enrollment.
+func TestADeletedEnrollmentIsForgotten(t *testing.T) {
+	ns, rs := setup(t, spec(v1alpha1.ModeEnforced, v1alpha1.MethodHOTP), 1)
+	r := rs[0]
+	if res := r.enroll(t, "alice", ""); res.Status != 201 {
+		t.Fatalf("enroll: %d %v", res.Status, res.Body)
+	}
+	p, k := key(t, ns, "alice")
+	if res := r.confirm(t, "alice", hotp(t, p, k, 0)); res.Status != 200 {
+		t.Fatalf("confirm: %d %v", res.Status, res.Body)
+	}
+	if res := r.verify(t, "alice", hotp(t, p, k, 1)); res.Status != 200 {
+		t.Fatalf("verify: %d %v", res.Status, res.Body)
+	}
+	if err := env.Client.Delete(ctx, enrollment(t, ns, "alice")); err != nil {
+		t.Fatal(err)
+	}
+	counter := uint64(2)
+	testenv.Eventually(t, "the replica to refuse the deleted enrollment's key", func() bool {
+		res := r.verify(t, "alice", hotp(t, p, k, counter))
+		if res.Status == 200 { // still remembered: the watch has not shown the deletion yet
+			counter++
+		}
+		return res.Status == 403 && res.Body["result"] == "enrollment_required"
+	})
+}
+
 // A replica remembers enrollments without their annotations (a GitOps tool's last-applied copy is most of
 // an enrollment); its status writes must leave the API server's annotations as they are.
 func TestAnnotationsSurviveTheVerifiersStatusWrites(t *testing.T) {
