@@ -86,7 +86,7 @@ func (v *Verifier) readState(ctx context.Context, e *v1alpha1.UserEnrollment, sr
 	case err != nil:
 		return userState{}, apiFailure(err, "reading the enrollment's state failed")
 	default:
-		l.ManagedFields = nil // remembered: not needed, and an update without them keeps the server's
+		withoutManagedFields(l)
 	}
 	if src != quorum && known && k.written && ((l == nil && k.base == "") || (l != nil && l.ResourceVersion == k.base)) {
 		return v.stateIn(k, e, false) // the read does not show this replica's own write yet
@@ -113,6 +113,15 @@ func (v *Verifier) stateIn(k knownLease, e *v1alpha1.UserEnrollment, remembered 
 		v.remembered().Add(l.Name, k)
 	}
 	return userState{lease: l, state: enrollment.StateOf(k.recorded, e.Status.SecretUID), remembered: remembered}, nil
+}
+
+// withoutManagedFields drops l's managed fields (l may be nil), as the replica remembers it: it never reads
+// them, and an update without them keeps the server's.
+func withoutManagedFields(l *coordinationv1.Lease) *coordinationv1.Lease {
+	if l != nil {
+		l.ManagedFields = nil
+	}
+	return l
 }
 
 // withoutState is l without its state annotation, once the state is remembered parsed: a write renders it
@@ -177,8 +186,7 @@ func (v *Verifier) writeState(ctx context.Context, e *v1alpha1.UserEnrollment, r
 	case err != nil:
 		return apiFailure(err, "recording the decision failed")
 	}
-	written.ManagedFields = nil
-	delete(written.Annotations, v1alpha1.AnnotationState) // remembered parsed, as st
+	delete(withoutManagedFields(written).Annotations, v1alpha1.AnnotationState) // remembered parsed, as st
 	k, _ := v.known(name)
 	if k.written && k.lease != nil && k.lease.ResourceVersion == base {
 		base = k.base // on top of an earlier write of this replica that reads do not show yet: that one's base

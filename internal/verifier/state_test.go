@@ -155,13 +155,7 @@ func TestADeletedStateLeaseNeverSkipsTheSecondFactor(t *testing.T) {
 func TestADeletedEnrollmentIsForgotten(t *testing.T) {
 	ns, rs := setup(t, spec(v1alpha1.ModeEnforced, v1alpha1.MethodHOTP), 1)
 	r := rs[0]
-	if res := r.enroll(t, "alice", ""); res.Status != 201 {
-		t.Fatalf("enroll: %d %v", res.Status, res.Body)
-	}
-	p, k := key(t, ns, "alice")
-	if res := r.confirm(t, "alice", hotp(t, p, k, 0)); res.Status != 200 {
-		t.Fatalf("confirm: %d %v", res.Status, res.Body)
-	}
+	p, k := enrolled(t, r, ns, "alice") // confirmed with HOTP code 0
 	if res := r.verify(t, "alice", hotp(t, p, k, 1)); res.Status != 200 {
 		t.Fatalf("verify: %d %v", res.Status, res.Body)
 	}

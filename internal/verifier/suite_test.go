@@ -267,14 +267,21 @@ func state(t *testing.T, ns, user string) v1alpha1.VerificationState {
 	return userenrollment.StateOf(st, e.Status.SecretUID)
 }
 
-// enrolled self-enrolls user through r and confirms with the current code; it returns the key.
+// enrolled self-enrolls user through r and confirms with the current code (TOTP) or the first (HOTP); it
+// returns the key.
 func enrolled(t *testing.T, r *replica, ns, user string) (otp.Params, []byte) {
 	t.Helper()
 	if res := r.enroll(t, user, ""); res.Status != 201 {
 		t.Fatalf("enroll %s: %d %v", user, res.Status, res.Body)
 	}
 	p, k := key(t, ns, user)
-	if res := r.confirm(t, user, totp(t, p, k, time.Now())); res.Status != 200 {
+	var code string
+	if p.Method == v1alpha1.MethodHOTP {
+		code = hotp(t, p, k, 0)
+	} else {
+		code = totp(t, p, k, time.Now())
+	}
+	if res := r.confirm(t, user, code); res.Status != 200 {
 		t.Fatalf("confirm %s: %d %v", user, res.Status, res.Body)
 	}
 	return p, k
