@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 
 	"github.com/kube2fa/kube2fa/api/v1alpha1"
+	"github.com/kube2fa/kube2fa/internal/changes"
 )
 
 func ue(user, rv string) *v1alpha1.UserEnrollment {
@@ -124,10 +125,10 @@ func TestAnExpiredWatchForgetsEverythingAndStartsAgain(t *testing.T) {
 			d := newDirectory(1)
 			var nows, watches atomic.Int32
 			watching := make(chan *watch.FakeWatcher, 10)
-			f := feed{
-				what: "userenrollments",
-				now:  func(context.Context) (string, error) { return fmt.Sprint(100 + nows.Add(1)), nil },
-				watch: func(_ context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			f := changes.Feed{
+				What: "userenrollments",
+				Now:  func(context.Context) (string, error) { return fmt.Sprint(100 + nows.Add(1)), nil },
+				Watch: func(_ context.Context, o metav1.ListOptions) (watch.Interface, error) {
 					w := watch.NewFake()
 					if watches.Add(1) == 2 { // the first watch broke; resuming it at its version is refused
 						return expire(w)
@@ -135,7 +136,7 @@ func TestAnExpiredWatchForgetsEverythingAndStartsAgain(t *testing.T) {
 					watching <- w
 					return w, nil
 				},
-				on: func(ev watch.Event) { d.changed(ev.Object.(*v1alpha1.UserEnrollment).Spec.User) },
+				On: func(ev watch.Event) { d.changed(ev.Object.(*v1alpha1.UserEnrollment).Spec.User) },
 			}
 			first := make(chan struct{}, 1)
 			go d.follow(ctx, f, first)
