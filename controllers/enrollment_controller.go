@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -14,6 +15,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
@@ -29,6 +31,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/recorder"
 
 	"github.com/kube2fa/kube2fa/api/v1alpha1"
+	"github.com/kube2fa/kube2fa/internal/changes"
 	"github.com/kube2fa/kube2fa/internal/enrollment"
 	"github.com/kube2fa/kube2fa/internal/otp"
 	"github.com/kube2fa/kube2fa/internal/render"
@@ -38,8 +41,10 @@ import (
 // checks, duplicate users, lock expiry and the administrator's unlock annotation.
 type EnrollmentReconciler struct {
 	client.Client
-	// APIReader reads around the cache, to tell a foreign Secret (not cached) from cache lag.
+	// APIReader reads what the manager does not cache: Secrets and state Leases.
 	APIReader client.Reader
+	// Namespace is the one namespace whose Secrets are followed; all when empty.
+	Namespace string
 	Recorder  recorder.EventRecorder
 	Clock     clock.PassiveClock
 	// QueueClock, when set, is the clock the work queue waits on for RequeueAfter (a test's fake clock).
@@ -94,6 +99,12 @@ func (r *EnrollmentReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	facts, err := r.facts(ctx, e)
 	if err != nil {
 		return ctrl.Result{}, err // a fact that could not be read decides nothing: Ready stays as it was
+	}
+	// An enrollment about to get its first key learns whether its Secret exists by creating it.
+	if facts.Policy != nil && (e.Status.SecretUID != "" || !enrollment.NeedsKey(facts)) {
+		if facts.Secret, err = r.secret(ctx, e); err != nil {
+			return ctrl.Result{}, err
+		}
 	}
 	gone, expiresIn, err := r.expire(ctx, e, facts.Policy, now)
 	if gone || err != nil {
@@ -173,8 +184,8 @@ func (r *EnrollmentReconciler) expire(ctx context.Context, e *v1alpha1.UserEnrol
 // condition records it, and at thousands of enrollments an Event each would be a third of all writes.
 type note struct{ kind, reason, action, message string }
 
-// facts reads what decides an enrollment's Ready condition: its policy, an enrollment of the same user that
-// precedes it, and the Secret under its Secret name. Any read that fails is returned as an error.
+// facts reads what decides an enrollment's Ready condition, but its Secret (see secret): its policy and an
+// enrollment of the same user that precedes it. Any read that fails is returned as an error.
 func (r *EnrollmentReconciler) facts(ctx context.Context, e *v1alpha1.UserEnrollment) (enrollment.Facts, error) {
 	f := enrollment.Facts{Generation: e.Generation, PolicyName: e.Spec.PolicyRef.Name, Method: e.Spec.Method}
 	policy := &v1alpha1.TwoFactorPolicy{}
@@ -194,17 +205,20 @@ func (r *EnrollmentReconciler) facts(ctx context.Context, e *v1alpha1.UserEnroll
 	if w := enrollment.Winner(items); w != nil && w.UID != e.UID && enrollment.Precedes(w, e) {
 		f.Duplicate = w.Name
 	}
-
-	// Only the Secret's metadata is read (and cached): the key is written once and never read back here.
-	secret := secretMeta()
-	switch err := r.Get(ctx, client.ObjectKey{Namespace: e.Namespace, Name: render.SecretName(e.Name)}, secret); {
-	case apierrors.IsNotFound(err):
-	case err != nil:
-		return f, fmt.Errorf("getting secret: %w", err)
-	default:
-		f.Secret = secretFacts(secret, e)
-	}
 	return f, nil
+}
+
+// secret reads the facts of the Secret under e's Secret name, nil when there is none. Only its metadata is
+// read, from the API server: the key is written once and never read back here, and no Secret is cached.
+func (r *EnrollmentReconciler) secret(ctx context.Context, e *v1alpha1.UserEnrollment) (*enrollment.SecretFacts, error) {
+	secret := secretMeta()
+	switch err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: e.Namespace, Name: render.SecretName(e.Name)}, secret); {
+	case apierrors.IsNotFound(err):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("getting secret: %w", err)
+	}
+	return secretFacts(secret, e), nil
 }
 
 // secretFacts are the facts of Secret s for enrollment e.
@@ -243,8 +257,8 @@ func (r *EnrollmentReconciler) provision(ctx context.Context, e *v1alpha1.UserEn
 }
 
 // createSecret generates a key and creates the enrollment's Secret, with the manager's provenance. When a
-// Secret of that name exists already (our cache was behind, or the Secret is not ours and so not cached),
-// it returns that one, and created is false: an existing key is never replaced.
+// Secret of that name exists already, it returns that one, and created is false: an existing key is never
+// replaced.
 func (r *EnrollmentReconciler) createSecret(ctx context.Context, e *v1alpha1.UserEnrollment,
 	p v1alpha1.ResolvedPolicy, method v1alpha1.Method) (_ *enrollment.SecretFacts, created bool, _ error) {
 	rnd := r.Rand
@@ -337,6 +351,11 @@ func (r *EnrollmentReconciler) handleLock(ctx context.Context, e *v1alpha1.UserE
 
 // SetupWithManager registers the reconciler and its watches.
 func (r *EnrollmentReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	md, err := metadata.NewForConfigAndClient(mgr.GetConfig(), mgr.GetHTTPClient())
+	if err != nil {
+		return fmt.Errorf("creating metadata client: %w", err)
+	}
+	keys := &keyChanges{feed: changes.SecretMetadata(md, r.Namespace, render.Selector("").String()), all: r.all}
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("userenrollment").
 		// Verification facts the verifier records (steps, counters, successes, failures) need nothing from
@@ -344,7 +363,8 @@ func (r *EnrollmentReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		For(&v1alpha1.UserEnrollment{}, builder.WithPredicates(predicate.Funcs{UpdateFunc: func(ev event.UpdateEvent) bool {
 			return needsManager(ev.ObjectOld.(*v1alpha1.UserEnrollment), ev.ObjectNew.(*v1alpha1.UserEnrollment))
 		}})).
-		Owns(&corev1.Secret{}, builder.OnlyMetadata).
+		// A change of a key Secret (its deletion makes a confirmed enrollment's key lost) brings its enrollment.
+		WatchesRawSource(keys).
 		// A policy change can make enrollments ready, or not.
 		Watches(&v1alpha1.TwoFactorPolicy{}, handler.EnqueueRequestsFromMapFunc(r.enrollmentsOfPolicy),
 			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
@@ -382,13 +402,22 @@ func needsManager(old, cur *v1alpha1.UserEnrollment) bool {
 		old.Status.SecretUID != cur.Status.SecretUID || old.Status.ObservedGeneration != cur.Status.ObservedGeneration
 }
 
+// enrollmentsOfPolicy brings every enrollment of a policy whose spec changed. Policy changes are rare: an index
+// by policy would cost more (two set entries an enrollment) than filtering the namespace's enrollments.
 func (r *EnrollmentReconciler) enrollmentsOfPolicy(ctx context.Context, o client.Object) []reconcile.Request {
-	items, err := indexedEnrollments(ctx, r, o.GetNamespace(), IndexPolicy, o.GetName())
-	if err != nil {
+	var list v1alpha1.UserEnrollmentList
+	if err := r.List(ctx, &list, client.InNamespace(o.GetNamespace()), client.UnsafeDisableDeepCopy); err != nil {
 		logf.FromContext(ctx).Error(err, "Failed to list userenrollments of policy", "policy", klog.KObj(o))
 		return nil
 	}
-	return requestsFor(items)
+	return requestsFor(slices.DeleteFunc(list.Items, func(e v1alpha1.UserEnrollment) bool { return e.Spec.PolicyRef.Name != o.GetName() }))
+}
+
+// all is a request for every enrollment the manager watches.
+func (r *EnrollmentReconciler) all(ctx context.Context) ([]reconcile.Request, error) {
+	var list v1alpha1.UserEnrollmentList
+	err := r.List(ctx, &list, client.InNamespace(r.Namespace), client.UnsafeDisableDeepCopy)
+	return requestsFor(list.Items), err
 }
 
 func (r *EnrollmentReconciler) sameUser(ctx context.Context, o client.Object) []reconcile.Request {

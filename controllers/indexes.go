@@ -16,8 +16,6 @@ import (
 
 // Field indexes over UserEnrollments in the manager's cache.
 const (
-	// IndexPolicy holds an enrollment's policy name.
-	IndexPolicy = "spec.policyRef.name"
 	// IndexPolicyUser holds a bucket of enrollment.KeyOf (see userBucket): every enrollment of one user under
 	// one policy is in one bucket, with a few others that enrollmentsOfUser leaves out. A value per
 	// enrollment would cost the index two one-element sets per enrollment (controller-runtime indexes each
@@ -31,7 +29,6 @@ const userBuckets = 4096
 
 // Indexes are the field indexes over UserEnrollments, by name.
 var Indexes = map[string]client.IndexerFunc{
-	IndexPolicy: func(o client.Object) []string { return []string{o.(*v1alpha1.UserEnrollment).Spec.PolicyRef.Name} },
 	IndexPolicyUser: func(o client.Object) []string {
 		return []string{userBucket(enrollment.KeyOf(o.(*v1alpha1.UserEnrollment)))}
 	},
@@ -59,20 +56,14 @@ func SetupIndexes(ctx context.Context, mgr FieldIndexer) error {
 	return nil
 }
 
-// indexedEnrollments lists from the cache the enrollments in namespace whose index holds value. They are
-// shallow copies of the cache's own objects (their maps and slices are the cache's): read them, never change
-// them.
-func indexedEnrollments(ctx context.Context, c client.Reader, namespace, index, value string) ([]v1alpha1.UserEnrollment, error) {
-	var list v1alpha1.UserEnrollmentList
-	err := c.List(ctx, &list, client.InNamespace(namespace), client.MatchingFields{index: value}, client.UnsafeDisableDeepCopy)
-	return list.Items, err
-}
-
 // enrollmentsOfUser lists from the cache the enrollments in namespace of one user under one policy
-// (enrollment.Key), as indexedEnrollments does.
+// (enrollment.Key). They are shallow copies of the cache's own objects (their maps and slices are the
+// cache's): read them, never change them.
 func enrollmentsOfUser(ctx context.Context, c client.Reader, namespace, key string) ([]v1alpha1.UserEnrollment, error) {
-	items, err := indexedEnrollments(ctx, c, namespace, IndexPolicyUser, userBucket(key))
-	return slices.DeleteFunc(items, func(e v1alpha1.UserEnrollment) bool { return enrollment.KeyOf(&e) != key }), err
+	var list v1alpha1.UserEnrollmentList
+	err := c.List(ctx, &list, client.InNamespace(namespace), client.MatchingFields{IndexPolicyUser: userBucket(key)},
+		client.UnsafeDisableDeepCopy)
+	return slices.DeleteFunc(list.Items, func(e v1alpha1.UserEnrollment) bool { return enrollment.KeyOf(&e) != key }), err
 }
 
 func requestsFor(items []v1alpha1.UserEnrollment) []reconcile.Request {

@@ -27,7 +27,6 @@ import (
 
 func fakeClient(funcs interceptor.Funcs, objs ...client.Object) client.WithWatch {
 	return fake.NewClientBuilder().WithScheme(scheme.Scheme).WithObjects(objs...).WithStatusSubresource(objs...).
-		WithIndex(&v1alpha1.UserEnrollment{}, IndexPolicy, Indexes[IndexPolicy]).
 		WithIndex(&v1alpha1.UserEnrollment{}, IndexPolicyUser, Indexes[IndexPolicyUser]).
 		WithInterceptorFuncs(funcs).Build()
 }

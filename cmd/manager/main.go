@@ -19,6 +19,7 @@ import (
 
 	"github.com/kube2fa/kube2fa/controllers"
 	"github.com/kube2fa/kube2fa/internal/inject"
+	"github.com/kube2fa/kube2fa/internal/memory"
 	"github.com/kube2fa/kube2fa/internal/scheme"
 )
 
@@ -112,6 +113,7 @@ func (o *options) managerOptions() ctrl.Options {
 	return ctrl.Options{
 		Scheme:                        scheme.Scheme,
 		Cache:                         controllers.CacheOptions(o.watchNamespace),
+		Client:                        controllers.ClientOptions(),
 		Metrics:                       metrics,
 		HealthProbeBindAddress:        o.probeAddr,
 		PprofBindAddress:              o.pprofAddr,
@@ -122,6 +124,7 @@ func (o *options) managerOptions() ctrl.Options {
 }
 
 func main() {
+	memory.SetGCPercent()
 	var o options
 	o.bind(flag.CommandLine)
 	flag.Parse()
@@ -156,7 +159,7 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
-	copts := controllers.Options{MaxConcurrentReconciles: o.concurrency, ProvenanceKey: key}
+	copts := controllers.Options{MaxConcurrentReconciles: o.concurrency, ProvenanceKey: key, Namespace: o.watchNamespace}
 	if o.webhook.port != 0 {
 		inj := o.webhook.injection(ownNamespace())
 		copts.Injection = &inj

@@ -13,7 +13,6 @@ import (
 	_ "net/http/pprof" // served only with --pprof-listen
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -26,6 +25,7 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	"github.com/kube2fa/kube2fa/internal/memory"
 	"github.com/kube2fa/kube2fa/internal/scheme"
 	"github.com/kube2fa/kube2fa/internal/verifier"
 )
@@ -65,15 +65,8 @@ func (o *options) bind(fs *flag.FlagSet) {
 	}
 }
 
-// gcPercent is the verifier's GOGC unless the environment sets one: a sidecar's memory is its pod's, and
-// what it holds is small (a few KB per user it remembers), so the heap's headroom over it is halved, for a
-// little more CPU in the collector (README, Performance).
-const gcPercent = 50
-
 func main() {
-	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(gcPercent)
-	}
+	memory.SetGCPercent() // a sidecar's memory is its pod's
 	var o options
 	o.bind(flag.CommandLine)
 	flag.Parse()

@@ -8,6 +8,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
+
+	"github.com/kube2fa/kube2fa/internal/memory"
 )
 
 // admitted is a pod as the ServiceAccount admission plugin hands it to webhooks: a token volume mounted
@@ -52,6 +54,9 @@ func TestPodAddsTheVerifierAndTakesTheTokenFromEveryOtherContainer(t *testing.T)
 	}
 	if v.Image != "ghcr.io/kube2fa/kube2fa:v1" || v.StartupProbe == nil || v.ReadinessProbe == nil || v.Resources.Limits.Memory().IsZero() {
 		t.Errorf("verifier lacks its image, probes or limits: %+v", v)
+	}
+	if !memory.HasLimitEnv(v) {
+		t.Errorf("the verifier does not tell the Go runtime its memory limit: %+v", v.Env)
 	}
 	if len(v.VolumeMounts) != 1 || v.VolumeMounts[0].Name != VolumeName || v.VolumeMounts[0].MountPath != TokenPath {
 		t.Errorf("verifier mounts %v, want only its API access at %s", v.VolumeMounts, TokenPath)

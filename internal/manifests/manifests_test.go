@@ -31,6 +31,7 @@ import (
 	"github.com/kube2fa/kube2fa/api/v1alpha1"
 	"github.com/kube2fa/kube2fa/controllers"
 	"github.com/kube2fa/kube2fa/internal/manifests"
+	"github.com/kube2fa/kube2fa/internal/memory"
 	"github.com/kube2fa/kube2fa/internal/testenv"
 )
 
@@ -357,6 +358,19 @@ func TestWorkloadsHaveResourceRequestsLimitsAndProbes(t *testing.T) {
 			for _, p := range resourceProblems(c) {
 				t.Errorf("Deployment %s, container %s: %s", d.Name, c.Name, p)
 			}
+		}
+	}
+	// kube2fa's own processes tell the Go runtime their memory limit, so that the collector works harder
+	// near it rather than let a burst's garbage reach the OOM killer.
+	var service *appsv1.Deployment
+	for _, d := range typed[appsv1.Deployment](t, render(t, serviceDir), "Deployment") {
+		if d.Name == "kube2fa-verifier" {
+			service = d
+		}
+	}
+	for _, c := range []corev1.Container{container(t, manager, "manager"), container(t, app, "verifier"), container(t, service, "verifier")} {
+		if !memory.HasLimitEnv(c) {
+			t.Errorf("container %s does not set GOMEMLIMIT from its memory limit: %+v", c.Name, c.Env)
 		}
 	}
 	// The manager and the verifier are kube2fa's own processes: the kubelet must be able to tell when they

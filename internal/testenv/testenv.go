@@ -143,9 +143,11 @@ func (e *Env) StartManagerAs(t testing.TB, cfg *rest.Config, namespace string, o
 	if opts.ProvenanceKey == nil {
 		opts.ProvenanceKey = e.provenance
 	}
+	opts.Namespace = namespace
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 scheme.Scheme,
 		Cache:                  controllers.CacheOptions(namespace),
+		Client:                 controllers.ClientOptions(),
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 		// Several managers may run one after another in one test process, with the same controller names.
