@@ -41,7 +41,7 @@ import (
 // checks, duplicate users, lock expiry and the administrator's unlock annotation.
 type EnrollmentReconciler struct {
 	client.Client
-	// APIReader reads what the manager does not cache: Secrets and state Leases.
+	// APIReader reads what the manager does not cache: whole enrollments, Secrets and state Leases.
 	APIReader client.Reader
 	// Namespace is the one namespace whose Secrets are followed; all when empty.
 	Namespace string
@@ -69,7 +69,8 @@ type EnrollmentReconciler struct {
 // Secret), provisions a key when the rules say so, derives the conditions from the facts, and handles locks.
 func (r *EnrollmentReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.Result, err error) {
 	e := &v1alpha1.UserEnrollment{}
-	if err := r.Get(ctx, req.NamespacedName, e); err != nil {
+	// From the API server: the cache holds only what the watches' handlers read (see leanEnrollment).
+	if err := r.APIReader.Get(ctx, req.NamespacedName, e); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !e.DeletionTimestamp.IsZero() {

@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	flowcontrolv1 "k8s.io/api/flowcontrol/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	k8slabels "k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/selection"
 	"k8s.io/utils/clock"
@@ -80,10 +81,13 @@ func injectedPods() k8slabels.Selector {
 }
 
 // leanEnrollment is how the manager caches an enrollment, which at 100,000 enrollments is most of what it
-// holds: without managed fields, without annotations other than kube2fa's (the reconciler reads only its
-// own, and a status write carries no metadata: the API server keeps the stored object's), and with the
-// strings enrollments share (namespace, policy, methods, the conditions' types, statuses, reasons and
-// messages) held once for all of them. That is 1.0 KB an enrollment instead of 1.25.
+// holds. A pass reads the whole enrollment from the API server; the cache serves the watches' handlers and
+// the lookups of a user's other enrollments, so of the status it keeps only what those read
+// (enrollment.CountOf, needsManager, enrollment.Precedes): the key's UID, the observed generation, whether
+// it was confirmed, and which conditions are True, without their reasons, messages and times. It keeps no
+// managed fields and no annotations other than kube2fa's, and the strings enrollments share (namespace,
+// policy, method, condition types) once for all of them. That is about 0.75 KB an enrollment instead of
+// 1.25.
 func leanEnrollment(o any) (any, error) {
 	e, ok := o.(*v1alpha1.UserEnrollment)
 	if !ok {
@@ -100,13 +104,16 @@ func leanEnrollment(o any) (any, error) {
 	}
 	e.APIVersion, e.Kind, e.Namespace = shared(e.APIVersion), shared(e.Kind), shared(e.Namespace)
 	e.Spec.PolicyRef.Name = shared(e.Spec.PolicyRef.Name)
-	e.Spec.Method, e.Status.Method = shared(e.Spec.Method), shared(e.Status.Method)
+	e.Spec.Method = shared(e.Spec.Method)
 	if e.Spec.User == e.Name {
 		e.Spec.User = e.Name
 	}
-	for i := range e.Status.Conditions {
-		c := &e.Status.Conditions[i]
-		c.Type, c.Status, c.Reason, c.Message = shared(c.Type), shared(c.Status), shared(c.Reason), shared(c.Message)
+	st := e.Status
+	e.Status = v1alpha1.UserEnrollmentStatus{SecretUID: st.SecretUID, ObservedGeneration: st.ObservedGeneration, ConfirmedAt: st.ConfirmedAt}
+	for _, c := range st.Conditions {
+		if c.Status == metav1.ConditionTrue {
+			e.Status.Conditions = append(e.Status.Conditions, metav1.Condition{Type: shared(c.Type), Status: metav1.ConditionTrue})
+		}
 	}
 	return e, nil
 }
