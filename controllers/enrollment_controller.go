@@ -356,7 +356,7 @@ func (r *EnrollmentReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if err != nil {
 		return fmt.Errorf("creating metadata client: %w", err)
 	}
-	keys := &keyChanges{feed: changes.SecretMetadata(md, r.Namespace, render.Selector("").String()), all: r.all}
+	keys := newKeyChanges(changes.SecretMetadata(md, r.Namespace, render.Selector("").String()), r.all)
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("userenrollment").
 		// Verification facts the verifier records (steps, counters, successes, failures) need nothing from

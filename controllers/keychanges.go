@@ -2,18 +2,16 @@ package controllers
 
 import (
 	"context"
-	"sync"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/util/workqueue"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
-	"github.com/kube2fa/kube2fa/api/v1alpha1"
 	"github.com/kube2fa/kube2fa/internal/changes"
+	"github.com/kube2fa/kube2fa/internal/render"
 )
 
 // keyChanges is the enrollment controller's source of key Secret changes: a watch of their metadata from the
@@ -25,18 +23,21 @@ type keyChanges struct {
 	// all is a request for every enrollment.
 	all func(context.Context) ([]reconcile.Request, error)
 
-	once    sync.Once
 	started chan struct{}
+}
+
+// newKeyChanges follows feed, with all for the time after a gap.
+func newKeyChanges(feed changes.Feed, all func(context.Context) ([]reconcile.Request, error)) *keyChanges {
+	return &keyChanges{feed: feed, all: all, started: make(chan struct{})}
 }
 
 // Start follows the Secrets until ctx ends, adding to q.
 func (k *keyChanges) Start(ctx context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request]) error {
-	k.init()
 	f := k.feed
 	f.On = func(ev watch.Event) {
 		if m, ok := ev.Object.(*metav1.PartialObjectMetadata); ok {
-			if req, ok := controllingEnrollment(m); ok {
-				q.Add(req)
+			if ref := render.ControllingEnrollment(m); ref != nil {
+				q.Add(reconcile.Request{NamespacedName: types.NamespacedName{Namespace: m.Namespace, Name: ref.Name}})
 			}
 		}
 	}
@@ -60,7 +61,6 @@ func (k *keyChanges) Start(ctx context.Context, q workqueue.TypedRateLimitingInt
 // WaitForSync returns once the first watch runs: the controller starts no pass before, so that no change of
 // a Secret after a pass read it goes unheard.
 func (k *keyChanges) WaitForSync(ctx context.Context) error {
-	k.init()
 	select {
 	case <-k.started:
 		return nil
@@ -69,18 +69,4 @@ func (k *keyChanges) WaitForSync(ctx context.Context) error {
 	}
 }
 
-func (k *keyChanges) init() { k.once.Do(func() { k.started = make(chan struct{}) }) }
-
 func (k *keyChanges) String() string { return "watch of the metadata of kube2fa's Secrets" }
-
-// controllingEnrollment is the request for the enrollment that controls Secret m, if one does.
-func controllingEnrollment(m *metav1.PartialObjectMetadata) (reconcile.Request, bool) {
-	ref := metav1.GetControllerOfNoCopy(m)
-	if ref == nil || ref.Kind != "UserEnrollment" {
-		return reconcile.Request{}, false
-	}
-	if gv, err := schema.ParseGroupVersion(ref.APIVersion); err != nil || gv.Group != v1alpha1.GroupVersion.Group {
-		return reconcile.Request{}, false
-	}
-	return reconcile.Request{NamespacedName: types.NamespacedName{Namespace: m.Namespace, Name: ref.Name}}, true
-}

@@ -31,18 +31,15 @@ func TestKeyChangesBringTheEnrollmentAndAfterAGapAll(t *testing.T) {
 	defer cancel()
 	watching := make(chan *watch.FakeWatcher, 2)
 	everyone := []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: "ns", Name: "carol"}}}
-	k := &keyChanges{
-		feed: changes.Feed{
-			What: "secrets",
-			Now:  func(context.Context) (string, error) { return "100", nil },
-			Watch: func(context.Context, metav1.ListOptions) (watch.Interface, error) {
-				w := watch.NewFake()
-				watching <- w
-				return w, nil
-			},
+	k := newKeyChanges(changes.Feed{
+		What: "secrets",
+		Now:  func(context.Context) (string, error) { return "100", nil },
+		Watch: func(context.Context, metav1.ListOptions) (watch.Interface, error) {
+			w := watch.NewFake()
+			watching <- w
+			return w, nil
 		},
-		all: func(context.Context) ([]reconcile.Request, error) { return everyone, nil },
-	}
+	}, func(context.Context) ([]reconcile.Request, error) { return everyone, nil })
 	q := workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[reconcile.Request]())
 	defer q.ShutDown()
 	if err := k.Start(ctx, q); err != nil {

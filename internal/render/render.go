@@ -17,6 +17,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	k8slabels "k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 
@@ -209,6 +210,19 @@ func OTPSecret(e *v1alpha1.UserEnrollment, p otp.Params, issuer string, key []by
 		Immutable: ptr.To(true),
 		Data:      data,
 	}, nil
+}
+
+// ControllingEnrollment is the controller reference of o (a key Secret, a state Lease) when it names a
+// UserEnrollment, else nil. It only points the way: whoever follows it checks the enrollment's UID.
+func ControllingEnrollment(o metav1.Object) *metav1.OwnerReference {
+	ref := metav1.GetControllerOfNoCopy(o)
+	if ref == nil || ref.Kind != "UserEnrollment" {
+		return nil
+	}
+	if gv, err := schema.ParseGroupVersion(ref.APIVersion); err != nil || gv.Group != v1alpha1.GroupVersion.Group {
+		return nil
+	}
+	return ref
 }
 
 // HasQRCode reports whether OTPSecret found room for a QR code in s: not for a URI too long for one.

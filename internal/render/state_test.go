@@ -46,3 +46,26 @@ func TestAStateLeaseRoundTripsForItsEnrollmentOnly(t *testing.T) {
 		t.Fatal("a state with a key given twice was read")
 	}
 }
+
+// Only a controller reference to a kube2fa UserEnrollment points to an enrollment.
+func TestControllingEnrollment(t *testing.T) {
+	e := &v1alpha1.UserEnrollment{ObjectMeta: metav1.ObjectMeta{Name: "alice", UID: "a"}}
+	ours := *metav1.NewControllerRef(e, v1alpha1.GroupVersion.WithKind("UserEnrollment"))
+	foreign := ours
+	foreign.APIVersion = "example.com/v1"
+	notController := ours
+	notController.Controller = nil
+	for name, tc := range map[string]struct {
+		refs []metav1.OwnerReference
+		want bool
+	}{
+		"ours": {[]metav1.OwnerReference{ours}, true}, "none": {nil, false},
+		"another group's UserEnrollment": {[]metav1.OwnerReference{foreign}, false},
+		"an owner, not the controller":   {[]metav1.OwnerReference{notController}, false},
+	} {
+		m := &metav1.ObjectMeta{OwnerReferences: tc.refs}
+		if got := ControllingEnrollment(m); (got != nil) != tc.want || (got != nil && got.Name != "alice") {
+			t.Errorf("%s: %v", name, got)
+		}
+	}
+}

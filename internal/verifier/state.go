@@ -200,8 +200,7 @@ func (v *Verifier) writeState(ctx context.Context, e *v1alpha1.UserEnrollment, r
 // would do. The deletion is guarded by the Lease's UID and version. While its controller exists (another
 // enrollment of the same user, which this replica does not see as the user's yet), it is left alone.
 func (v *Verifier) dropForeignState(ctx context.Context, l *coordinationv1.Lease) error {
-	owner := metav1.GetControllerOf(l)
-	if owner != nil && owner.Kind == "UserEnrollment" {
+	if owner := render.ControllingEnrollment(l); owner != nil {
 		cur := &metav1.PartialObjectMetadata{}
 		cur.SetGroupVersionKind(v1alpha1.GroupVersion.WithKind("UserEnrollment"))
 		err := v.Client.Get(ctx, client.ObjectKey{Namespace: l.Namespace, Name: owner.Name}, cur)

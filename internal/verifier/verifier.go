@@ -550,7 +550,7 @@ func (v *Verifier) keyed(ctx context.Context, user string) (*v1alpha1.UserEnroll
 	case err != nil:
 		return nil, apiFailure(err, "reading the enrollment's state failed")
 	default:
-		if owner := metav1.GetControllerOf(l); owner != nil && owner.Kind == "UserEnrollment" {
+		if owner := render.ControllingEnrollment(l); owner != nil {
 			e, err := v.keyedNamed(ctx, user, owner.Name)
 			if err != nil || (e != nil && e.UID == owner.UID) {
 				if e != nil {
