@@ -38,9 +38,12 @@ func SetState(l *coordinationv1.Lease, state v1alpha1.VerificationState) error {
 		return fmt.Errorf("encoding verification state: %w", err)
 	}
 	metav1.SetMetaDataAnnotation(&l.ObjectMeta, v1alpha1.AnnotationState, string(raw))
-	l.ManagedFields = []metav1.ManagedFieldsEntry{{}}
+	l.ManagedFields = Untracked()
 	return nil
 }
+
+// Untracked is the managedFields of a write that asks the API server to keep none: a single empty entry.
+func Untracked() []metav1.ManagedFieldsEntry { return []metav1.ManagedFieldsEntry{{}} }
 
 // RecordedState returns the verification state Lease l records for enrollment e: nil when there is no Lease
 // (l is nil) or it is another enrollment's (a previous enrollment of the user), whose state counts for

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -18,6 +19,7 @@ import (
 	eventsv1 "k8s.io/client-go/kubernetes/typed/events/v1"
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
+	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -88,7 +90,8 @@ func Start(ctx context.Context, cfg Config) (*Running, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating REST mapper: %w", err)
 	}
-	c, err := newCache(ctx, cfg, rc, hc, mapper)
+	policyEvents := &atomic.Uint64{}
+	c, err := newCache(ctx, cfg, rc, hc, mapper, policyEvents)
 	if err != nil {
 		return nil, err
 	}
@@ -121,6 +124,8 @@ func Start(ctx context.Context, cfg Config) (*Running, error) {
 
 		MaxStaleness: cmp.Or(cfg.MaxStaleness, DefaultMaxStaleness),
 		MaxPending:   cfg.MaxPending,
+
+		policyEvents: policyEvents,
 	}}
 	if cfg.SelfEnrollmentRate > 0 {
 		r.SelfEnrollments = rate.NewLimiter(rate.Limit(cfg.SelfEnrollmentRate), max(cfg.SelfEnrollmentBurst, 1))
@@ -141,8 +146,9 @@ func Start(ctx context.Context, cfg Config) (*Running, error) {
 	return r, nil
 }
 
-// newCache creates the watch caches of one policy and its ConfigMap, each selected by name.
-func newCache(ctx context.Context, cfg Config, rc *rest.Config, hc *http.Client, mapper meta.RESTMapper) (cache.Cache, error) {
+// newCache creates the watch caches of one policy and its ConfigMap, each selected by name; every event of
+// either counts in events.
+func newCache(ctx context.Context, cfg Config, rc *rest.Config, hc *http.Client, mapper meta.RESTMapper, events *atomic.Uint64) (cache.Cache, error) {
 	c, err := cache.New(rc, cache.Options{
 		HTTPClient:                  hc,
 		Mapper:                      mapper,
@@ -159,8 +165,14 @@ func newCache(ctx context.Context, cfg Config, rc *rest.Config, hc *http.Client,
 	if err != nil {
 		return nil, fmt.Errorf("creating cache: %w", err)
 	}
+	count := func(any) { events.Add(1) }
 	for _, o := range []client.Object{&corev1.ConfigMap{}, &v1alpha1.TwoFactorPolicy{}} {
-		if _, err := c.GetInformer(ctx, o); err != nil {
+		inf, err := c.GetInformer(ctx, o)
+		if err == nil {
+			_, err = inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{AddFunc: count, DeleteFunc: count,
+				UpdateFunc: func(_, o any) { count(o) }})
+		}
+		if err != nil {
 			return nil, fmt.Errorf("watching %T: %w", o, err)
 		}
 	}

@@ -123,6 +123,9 @@ type Verifier struct {
 	statesOnce sync.Once
 	// policy is the last parsed verifier ConfigMap.
 	policy atomic.Pointer[parsedPolicy]
+	// policyEvents, when set (Start sets it), counts the watch events of the policy and its ConfigMap: the
+	// trusted policy is resolved again only after one, not read from the cache on every decision.
+	policyEvents *atomic.Uint64
 }
 
 type parsedPolicy struct {
@@ -130,6 +133,8 @@ type parsedPolicy struct {
 	resourceVersion string
 	owner           types.UID
 	policy          v1alpha1.ResolvedPolicy
+	// events is policyEvents's count when the policy was last found trusted.
+	events uint64
 }
 
 type parsedKey struct {
@@ -464,11 +469,19 @@ func (v *Verifier) reread(ctx context.Context, e *v1alpha1.UserEnrollment) (*v1a
 // resolvedPolicy reads the policy the manager rendered into the verifier ConfigMap. It obeys only a
 // ConfigMap that its TwoFactorPolicy, as it exists now, controls, and whose content is one the CRD allows:
 // anything else (a copy anyone who may create ConfigMaps could plant, a forged owner, content it does not
-// understand) makes every decision unavailable, never lowers the bar.
+// understand) makes every decision unavailable, never lowers the bar. A policy found trusted is kept until
+// a watch event of either object (policyEvents) says to look again.
 func (v *Verifier) resolvedPolicy(ctx context.Context) (v1alpha1.ResolvedPolicy, error) {
 	if age := time.Since(time.Unix(0, v.freshAt.Load())); v.MaxStaleness > 0 && age > v.MaxStaleness {
 		return v1alpha1.ResolvedPolicy{}, unavailable("policy %s was last confirmed current %v ago, more than %v: "+
 			"the API server cannot be reached or the watch is behind", v.Policy, age.Truncate(time.Second), v.MaxStaleness)
+	}
+	var events uint64 // read before the cache: an event after this makes the next decision look again
+	if v.policyEvents != nil {
+		events = v.policyEvents.Load()
+		if last := v.policy.Load(); last != nil && last.events == events {
+			return last.policy, nil
+		}
 	}
 	cm := &corev1.ConfigMap{}
 	if err := v.Cache.Get(ctx, client.ObjectKey{Namespace: v.Namespace, Name: render.ConfigMapName(v.Policy)}, cm); err != nil {
@@ -482,14 +495,13 @@ func (v *Verifier) resolvedPolicy(ctx context.Context) (v1alpha1.ResolvedPolicy,
 		return v1alpha1.ResolvedPolicy{}, v.distrust(owner, fmt.Sprintf(
 			"ConfigMap %s is not controlled by TwoFactorPolicy %s: not obeyed", cm.Name, v.Policy))
 	}
+	p, err := v1alpha1.ResolvedPolicy{}, error(nil)
 	if last := v.policy.Load(); last != nil && last.resourceVersion == cm.ResourceVersion && last.owner == owner.UID {
-		return last.policy, nil
-	}
-	p, err := render.ParseVerifierConfigMap(cm)
-	if err != nil {
+		p = last.policy
+	} else if p, err = render.ParseVerifierConfigMap(cm); err != nil {
 		return p, v.distrust(owner, fmt.Sprintf("policy %s cannot be read: %v", v.Policy, err))
 	}
-	v.policy.Store(&parsedPolicy{resourceVersion: cm.ResourceVersion, owner: owner.UID, policy: p})
+	v.policy.Store(&parsedPolicy{resourceVersion: cm.ResourceVersion, owner: owner.UID, policy: p, events: events})
 	v.distrusted.Store(nil)
 	return p, nil
 }
