@@ -6,14 +6,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -89,14 +86,11 @@ func (b *bench) apfIsolation(ctx context.Context, t *table) error {
 		return err
 	}
 
-	// One machine stands for a cluster: the control plane gets CPU 0, the verifier and the load generators
-	// (which run on worker nodes) CPU 1, so that what the flood takes from the tenant is the API server's.
-	if err := pin(0, b.procs[procAPIServer], b.procs[procEtcd]); err != nil {
+	// What the flood takes from the tenant is the API server's: the flood's verifier runs on a worker node.
+	if err := b.standForACluster(v.PID()); err != nil {
 		return err
 	}
-	if err := pin(1, v.PID(), os.Getpid()); err != nil {
-		return err
-	}
+	defer b.standAlone()
 	fmt.Println("  the other tenant alone ...")
 	alone := b.drive(tenantWriters, 0, tenant.write)
 	fmt.Println("  the other tenant during the flood, with kube2fa's FlowSchemas ...")
@@ -326,26 +320,4 @@ func (b *bench) rendered(ctx context.Context, dir string) ([]*unstructured.Unstr
 		return nil, fmt.Errorf("rendering %s: %w", dir, err)
 	}
 	return manifests.Parse(out)
-}
-
-// pin binds every thread of the processes pids to CPU cpu.
-func pin(cpu int, pids ...int) error {
-	var set unix.CPUSet
-	set.Set(cpu)
-	for _, pid := range pids {
-		tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
-		if err != nil {
-			return err
-		}
-		for _, task := range tasks {
-			tid, err := strconv.Atoi(task.Name())
-			if err != nil {
-				continue
-			}
-			if err := unix.SchedSetaffinity(tid, &set); err != nil {
-				return fmt.Errorf("pinning thread %d of %d to CPU %d: %w", tid, pid, cpu, err)
-			}
-		}
-	}
-	return nil
 }

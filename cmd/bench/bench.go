@@ -63,6 +63,8 @@ type bench struct {
 	// addresses of those serving /debug/pprof.
 	procs map[string]int
 	pprof map[string]string
+	// asCluster is true while the processes are pinned as in a cluster (see standForACluster).
+	asCluster bool
 }
 
 // newBench connects to the control plane without a client-side rate limit and finds the API server's and

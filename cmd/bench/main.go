@@ -26,7 +26,7 @@ type config struct {
 	manager, verifier, out  string
 	profiles                string
 	burstOnly, apfOnly      bool
-	scaleOnly               bool
+	scaleOnly, verifyOnly   bool
 	rounds                  int
 }
 
@@ -51,6 +51,7 @@ func main() {
 	flag.IntVar(&c.rounds, "rounds", 3, "Rounds in which the verification ceiling and one verifier take turns, after one warm-up round; their medians are reported.")
 	flag.BoolVar(&c.burstOnly, "burst-only", false, "Measure only the reconcile burst, the manager's memory and a verifier where the burst left N enrollments, not the verification runs.")
 	flag.BoolVar(&c.scaleOnly, "scale-only", false, "Measure only a verifier where the manager's burst left N enrollments (the burst without its ceiling): its start, first decisions, a storm over 2,000 and its memory.")
+	flag.BoolVar(&c.verifyOnly, "verification-only", false, "Measure only the verification runs (after the reconcile burst that sets them up), not the verifier at scale nor API Priority and Fairness.")
 	flag.BoolVar(&c.apfOnly, "apf-only", false, "Measure only what API Priority and Fairness buys another tenant during a flood of wrong codes.")
 	flag.Parse()
 	if c.rounds < 1 {
@@ -134,13 +135,13 @@ func run(c config) error {
 			return fmt.Errorf("verification: %w", err)
 		}
 	}
-	if !c.apfOnly {
+	if !c.apfOnly && !c.verifyOnly {
 		fmt.Printf("A verifier where the burst left %d enrollments: its start, first decisions and a storm over %d ...\n", c.n, min(c.n, stormUsers))
 		if err := b.verifierAtScale(ctx, &t); err != nil {
 			return fmt.Errorf("verifier at scale: %w", err)
 		}
 	}
-	if !c.burstOnly && !c.scaleOnly {
+	if !c.burstOnly && !c.scaleOnly && !c.verifyOnly {
 		fmt.Printf("API Priority and Fairness: another tenant's writes during a flood from %d clients ...\n", c.clients*8)
 		if err := b.apfIsolation(ctx, &t); err != nil {
 			return fmt.Errorf("APF isolation: %w", err)

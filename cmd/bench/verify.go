@@ -7,6 +7,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha1"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -97,6 +98,10 @@ func (b *bench) verification(ctx context.Context, t *table) error {
 	if err != nil {
 		return err
 	}
+	if err := b.standForACluster(); err != nil {
+		return err
+	}
+	defer b.standAlone()
 	a, rs, err := b.alternatingRounds(ctx, ns, users)
 	if err != nil {
 		return err
@@ -150,6 +155,9 @@ func (b *bench) alternatingRounds(ctx context.Context, ns string, users []*user)
 			return a, rs, err
 		}
 		if a, err = b.startVerifier(ctx, ns, procVerifierA); err != nil {
+			return a, rs, err
+		}
+		if err := b.warm(a.url, users); err != nil {
 			return a, rs, err
 		}
 		one, err := b.load(ctx, fmt.Sprintf("verify-1-r%d", r), users, []string{a.url}, 0, 0)
@@ -363,6 +371,11 @@ func (b *bench) startVerifier(ctx context.Context, ns, name string) (runningVeri
 	}
 	b.procs[name] = p.PID()
 	b.pprof[name] = pprof
+	if b.asCluster {
+		if err := pin([]int{workerCPU}, p.PID()); err != nil {
+			return runningVerifier{}, errors.Join(err, p.Stop())
+		}
+	}
 	fmt.Printf("  %s: http://%s, profiles at http://%s/debug/pprof/\n", name, addr, pprof)
 	return runningVerifier{Process: p, name: name, url: "http://" + addr}, nil
 }
@@ -425,28 +438,7 @@ func (b *bench) loadVia(ctx context.Context, run string, users []*user, url func
 	}
 	var unexpected answers
 	res := b.measure(run, users, rate, func(u *user, w, i int) bool {
-		code, bad := u.code(), wrong > 0 && i%int(1/wrong) == 0
-		if bad {
-			code = "00000000"[:len(code)]
-		}
-		body := fmt.Sprintf(`{"user":%q,"code":%q}`, u.name, code)
-		r, err := hc.Post(url(u, w, i)+"/v1/verify", "application/json", bytes.NewBufferString(body))
-		if err != nil {
-			unexpected.note(err.Error())
-			return false
-		}
-		answer, _ := io.ReadAll(io.LimitReader(r.Body, 200))
-		_, _ = io.Copy(io.Discard, r.Body) // drained, so the connection is reused
-		_ = r.Body.Close()
-		switch {
-		case r.StatusCode == 200 && !bad:
-			u.counter++
-			return true
-		case r.StatusCode == 401 && bad:
-			return true
-		}
-		unexpected.note(fmt.Sprintf("%d %s", r.StatusCode, bytes.TrimSpace(answer)))
-		return false
+		return verifyOnce(hc, url(u, w, i), u, wrong > 0 && i%int(1/wrong) == 0, &unexpected)
 	})
 	unexpected.print()
 	after, err := b.requests()
@@ -460,6 +452,50 @@ func (b *bench) loadVia(ctx context.Context, run string, users []*user, url func
 		res.conflicts += d["conflict "+w]
 	}
 	return res, nil
+}
+
+// verifyOnce asks the verifier at url to check the user's next code, or a wrong code when bad, and reports
+// whether it answered as expected (accepted, or rejected when bad); it notes any other answer.
+func verifyOnce(hc *http.Client, url string, u *user, bad bool, unexpected *answers) bool {
+	code := u.code()
+	if bad {
+		code = "00000000"[:len(code)]
+	}
+	body := fmt.Sprintf(`{"user":%q,"code":%q}`, u.name, code)
+	r, err := hc.Post(url+"/v1/verify", "application/json", bytes.NewBufferString(body))
+	if err != nil {
+		unexpected.note(err.Error())
+		return false
+	}
+	answer, _ := io.ReadAll(io.LimitReader(r.Body, 200))
+	_, _ = io.Copy(io.Discard, r.Body) // drained, so the connection is reused
+	_ = r.Body.Close()
+	switch {
+	case r.StatusCode == 200 && !bad:
+		u.counter++
+		return true
+	case r.StatusCode == 401 && bad:
+		return true
+	}
+	unexpected.note(fmt.Sprintf("%d %s", r.StatusCode, bytes.TrimSpace(answer)))
+	return false
+}
+
+// warm has the verifier at url decide once for every user, unmeasured: its first decision for a user reads
+// the user's enrollment, key and state Lease, as the ceilings read or create their objects before they are
+// measured. What a first decision costs has rows of its own (verifierAtScale).
+func (b *bench) warm(url string, users []*user) error {
+	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: b.c.clients}, Timeout: 10 * time.Second}
+	defer hc.CloseIdleConnections()
+	var unexpected answers
+	_, err := parallel(len(users), b.c.clients, func(i int) error {
+		if !verifyOnce(hc, url, users[i], false, &unexpected) {
+			return fmt.Errorf("warming %s up: an unexpected answer for %s", url, users[i].name)
+		}
+		return nil
+	})
+	unexpected.print()
+	return err
 }
 
 // answers counts the answers a run did not expect, by answer, to print what went wrong.
@@ -514,15 +550,16 @@ func (b *bench) statusCeiling(ctx context.Context, run, ns string, users []*user
 }
 
 // leaseCeiling: the same clients and users, each user's decision written to a Lease of its own (created
-// once, on first use) with the resourceVersion it read, as protobuf: the cheapest durable, guarded write of
-// per-user state the API server offers, the bar a state model built on it must come near.
+// once, on first use) with the resourceVersion it read, as protobuf, and without managedFields (as a state
+// Lease is written: see render.SetState): the cheapest durable, guarded write of per-user state the API
+// server offers, the bar a state model built on it must come near.
 func (b *bench) leaseCeiling(ctx context.Context, run, ns string, users []*user, rate float64) (runResult, error) {
 	leases := map[*user]*coordinationv1.Lease{}
 	for _, u := range users {
 		l, err := b.proto.CoordinationV1().Leases(ns).Get(ctx, "state-"+u.name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
-			l, err = b.proto.CoordinationV1().Leases(ns).Create(ctx, &coordinationv1.Lease{
-				ObjectMeta: metav1.ObjectMeta{Name: "state-" + u.name, Annotations: map[string]string{}}}, metav1.CreateOptions{})
+			l, err = b.proto.CoordinationV1().Leases(ns).Create(ctx, &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{
+				Name: "state-" + u.name, Annotations: map[string]string{}, ManagedFields: render.Untracked()}}, metav1.CreateOptions{})
 		}
 		if err != nil {
 			return runResult{}, err
@@ -539,6 +576,7 @@ func (b *bench) leaseCeiling(ctx context.Context, run, ns string, users []*user,
 		next, _ := strconv.ParseInt(l.Annotations["twofactor.kube2fa.io/hotp-counter"], 10, 64)
 		l.Annotations["twofactor.kube2fa.io/hotp-counter"] = strconv.FormatInt(next+1, 10)
 		l.Annotations["twofactor.kube2fa.io/last-success"] = time.Now().UTC().Format(time.RFC3339)
+		l.ManagedFields = render.Untracked()
 		updated, err := b.proto.CoordinationV1().Leases(ns).Update(ctx, l, metav1.UpdateOptions{})
 		if err != nil {
 			return false
