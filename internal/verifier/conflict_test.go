@@ -83,6 +83,54 @@ func TestAConflictIsFollowedByOneDecisionOnTheStateThatWon(t *testing.T) {
 	}
 }
 
+// Contention ends: once the read before a decision shows the very version this replica wrote last, nobody
+// else wrote since (the user's requests reach this replica alone again, after a rolling restart or a
+// failover moved them for a while), and the replica decides on its memory again: one write per decision.
+func TestAUserNoLongerContendedIsDecidedFromMemoryAgain(t *testing.T) {
+	ctx := context.Background()
+	v, e, cache := decisionFixture(t)
+	var updates, gets int
+	api := fake.NewClientBuilder().WithScheme(cache.Scheme()).WithObjects(e.DeepCopy()).
+		WithStatusSubresource(&v1alpha1.UserEnrollment{}).
+		WithInterceptorFuncs(interceptor.Funcs{
+			Update: func(ctx context.Context, c client.WithWatch, o client.Object, opts ...client.UpdateOption) error {
+				updates++
+				return c.Update(ctx, o, opts...)
+			},
+			Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, o client.Object, opts ...client.GetOption) error {
+				if _, ok := o.(*coordinationv1.Lease); ok {
+					gets++
+				}
+				return c.Get(ctx, key, o, opts...)
+			},
+		}).Build()
+	v.Client, v.Leases = api, crLeases{api, e.Namespace}
+	wrong := func(reads, writes int) {
+		t.Helper()
+		gets, updates = 0, 0
+		if d, err := v.Verify(ctx, "alice", "000000"); err != nil || d.Result != Rejected {
+			t.Fatalf("a wrong code: %+v, %v", d, err)
+		}
+		if gets != reads || updates != writes {
+			t.Fatalf("%d reads and %d writes, want %d and %d", gets, updates, reads, writes)
+		}
+	}
+	wrong(1, 0)                       // the first decision reads, and creates the Lease
+	theirs := &coordinationv1.Lease{} // another replica lets alice in: her failures start again from zero
+	if err := api.Get(ctx, client.ObjectKey{Namespace: e.Namespace, Name: stateName(e)}, theirs); err != nil {
+		t.Fatal(err)
+	}
+	if err := render.SetState(theirs, v1alpha1.VerificationState{Key: e.Status.SecretUID}); err != nil {
+		t.Fatal(err)
+	}
+	if err := api.Update(ctx, theirs); err != nil {
+		t.Fatal(err)
+	}
+	wrong(1, 2) // the refused write, the read, the write that lands
+	wrong(1, 1) // contended: it reads first, and the read shows its own write
+	wrong(0, 1) // nobody else wrote since: memory again
+}
+
 // A refusal writes nothing, so nothing would catch a stale memory: a replica that remembers a lock reads
 // the state before it refuses, and an administrator's unlock (by the manager, on another replica's memory)
 // lets the user in at once.

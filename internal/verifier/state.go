@@ -58,7 +58,8 @@ type userState struct {
 
 // knownLease is the newest version of a state Lease this replica knows. written is true when it wrote that
 // version on top of version base ("" when it created the Lease), for read-your-writes over a lagging read;
-// contended is true once another writer was seen, and memory is not decided on alone any more.
+// contended is true once another writer was seen, and memory is not decided on alone until a read shows
+// this replica's own last write again.
 type knownLease struct {
 	lease *coordinationv1.Lease
 	// recorded is the state lease holds, parsed once (nil when not parsed, or not the state of an enrollment).
@@ -94,7 +95,10 @@ func (v *Verifier) readState(ctx context.Context, e *v1alpha1.UserEnrollment, sr
 	if l == nil {
 		v.remembered().Remove(name)
 	}
-	return v.stateIn(knownLease{lease: l, contended: k.contended}, e, false)
+	// A read showing the very version this replica wrote last: nobody else wrote since (the user's requests
+	// reach this replica alone again), so its next decision is taken on its memory again.
+	mine := k.written && l != nil && k.lease != nil && l.ResourceVersion == k.lease.ResourceVersion
+	return v.stateIn(knownLease{lease: l, contended: k.contended && !mine}, e, false)
 }
 
 // stateIn is the state that the known Lease k holds for e's key (none when k holds no Lease, or another
