@@ -84,8 +84,8 @@ func (r runResult) summary() string {
 func ms(d time.Duration) string { return fmt.Sprintf("%.1fms", float64(d.Microseconds())/1000) }
 
 // verification measures the verifier next to its ceiling, the API server making the very writes the
-// decisions make: one verifier taking turns with the ceiling, two verifiers with valid and with partly
-// wrong codes, and the latency at half the maximum rate next to the ceiling's at that rate.
+// decisions make: one verifier taking turns with the ceiling, the latency at half the maximum rate next to
+// the ceiling's at that rate, two verifiers with valid and with partly wrong codes, and ten.
 func (b *bench) verification(ctx context.Context, t *table) error {
 	ns, err := b.namespace(ctx, "storm")
 	if err != nil {
@@ -107,22 +107,22 @@ func (b *bench) verification(ctx context.Context, t *table) error {
 		return err
 	}
 	rs.report(t, b.c.clients)
+	half := max(medianRun(rs.ones).rate/2, 1)
+	moderate, err := b.halfLoad(ctx, t, ns, users, a, half)
+	if err != nil {
+		return err
+	}
 	twos, err := b.twoVerifiers(ctx, t, ns, users, a)
 	if err != nil {
 		return err
 	}
-	half := max(medianRun(rs.ones).rate/2, 1)
 	tens, err := b.tenVerifiers(ctx, ns, users, a, half)
-	if err != nil {
-		return err
-	}
-	moderate, err := b.halfLoad(ctx, t, ns, users, a, half)
 	if err != nil {
 		return err
 	}
 	reportReplicas(t, medianRun(rs.ones), moderate, tens)
 	reportUnanswered(t, slices.Concat(rs.ones, twos, tens, []runResult{moderate}))
-	return nil
+	return b.stopVerifier(a)
 }
 
 // roundResults are the results of the rounds in which the ceilings and one verifier take turns, the warm-up
@@ -132,11 +132,13 @@ type roundResults struct {
 	oldRatios, leaseRatios []float64
 }
 
-// alternatingRounds runs the ceiling and one verifier, verifier-a, by turns, round after round, so that the
-// machine's noise (a neighbour, the API server's garbage collector) falls on both alike. The ceiling runs
-// while no verifier does: the API server alone, making the very writes the decisions make, on the very
-// same enrollments. Round 0 warms up and is not counted: in three runs of four without it, the first
-// verifier run was the slowest, 6-20% below the later ones. verifier-a is left running.
+// alternatingRounds runs the ceilings and one verifier, verifier-a, by turns, round after round, so that the
+// machine's noise (a neighbour, the API server's garbage collector) falls on all alike. The old path's
+// ceiling runs while no verifier does (its writes would reach a verifier's watch of enrollments); the Lease
+// ceiling, whose writes reach nobody, runs while the verifier idles, before it in even rounds and after it
+// in odd ones, so that a drift of the machine within a round does not fall on one of the two alone. Each
+// writes on the very same users. Round 0 warms up and is not counted: in three runs of four without it,
+// the first verifier run was the slowest, 6-20% below the later ones. verifier-a is left running.
 func (b *bench) alternatingRounds(ctx context.Context, ns string, users []*user) (runningVerifier, roundResults, error) {
 	var a runningVerifier
 	var rs roundResults
@@ -150,19 +152,30 @@ func (b *bench) alternatingRounds(ctx context.Context, ns string, users []*user)
 		if err != nil {
 			return a, rs, err
 		}
-		lease, err := b.leaseCeiling(ctx, fmt.Sprintf("lease-ceiling-r%d", r), ns, users, 0)
-		if err != nil {
-			return a, rs, err
-		}
 		if a, err = b.startVerifier(ctx, ns, procVerifierA); err != nil {
 			return a, rs, err
 		}
-		if err := b.warm(a.url, users); err != nil {
+		if err := b.warm(users, func(*user) string { return a.url }); err != nil {
 			return a, rs, err
 		}
-		one, err := b.load(ctx, fmt.Sprintf("verify-1-r%d", r), users, []string{a.url}, 0, 0)
-		if err != nil {
-			return a, rs, err
+		var lease, one runResult
+		runs := []func() error{
+			func() (err error) {
+				lease, err = b.leaseCeiling(ctx, fmt.Sprintf("lease-ceiling-r%d", r), ns, users, 0)
+				return err
+			},
+			func() (err error) {
+				one, err = b.load(ctx, fmt.Sprintf("verify-1-r%d", r), users, []string{a.url}, 0, 0)
+				return err
+			},
+		}
+		if r%2 == 1 {
+			slices.Reverse(runs)
+		}
+		for _, run := range runs {
+			if err := run(); err != nil {
+				return a, rs, err
+			}
 		}
 		if r > 0 {
 			rs.ceilings, rs.leases, rs.ones = append(rs.ceilings, ceiling), append(rs.leases, lease), append(rs.ones, one)
@@ -224,7 +237,8 @@ const replicas = 10
 // session affinity (each user's requests to one replica, as when the application's sessions stick to its
 // replicas, each with its verifier beside it) closed-loop and at rate half, and without (each user's
 // requests going round the replicas, the worst case for a replica's memory of its own writes) closed-loop.
-// It stops the extra verifiers and returns the three runs.
+// Each replica decides once for each of its users first, unmeasured, as one verifier does (warm). It stops
+// the extra verifiers and returns the three runs.
 func (b *bench) tenVerifiers(ctx context.Context, ns string, users []*user, a runningVerifier, half float64) ([]runResult, error) {
 	vs, urls := []runningVerifier{}, []string{a.url}
 	defer func() {
@@ -240,6 +254,9 @@ func (b *bench) tenVerifiers(ctx context.Context, ns string, users []*user, a ru
 		vs, urls = append(vs, v), append(urls, v.url)
 	}
 	affinity := func(u *user, _, _ int) string { return urls[u.index%len(urls)] }
+	if err := b.warm(users, func(u *user) string { return affinity(u, 0, 0) }); err != nil {
+		return nil, err
+	}
 	round := func(_ *user, w, i int) string { return urls[(i*7+w)%len(urls)] } // 7: coprime to 10, unlike the users per client
 	var runs []runResult
 	for _, r := range []struct {
@@ -274,8 +291,9 @@ func reportReplicas(t *table, one, oneAtHalf runResult, tens []runResult) {
 			round.summary(), round.writes, round.conflicts, round.rate/one.rate, round.cpu))
 }
 
-// halfLoad offers half the maximum rate, half, to verifier a alone, then stops a and offers the same rate
-// to the ceiling; it adds the latency rows of both and returns the verifier's run.
+// halfLoad offers half the maximum rate, half, to verifier a alone (which alone has served its users, as
+// with session affinity), then the same rate to the Lease ceiling while a idles; it adds the latency rows of
+// both and returns the verifier's run.
 func (b *bench) halfLoad(ctx context.Context, t *table, ns string, users []*user, a runningVerifier, half float64) (runResult, error) {
 	moderate, err := b.load(ctx, "verify-half", users, []string{a.url}, 0, half)
 	if err != nil {
@@ -283,9 +301,6 @@ func (b *bench) halfLoad(ctx context.Context, t *table, ns string, users []*user
 	}
 	t.add(fmt.Sprintf("Latency at half the maximum (%.0f /s offered, 1 verifier)", half), "p99 "+ms(moderate.pct(.99)),
 		fmt.Sprintf("p50 %v; bar: p99 <= 25ms; %s", ms(moderate.pct(.50)), moderate.fsync))
-	if err := b.stopVerifier(a); err != nil {
-		return runResult{}, err
-	}
 	ceilHalf, err := b.leaseCeiling(ctx, "lease-ceiling-half", ns, users, half)
 	if err != nil {
 		return runResult{}, err
@@ -481,16 +496,16 @@ func verifyOnce(hc *http.Client, url string, u *user, bad bool, unexpected *answ
 	return false
 }
 
-// warm has the verifier at url decide once for every user, unmeasured: its first decision for a user reads
-// the user's enrollment, key and state Lease, as the ceilings read or create their objects before they are
-// measured. What a first decision costs has rows of its own (verifierAtScale).
-func (b *bench) warm(url string, users []*user) error {
+// warm has a verifier decide once for every user, unmeasured, the user's verifier at url(user): its first
+// decision for a user reads the user's enrollment, key and state Lease, as the ceilings read or create their
+// objects before they are measured. What a first decision costs has rows of its own (verifierAtScale).
+func (b *bench) warm(users []*user, url func(u *user) string) error {
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: b.c.clients}, Timeout: 10 * time.Second}
 	defer hc.CloseIdleConnections()
 	var unexpected answers
 	_, err := parallel(len(users), b.c.clients, func(i int) error {
-		if !verifyOnce(hc, url, users[i], false, &unexpected) {
-			return fmt.Errorf("warming %s up: an unexpected answer for %s", url, users[i].name)
+		if u := users[i]; !verifyOnce(hc, url(u), u, false, &unexpected) {
+			return fmt.Errorf("warming %s up: an unexpected answer for %s", url(u), u.name)
 		}
 		return nil
 	})
