@@ -130,7 +130,7 @@ func (b *bench) confirmAll(users []*user, url string) (runResult, error) {
 		if r.StatusCode != http.StatusOK {
 			return fmt.Errorf("confirming %s: %d %s", u.name, r.StatusCode, bytes.TrimSpace(answer))
 		}
-		u.counter++
+		u.accepted()
 		mu.Lock()
 		res.latencies = append(res.latencies, time.Since(began))
 		mu.Unlock()
