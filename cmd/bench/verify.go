@@ -151,8 +151,9 @@ type roundResults struct {
 // machine's noise (a neighbour, the API server's garbage collector) falls on all alike. The old path's
 // ceiling runs while no verifier does (its writes would reach a verifier's watch of enrollments); the Lease
 // ceiling, whose writes reach nobody, runs while the verifier idles, before it in even rounds and after it
-// in odd ones, so that a drift of the machine within a round does not fall on one of the two alone. Each
-// writes on the very same users. Round 0 warms up and is not counted: in three runs of four without it,
+// in odd ones, so that neither alone pays for coming first after the verifier's start and warm-up, nor for
+// a drift of the machine within a round (with an even number of rounds counted, each comes first as often).
+// Each writes on the very same users. Round 0 warms up and is not counted: in three runs of four without it,
 // the first verifier run was the slowest, 6-20% below the later ones. verifier-a is left running.
 func (b *bench) alternatingRounds(ctx context.Context, ns string, users []*user) (runningVerifier, roundResults, error) {
 	var a runningVerifier
