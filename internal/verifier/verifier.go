@@ -495,11 +495,15 @@ func (v *Verifier) resolvedPolicy(ctx context.Context) (v1alpha1.ResolvedPolicy,
 		return v1alpha1.ResolvedPolicy{}, v.distrust(owner, fmt.Sprintf(
 			"ConfigMap %s is not controlled by TwoFactorPolicy %s: not obeyed", cm.Name, v.Policy))
 	}
-	p, err := v1alpha1.ResolvedPolicy{}, error(nil)
+	var p v1alpha1.ResolvedPolicy
 	if last := v.policy.Load(); last != nil && last.resourceVersion == cm.ResourceVersion && last.owner == owner.UID {
-		p = last.policy
-	} else if p, err = render.ParseVerifierConfigMap(cm); err != nil {
-		return p, v.distrust(owner, fmt.Sprintf("policy %s cannot be read: %v", v.Policy, err))
+		p = last.policy // the same ConfigMap, parsed before
+	} else {
+		parsed, err := render.ParseVerifierConfigMap(cm)
+		if err != nil {
+			return parsed, v.distrust(owner, fmt.Sprintf("policy %s cannot be read: %v", v.Policy, err))
+		}
+		p = parsed
 	}
 	v.policy.Store(&parsedPolicy{resourceVersion: cm.ResourceVersion, owner: owner.UID, policy: p, events: events})
 	v.distrusted.Store(nil)
