@@ -26,21 +26,7 @@ import (
 func TestAConflictIsFollowedByOneDecisionOnTheStateThatWon(t *testing.T) {
 	ctx := context.Background()
 	v, e, cache := decisionFixture(t)
-	var updates, gets int
-	api := fake.NewClientBuilder().WithScheme(cache.Scheme()).WithObjects(e.DeepCopy()).
-		WithStatusSubresource(&v1alpha1.UserEnrollment{}).
-		WithInterceptorFuncs(interceptor.Funcs{
-			Update: func(ctx context.Context, c client.WithWatch, o client.Object, opts ...client.UpdateOption) error {
-				updates++
-				return c.Update(ctx, o, opts...)
-			},
-			Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, o client.Object, opts ...client.GetOption) error {
-				if _, ok := o.(*coordinationv1.Lease); ok {
-					gets++
-				}
-				return c.Get(ctx, key, o, opts...)
-			},
-		}).Build()
+	api, gets, updates := countingAPI(cache, e)
 	v.Client, v.Leases = api, crLeases{api, e.Namespace}
 	wrong := func() Decision {
 		t.Helper()
@@ -52,8 +38,8 @@ func TestAConflictIsFollowedByOneDecisionOnTheStateThatWon(t *testing.T) {
 	}
 	wrong()
 	wrong()
-	if gets != 1 || updates != 1 {
-		t.Fatalf("%d reads and %d writes for two decisions: want the first read, and no read after the replica's own write", gets, updates)
+	if *gets != 1 || *updates != 1 {
+		t.Fatalf("%d reads and %d writes for two decisions: want the first read, and no read after the replica's own write", *gets, *updates)
 	}
 
 	// Another replica records a failure.
@@ -67,19 +53,19 @@ func TestAConflictIsFollowedByOneDecisionOnTheStateThatWon(t *testing.T) {
 	if err := api.Update(ctx, theirs); err != nil {
 		t.Fatal(err)
 	}
-	gets, updates = 0, 0
+	*gets, *updates = 0, 0
 	if d := wrong(); d.RemainingAttempts != 1 {
 		t.Fatalf("remaining %d: want the failure counted on top of the other replica's", d.RemainingAttempts)
 	}
-	if gets != 1 || updates != 2 {
-		t.Fatalf("%d reads, %d writes: want the write that conflicted, one read, the write that landed", gets, updates)
+	if *gets != 1 || *updates != 2 {
+		t.Fatalf("%d reads, %d writes: want the write that conflicted, one read, the write that landed", *gets, *updates)
 	}
-	gets, updates = 0, 0
+	*gets, *updates = 0, 0
 	if d := wrong(); !d.LockedNow {
 		t.Fatalf("the third failure did not lock: %+v", d)
 	}
-	if gets != 1 || updates != 1 {
-		t.Fatalf("%d reads, %d writes: a contended user's state is read before each decision", gets, updates)
+	if *gets != 1 || *updates != 1 {
+		t.Fatalf("%d reads, %d writes: a contended user's state is read before each decision", *gets, *updates)
 	}
 }
 
@@ -89,30 +75,16 @@ func TestAConflictIsFollowedByOneDecisionOnTheStateThatWon(t *testing.T) {
 func TestAUserNoLongerContendedIsDecidedFromMemoryAgain(t *testing.T) {
 	ctx := context.Background()
 	v, e, cache := decisionFixture(t)
-	var updates, gets int
-	api := fake.NewClientBuilder().WithScheme(cache.Scheme()).WithObjects(e.DeepCopy()).
-		WithStatusSubresource(&v1alpha1.UserEnrollment{}).
-		WithInterceptorFuncs(interceptor.Funcs{
-			Update: func(ctx context.Context, c client.WithWatch, o client.Object, opts ...client.UpdateOption) error {
-				updates++
-				return c.Update(ctx, o, opts...)
-			},
-			Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, o client.Object, opts ...client.GetOption) error {
-				if _, ok := o.(*coordinationv1.Lease); ok {
-					gets++
-				}
-				return c.Get(ctx, key, o, opts...)
-			},
-		}).Build()
+	api, gets, updates := countingAPI(cache, e)
 	v.Client, v.Leases = api, crLeases{api, e.Namespace}
 	wrong := func(reads, writes int) {
 		t.Helper()
-		gets, updates = 0, 0
+		*gets, *updates = 0, 0
 		if d, err := v.Verify(ctx, "alice", "000000"); err != nil || d.Result != Rejected {
 			t.Fatalf("a wrong code: %+v, %v", d, err)
 		}
-		if gets != reads || updates != writes {
-			t.Fatalf("%d reads and %d writes, want %d and %d", gets, updates, reads, writes)
+		if *gets != reads || *updates != writes {
+			t.Fatalf("%d reads and %d writes, want %d and %d", *gets, *updates, reads, writes)
 		}
 	}
 	wrong(1, 0)                       // the first decision reads, and creates the Lease
@@ -273,6 +245,27 @@ func decisionFixture(t testing.TB) (*Verifier, *v1alpha1.UserEnrollment, client.
 	cache := fake.NewClientBuilder().WithScheme(scratch.Scheme()).WithObjects(policy, cm, secret, e.DeepCopy()).Build()
 	v.Cache, v.Clock, v.dir = cache, clock.RealClock{}, knowing(t, e, secret)
 	return v, e, cache
+}
+
+// countingAPI is a fake API server holding e that counts the reads of state Leases and the updates made
+// through it.
+func countingAPI(cache client.WithWatch, e *v1alpha1.UserEnrollment) (api client.WithWatch, leaseReads, updates *int) {
+	leaseReads, updates = new(int), new(int)
+	api = fake.NewClientBuilder().WithScheme(cache.Scheme()).WithObjects(e.DeepCopy()).
+		WithStatusSubresource(&v1alpha1.UserEnrollment{}).
+		WithInterceptorFuncs(interceptor.Funcs{
+			Update: func(ctx context.Context, c client.WithWatch, o client.Object, opts ...client.UpdateOption) error {
+				*updates++
+				return c.Update(ctx, o, opts...)
+			},
+			Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, o client.Object, opts ...client.GetOption) error {
+				if _, ok := o.(*coordinationv1.Lease); ok {
+					*leaseReads++
+				}
+				return c.Get(ctx, key, o, opts...)
+			},
+		}).Build()
+	return api, leaseReads, updates
 }
 
 // knowing returns a directory that remembers e and the key of its Secret s, as though its watches ran.
