@@ -504,14 +504,16 @@ func TestTheVerifierObeysOnlyTheConfigMapItsPolicyControls(t *testing.T) {
 			if err := env.Client.Create(ctx, forged); err != nil {
 				t.Fatal(err)
 			}
-			// Until its watch shows the forgery, the replica decides by the policy it trusted; then it refuses.
-			// Never does it answer as the forgery says.
-			testenv.Eventually(t, "a wrong code under a forged Disabled policy to be refused with a 503", func() bool {
+			// Until its watch shows the forgery, the replica decides by the policy it trusted (or, between the
+			// deletion and the forgery, has none: 503); then it refuses the forgery. Never does it answer as the
+			// forgery says.
+			testenv.Eventually(t, "a wrong code under a forged Disabled policy to be refused for the forgery", func() bool {
 				res := r.verify(t, "alice", "123456")
 				if res.Status != 503 && res.result() != "enrollment_required" {
 					t.Fatalf("a wrong code under a forged Disabled policy: %d %v", res.Status, res.Body)
 				}
-				return res.Status == 503
+				msg, _ := res.Body["error"].(string)
+				return res.Status == 503 && strings.Contains(msg, "is not controlled by TwoFactorPolicy")
 			})
 			if err := r.Ready(); err == nil {
 				t.Error("the verifier is ready on a ConfigMap its policy does not control")
