@@ -86,8 +86,8 @@ func injectedPods() k8slabels.Selector {
 // (enrollment.CountOf, needsManager, enrollment.Precedes): the key's UID, the observed generation, whether
 // it was confirmed, and which conditions are True, without their reasons, messages and times. It keeps no
 // managed fields and no annotations other than kube2fa's, and the strings enrollments share (namespace,
-// policy, method, condition types) once for all of them. That is about 0.75 KB an enrollment instead of
-// 1.25.
+// policy, method, condition types) once for all of them. That is about 0.57 KB an enrollment instead of
+// 1.25 (README, Performance).
 func leanEnrollment(o any) (any, error) {
 	e, ok := o.(*v1alpha1.UserEnrollment)
 	if !ok {
@@ -105,7 +105,7 @@ func leanEnrollment(o any) (any, error) {
 	e.APIVersion, e.Kind, e.Namespace = shared(e.APIVersion), shared(e.Kind), shared(e.Namespace)
 	e.Spec.PolicyRef.Name = shared(e.Spec.PolicyRef.Name)
 	e.Spec.Method = shared(e.Spec.Method)
-	if e.Spec.User == e.Name {
+	if e.Spec.User == e.Name { // equal strings, decoded apart: the user's name shares the object's
 		e.Spec.User = e.Name
 	}
 	st := e.Status
