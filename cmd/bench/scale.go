@@ -46,11 +46,11 @@ func (b *bench) verifierAtScale(ctx context.Context, t *table) error {
 		return err
 	}
 	idle := procMemory(second.PID())
-	storm, err := b.load(ctx, "storm at scale", users, []string{second.url}, 0, 0)
+	storm, err := b.load(ctx, "storm at scale", users, []string{second.url}, 0, b.closedLoop())
 	if err != nil {
 		return err
 	}
-	warm, err := b.load(ctx, "storm at scale, again", users, []string{second.url}, 0, 0)
+	warm, err := b.load(ctx, "storm at scale, again", users, []string{second.url}, 0, b.closedLoop())
 	if err != nil {
 		return err
 	}
