@@ -92,7 +92,7 @@ func (b *bench) apfIsolation(ctx context.Context, t *table) error {
 	}
 	defer b.standAlone()
 	fmt.Println("  the other tenant alone ...")
-	alone := b.drive(offered{clients: tenantWriters}, tenant.write)
+	alone := b.drive(offered{clients: tenantWriters}, b.c.duration, tenant.write)
 	fmt.Println("  the other tenant during the flood, with kube2fa's FlowSchemas ...")
 	withAPF, floodWith, err := b.duringFlood(users, "http://"+addr, tenant)
 	if err != nil {
@@ -181,7 +181,7 @@ func (b *bench) duringFlood(users []*user, url string, tenant *tenant) (runResul
 	for answers.Load() < int64(2*floodClients) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	res := b.drive(offered{clients: tenantWriters}, tenant.write)
+	res := b.drive(offered{clients: tenantWriters}, b.c.duration, tenant.write)
 	close(stop)
 	wg.Wait()
 	f.duration = time.Since(start)

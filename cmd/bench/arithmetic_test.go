@@ -121,56 +121,26 @@ func TestPct(t *testing.T) {
 	}
 }
 
-// TestMedian checks median, the figure of the verification ratio.
-func TestMedian(t *testing.T) {
-	tests := []struct {
-		name string
-		xs   []float64
-		want float64
-	}{
-		// Sorted 0.25, 0.5, 0.75: the middle one.
-		{"of an odd number is the middle one", []float64{0.75, 0.25, 0.5}, 0.5},
-		// Sorted 0.25, 0.5, 0.75, 1: the mean of 0.5 and 0.75 is 0.625.
-		{"of an even number is the mean of the middle two", []float64{0.75, 0.5, 1, 0.25}, 0.625},
-		{"of one is that one", []float64{0.875}, 0.875},
+// TestPool checks pool, which makes one result of a load's rounds: the verification rows and their ratios.
+func TestPool(t *testing.T) {
+	second := time.Second
+	rounds := []runResult{
+		{decisions: 110, answered: 100, window: 2 * second, latencies: []time.Duration{3, 1}},
+		{decisions: 310, answered: 300, window: 2 * second, latencies: []time.Duration{2}},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if got := median(tt.xs); got != tt.want {
-				t.Errorf("median(%v) = %v, want %v", tt.xs, got, tt.want)
-			}
-		})
+	for i := range rounds {
+		rounds[i].rate = float64(rounds[i].answered) / rounds[i].window.Seconds()
 	}
-}
-
-// TestMedianRun checks medianRun, which picks the run whose figures the verification rows report.
-func TestMedianRun(t *testing.T) {
-	tests := []struct {
-		name  string
-		rates []float64
-		want  float64
-	}{
-		// Sorted by rate 10, 20, 30: the middle run, of rate 20.
-		{"of an odd number is the run of middle rate", []float64{30, 10, 20}, 20},
-		// Sorted 10, 20, 30, 40: the faster of the middle two, 30 (a run cannot be averaged).
-		{"of an even number is the faster of the middle two", []float64{10, 40, 30, 20}, 30},
+	got := pool(rounds)
+	// 400 answers in 4 s: 100/s, not the mean of the rounds' 50/s and 150/s weighed by nothing.
+	if got.rate != 100 || got.decisions != 420 || got.answered != 400 || got.window != 4*second {
+		t.Errorf("pool = rate %v, %d decisions, %d answered in %v; want 100/s, 420, 400 in 4s", got.rate, got.decisions, got.answered, got.window)
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			runs := make([]runResult, len(tt.rates))
-			for i, r := range tt.rates {
-				runs[i] = runResult{rate: r, decisions: i} // decisions tells the runs apart
-			}
-			got := medianRun(runs)
-			if got.rate != tt.want || runs[got.decisions].rate != tt.want {
-				t.Errorf("medianRun of rates %v = run %d of rate %v, want rate %v", tt.rates, got.decisions, got.rate, tt.want)
-			}
-			for i, r := range runs {
-				if r.rate != tt.rates[i] {
-					t.Fatalf("medianRun reordered its argument: %v", runs)
-				}
-			}
-		})
+	if !slices.Equal(got.latencies, []time.Duration{1, 2, 3}) {
+		t.Errorf("pooled latencies %v, want every round's, sorted: [1 2 3]", got.latencies)
+	}
+	if rounds[0].latencies[0] != 3 || len(rounds[0].latencies) != 2 {
+		t.Errorf("pool changed a round's latencies: %v", rounds[0].latencies)
 	}
 }
 

@@ -130,6 +130,19 @@ func (s cpuShare) String() string {
 	return fmt.Sprintf("%.2f ms (%s)", s.per(s.total()), strings.Join(parts, ", "))
 }
 
+// plus is s with more's CPU time and decisions added, process by process.
+func (s cpuShare) plus(more cpuShare) cpuShare {
+	sum := cpuShare{n: s.n + more.n, names: slices.Clone(s.names), used: slices.Clone(s.used)}
+	for i, name := range more.names {
+		if j := slices.Index(sum.names, name); j >= 0 {
+			sum.used[j] += more.used[i]
+		} else {
+			sum.names, sum.used = append(sum.names, name), append(sum.used, more.used[i])
+		}
+	}
+	return sum
+}
+
 // of returns the named process's share per decision, in milliseconds (0 when it was not metered).
 func (s cpuShare) of(name string) float64 {
 	if i := slices.Index(s.names, name); i >= 0 {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"crypto/hmac"
 	"crypto/sha1"
@@ -68,10 +67,12 @@ func (u *user) accepted() {
 
 // runResult is what one run, verification or ceiling, measured.
 type runResult struct {
-	decisions int
-	rate      float64
-	latencies []time.Duration
-	writes    float64
+	// decisions counts every answer; answered those that came within the run's window, which the rate is of.
+	decisions, answered int
+	window              time.Duration
+	rate                float64
+	latencies           []time.Duration
+	writes              float64
 	// requests are the API server's requests during the run, by verb and resource.
 	requests map[string]float64
 	errors   int
@@ -94,6 +95,25 @@ func (r runResult) pct(p float64) time.Duration {
 // summary reads "p50 …, p95 …, p99 …".
 func (r runResult) summary() string {
 	return fmt.Sprintf("p50 %v, p95 %v, p99 %v", ms(r.pct(.50)), ms(r.pct(.95)), ms(r.pct(.99)))
+}
+
+// plus is r with more's measurements added: a run measured slice by slice.
+func (r runResult) plus(more runResult) runResult {
+	r.decisions += more.decisions
+	r.answered += more.answered
+	r.window += more.window
+	r.rate = float64(r.answered) / r.window.Seconds()
+	r.latencies = append(r.latencies, more.latencies...)
+	slices.Sort(r.latencies)
+	r.errors += more.errors
+	r.cpu = r.cpu.plus(more.cpu)
+	for k, v := range more.requests {
+		if r.requests == nil {
+			r.requests = map[string]float64{}
+		}
+		r.requests[k] += v
+	}
+	return r
 }
 
 // ms formats a duration in milliseconds with one decimal.
@@ -123,7 +143,7 @@ func (b *bench) verification(ctx context.Context, t *table) error {
 		return err
 	}
 	rs.report(t, b.saturating(), b.closedLoop())
-	half := max(medianRun(rs.saturated).rate/2, 1)
+	half := max(pool(rs.saturated).rate/2, 1)
 	moderate, err := b.halfLoad(ctx, t, ns, users, a, half)
 	if err != nil {
 		return err
@@ -136,7 +156,7 @@ func (b *bench) verification(ctx context.Context, t *table) error {
 	if err != nil {
 		return err
 	}
-	reportReplicas(t, medianRun(rs.closed), moderate, tens)
+	reportReplicas(t, pool(rs.closed), moderate, tens)
 	reportUnanswered(t, slices.Concat(rs.saturated, rs.closed, twos, tens, []runResult{moderate}))
 	return b.stopVerifier(a)
 }
@@ -150,17 +170,16 @@ type roundResults struct {
 	// leaseRatios: saturated to minimal (goal 1's bar); shapedRatios: saturated to shaped; oldRatios: closed
 	// to old, like with like.
 	leaseRatios, shapedRatios, oldRatios []float64
+	// writes is the verifier's API writes per decision in the worst round, conflicts those refused.
+	writes, conflicts float64
 }
 
-// alternatingRounds runs the ceilings and one verifier, verifier-a, by turns, round after round, so that the
-// machine's noise (a neighbour, the API server's garbage collector) falls on all alike. The old path's
-// ceiling runs while no verifier does (its writes would reach a verifier's watch of enrollments); the Lease
-// ceilings, whose writes reach nobody, run while the verifier idles, before its runs in even rounds and
-// after them in odd ones (in reverse order), so that none alone pays for coming first after the verifier's
-// start and warm-up, nor for a drift of the machine within a round (with an even number of rounds counted,
-// each comes first as often). Each writes on the very same users. Round 0 warms up and is not counted: in
-// three runs of four without it, the first verifier run was the slowest, 6-20% below the later ones.
-// verifier-a is left running.
+// alternatingRounds runs the ceilings and one verifier, verifier-a, round after round. The old path's
+// ceiling runs while no verifier does (its writes would reach a verifier's watch of enrollments). The Lease
+// ceilings, whose writes reach nobody, and the verifier with either load then take turns second by second
+// (interleave), so that neither the machine's drift nor coming first after the verifier's start and
+// warm-up falls on one more than another. Each writes on the very same users. Round 0 warms up and is not counted: in three runs of four without
+// it, the first verifier run was the slowest, 6-20% below the later ones. verifier-a is left running.
 func (b *bench) alternatingRounds(ctx context.Context, ns string, users []*user) (runningVerifier, roundResults, error) {
 	var a runningVerifier
 	var rs roundResults
@@ -180,39 +199,29 @@ func (b *bench) alternatingRounds(ctx context.Context, ns string, users []*user)
 		if err := b.warm(users, func(*user) string { return a.url }); err != nil {
 			return a, rs, err
 		}
-		var minimal, shaped, saturated, closed runResult
-		ceiling := func(res *runResult, name string, shape leaseShape) func() error {
-			return func() (err error) {
-				*res, err = b.leaseCeiling(ctx, fmt.Sprintf("%s-r%d", name, r), ns, users, shape, b.saturating())
-				return err
-			}
+		minimal, err := b.leaseCeilingLoad(ctx, fmt.Sprintf("lease-ceiling-r%d", r), ns, users, minimalLease, b.saturating())
+		if err != nil {
+			return a, rs, err
 		}
-		verify := func(res *runResult, name string, o offered) func() error {
-			return func() (err error) {
-				*res, err = b.load(ctx, fmt.Sprintf("%s-r%d", name, r), users, []string{a.url}, 0, o)
-				return err
-			}
+		shaped, err := b.leaseCeilingLoad(ctx, fmt.Sprintf("shaped-ceiling-r%d", r), ns, users, stateShaped, b.saturating())
+		if err != nil {
+			return a, rs, err
 		}
-		runs := []func() error{
-			ceiling(&minimal, "lease-ceiling", minimalLease),
-			ceiling(&shaped, "shaped-ceiling", stateShaped),
-			verify(&saturated, "verify-1", b.saturating()),
-			verify(&closed, fmt.Sprintf("verify-1-c%d", b.c.clients), b.closedLoop()),
-		}
-		if r%2 == 1 {
-			slices.Reverse(runs)
-		}
-		for _, run := range runs {
-			if err := run(); err != nil {
-				return a, rs, err
-			}
+		url := func(*user, int, int) string { return a.url }
+		saturated := b.verifierLoad(fmt.Sprintf("verify-1-r%d", r), users, url, 0, b.saturating())
+		closed := b.verifierLoad(fmt.Sprintf("verify-1-c%d-r%d", b.c.clients, r), users, url, 0, b.closedLoop())
+		verifiers, err := b.interleave(fmt.Sprintf("round-r%d", r), minimal, shaped, saturated, closed)
+		if err != nil {
+			return a, rs, err
 		}
 		if r > 0 {
-			rs.old, rs.minimal, rs.shaped = append(rs.old, old), append(rs.minimal, minimal), append(rs.shaped, shaped)
-			rs.saturated, rs.closed = append(rs.saturated, saturated), append(rs.closed, closed)
-			rs.leaseRatios = append(rs.leaseRatios, saturated.rate/minimal.rate)
-			rs.shapedRatios = append(rs.shapedRatios, saturated.rate/shaped.rate)
-			rs.oldRatios = append(rs.oldRatios, closed.rate/old.rate)
+			rs.old, rs.minimal, rs.shaped = append(rs.old, old), append(rs.minimal, minimal.res), append(rs.shaped, shaped.res)
+			rs.saturated, rs.closed = append(rs.saturated, saturated.res), append(rs.closed, closed.res)
+			rs.leaseRatios = append(rs.leaseRatios, saturated.res.rate/minimal.res.rate)
+			rs.shapedRatios = append(rs.shapedRatios, saturated.res.rate/shaped.res.rate)
+			rs.oldRatios = append(rs.oldRatios, closed.res.rate/old.rate)
+			writes, conflicts := decisionWritesIn(verifiers, saturated.res.decisions+closed.res.decisions)
+			rs.writes, rs.conflicts = max(rs.writes, writes), rs.conflicts+conflicts // the worst round: each must write once
 		}
 	}
 	return a, rs, nil
@@ -221,32 +230,27 @@ func (b *bench) alternatingRounds(ctx context.Context, ns string, users []*user)
 // report adds the rounds' rows: the medians of the verifier's and of the ceilings' rates, the medians of
 // their ratios, the writes per decision of the worst run, and the CPU per decision.
 func (rs roundResults) report(t *table, saturating, closedLoop offered) {
-	one, closed := medianRun(rs.saturated), medianRun(rs.closed)
-	old, minimal, shaped := medianRun(rs.old), medianRun(rs.minimal), medianRun(rs.shaped)
+	one, closed := pool(rs.saturated), pool(rs.closed)
+	old, minimal, shaped := pool(rs.old), pool(rs.minimal), pool(rs.shaped)
 	t.add(fmt.Sprintf("Verification, 1 verifier, %d clients, valid codes", saturating.clients), fmt.Sprintf("%.0f /s", one.rate),
 		one.summary()+"; the verifier's rate: clients enough to keep the control plane busy")
 	t.add(fmt.Sprintf("Ceiling: a guarded update of a minimal Lease per user, protobuf, %d clients", saturating.clients),
 		fmt.Sprintf("%.0f /s", minimal.rate), minimal.summary()+"; CPU per write: "+minimal.cpu.String())
-	t.add("Verification ratio to the Lease ceiling", fmt.Sprintf("%.2f", median(rs.leaseRatios)),
-		fmt.Sprintf("bar: >= 0.9; median of %d rounds: %s", len(rs.leaseRatios), ratioList(rs.leaseRatios)))
+	t.add("Verification ratio to the Lease ceiling", fmt.Sprintf("%.2f", one.rate/minimal.rate),
+		fmt.Sprintf("bar: >= 0.9; over %d rounds, each: %s", len(rs.leaseRatios), ratioList(rs.leaseRatios)))
 	t.add("Ceiling: the same update of a Lease holding what a state Lease holds (owner, labels, state)",
 		fmt.Sprintf("%.0f /s", shaped.rate), fmt.Sprintf("%s; %.2f of the minimal Lease's: what the state Lease's content costs; CPU per write: %s",
 			shaped.summary(), shaped.rate/minimal.rate, shaped.cpu))
-	t.add("Verification ratio to the state-shaped ceiling", fmt.Sprintf("%.2f", median(rs.shapedRatios)),
+	t.add("Verification ratio to the state-shaped ceiling", fmt.Sprintf("%.2f", one.rate/shaped.rate),
 		fmt.Sprintf("what the verifier's path costs over the raw write of what it writes; rounds: %s", ratioList(rs.shapedRatios)))
 	t.add(fmt.Sprintf("Verification, 1 verifier, %d clients, valid codes", closedLoop.clients), fmt.Sprintf("%.0f /s", closed.rate),
 		fmt.Sprintf("%s; %.2f of its rate with %d: each client waits out the verifier's hop too, so fewer writes are in flight",
 			closed.summary(), closed.rate/one.rate, saturating.clients))
 	t.add(fmt.Sprintf("Old path's ceiling: a status update of the enrollment per decision, %d clients", closedLoop.clients),
 		fmt.Sprintf("%.0f /s", old.rate), old.summary()+"; CPU per write: "+old.cpu.String())
-	t.add("Verification ratio to the old path's ceiling", fmt.Sprintf("%.2f", median(rs.oldRatios)),
+	t.add("Verification ratio to the old path's ceiling", fmt.Sprintf("%.2f", closed.rate/old.rate),
 		fmt.Sprintf("bar: >= 2.5 (the old path's verifier reached 0.91 of it); %d clients each; rounds: %s", closedLoop.clients, ratioList(rs.oldRatios)))
-	var conflicts, writes float64
-	for _, r := range slices.Concat(rs.saturated, rs.closed) {
-		conflicts += r.conflicts
-		writes = max(writes, r.writes) // the worst run: every one must write exactly once
-	}
-	t.add("API writes per decision", fmt.Sprintf("%.3f", writes), fmt.Sprintf("must be 1.0; %.0f refused with a conflict", conflicts))
+	t.add("API writes per decision", fmt.Sprintf("%.3f", rs.writes), fmt.Sprintf("must be 1.0; %.0f refused with a conflict", rs.conflicts))
 	t.add(fmt.Sprintf("CPU per decision, 1 verifier, %d clients (all processes)", saturating.clients), one.cpu.String(), "")
 	t.add("kube-apiserver CPU per decision", fmt.Sprintf("%.2f ms", one.cpu.of(procAPIServer)),
 		fmt.Sprintf("bar: <= 2.5 ms; the manager's: %.2f ms (it receives no decision)", one.cpu.of(procManager)))
@@ -457,16 +461,20 @@ func (b *bench) saturating() offered { return offered{clients: 2 * b.c.clients} 
 // at is the configured clients offering rate requests per second in total.
 func (b *bench) at(rate float64) offered { return offered{clients: b.c.clients, rate: rate} }
 
-// drive runs o's workers for the configured duration, calling do(worker, i) for each request. Closed-loop,
-// they run as fast as answers come; at a rate, requests are offered at that rate and latency is measured
-// from when each was due (no coordinated omission). do reports whether the answer was the expected one.
-func (b *bench) drive(o offered, do func(w, i int) bool) runResult {
+// drive runs o's workers for d, calling do(worker, i) for each request. Closed-loop, they run as fast as
+// answers come; at a rate, requests are offered at that rate and latency is measured from when each was due
+// (no coordinated omission). do reports whether the answer was the expected one. The rate counts the
+// answers that came within d: the requests still in flight then are waited for, and their latencies kept,
+// but the time they take to drain, while fewer and fewer are in flight, is nobody's throughput (a load with
+// longer latencies would pay more for it, the more so the shorter d).
+func (b *bench) drive(o offered, d time.Duration, do func(w, i int) bool) runResult {
 	c, rate := o.clients, o.rate
 	var mu sync.Mutex
 	var res runResult
 	var seq atomic.Int64
-	deadline := time.Now().Add(b.c.duration)
+	var inTime atomic.Int64
 	start := time.Now()
+	deadline := start.Add(d)
 	var wg sync.WaitGroup
 	for w := range c {
 		wg.Go(func() {
@@ -485,6 +493,9 @@ func (b *bench) drive(o offered, do func(w, i int) bool) runResult {
 					errs++
 				}
 				lat = append(lat, time.Since(due))
+				if time.Now().Before(deadline) {
+					inTime.Add(1)
+				}
 			}
 			mu.Lock()
 			res.latencies = append(res.latencies, lat...)
@@ -495,7 +506,8 @@ func (b *bench) drive(o offered, do func(w, i int) bool) runResult {
 	wg.Wait()
 	slices.Sort(res.latencies)
 	res.decisions = len(res.latencies)
-	res.rate = float64(res.decisions) / time.Since(start).Seconds()
+	res.answered, res.window = int(inTime.Load()), d
+	res.rate = float64(res.answered) / d.Seconds()
 	return res
 }
 
@@ -506,29 +518,26 @@ func (b *bench) load(ctx context.Context, run string, users []*user, urls []stri
 
 // loadVia is load with the verifier of each request chosen by url(user, worker, request).
 func (b *bench) loadVia(ctx context.Context, run string, users []*user, url func(u *user, w, i int) string, wrong float64, o offered) (runResult, error) {
+	return b.measure(b.verifierLoad(run, users, url, wrong, o))
+}
+
+// verifierLoad is the load of clients asking the verifier at url(user, worker, request) to check each
+// user's next code, a fraction wrong of them wrong. Its result has the API writes per decision.
+func (b *bench) verifierLoad(run string, users []*user, url func(u *user, w, i int) string, wrong float64, o offered) *load {
 	tr := &http.Transport{MaxIdleConnsPerHost: o.clients * 2}
 	hc := &http.Client{Transport: tr, Timeout: 10 * time.Second}
-	defer tr.CloseIdleConnections()
-	before, err := b.requests()
-	if err != nil {
-		return runResult{}, err
-	}
-	var unexpected answers
-	res := b.measure(run, users, o, func(u *user, w, i int) bool {
-		return verifyOnce(hc, url(u, w, i), u, wrong > 0 && i%int(1/wrong) == 0, &unexpected)
+	unexpected := &answers{}
+	l := newLoad(run, users, o, func(u *user, w, i int) bool {
+		return verifyOnce(hc, url(u, w, i), u, wrong > 0 && i%int(1/wrong) == 0, unexpected)
 	})
-	unexpected.print()
-	after, err := b.requests()
-	if err != nil {
-		return res, err
+	l.done = func(res *runResult) {
+		tr.CloseIdleConnections()
+		unexpected.print()
+		if res.requests != nil { // measured alone; interleaved, the API server's counters mix the loads' requests
+			res.writes, res.conflicts = decisionWritesIn(res.requests, res.decisions)
+		}
 	}
-	d := diff(after, before)
-	res.requests = d
-	for _, w := range decisionWrites {
-		res.writes += d[w] / float64(max(res.decisions, 1))
-		res.conflicts += d["conflict "+w]
-	}
-	return res, nil
+	return l
 }
 
 // verifyOnce asks the verifier at url to check the user's next code, or a wrong code when bad, and reports
@@ -600,6 +609,16 @@ func (a *answers) print() {
 // user's first decision) and, on a transition, the enrollment's conditions.
 var decisionWrites = []string{"PUT leases", "POST leases", "PUT userenrollments/status"}
 
+// decisionWritesIn returns the writes per decision that the API requests d (a diff of the API server's
+// counters) hold for n decisions, and how many of them were refused with a conflict.
+func decisionWritesIn(d map[string]float64, n int) (writes, conflicts float64) {
+	for _, w := range decisionWrites {
+		writes += d[w] / float64(max(n, 1))
+		conflicts += d["conflict "+w]
+	}
+	return writes, conflicts
+}
+
 // statusCeiling: the same clients, split over the users as load splits them, each decision written as a
 // status update of the user's enrollment, the way every decision was recorded before state Leases (the old
 // path, kept for the comparison): straight to the API server, closed-loop, as the verifier's field manager.
@@ -615,7 +634,7 @@ func (b *bench) statusCeiling(ctx context.Context, run, ns string, users []*user
 		current[u.name] = e
 	}
 	var writes atomic.Int64
-	return b.measure(run, users, b.closedLoop(), func(u *user, _, _ int) bool {
+	return b.measure(newLoad(run, users, b.closedLoop(), func(u *user, _, _ int) bool {
 		e := current[u.name]
 		meta.SetStatusCondition(&e.Status.Conditions, metav1.Condition{Type: "BenchDecision", Status: metav1.ConditionTrue,
 			Reason: "Recorded", Message: fmt.Sprintf("decision %d at %s", writes.Add(1), time.Now().UTC().Format(time.RFC3339Nano))})
@@ -623,7 +642,7 @@ func (b *bench) statusCeiling(ctx context.Context, run, ns string, users []*user
 			return false
 		}
 		return true
-	}), nil
+	}))
 }
 
 // leaseShape is what the Leases of a Lease ceiling hold.
@@ -639,19 +658,28 @@ const (
 	stateShaped
 )
 
-// leaseCeiling: the users, split over o's clients as load splits them, each user's decision written to a
-// Lease of its own (created once, on first use), shaped as shape says, with the resourceVersion it read, as
-// protobuf, and without managedFields (as a state Lease is written: see render.SetState).
+// leaseCeiling measures a Lease ceiling's load (leaseCeilingLoad) alone.
 func (b *bench) leaseCeiling(ctx context.Context, run, ns string, users []*user, shape leaseShape, o offered) (runResult, error) {
+	l, err := b.leaseCeilingLoad(ctx, run, ns, users, shape, o)
+	if err != nil {
+		return runResult{}, err
+	}
+	return b.measure(l)
+}
+
+// leaseCeilingLoad: the users, split over o's clients as load splits them, each user's decision written to
+// a Lease of its own (created once, on first use), shaped as shape says, with the resourceVersion it read,
+// as protobuf, and without managedFields (as a state Lease is written: see render.SetState).
+func (b *bench) leaseCeilingLoad(ctx context.Context, run, ns string, users []*user, shape leaseShape, o offered) (*load, error) {
 	leases := make(map[*user]*ceilingLease, len(users))
 	for _, u := range users {
 		l, err := b.ceilingLease(ctx, ns, u, shape)
 		if err != nil {
-			return runResult{}, err
+			return nil, err
 		}
 		leases[u] = l
 	}
-	return b.measure(run, users, o, func(u *user, _, _ int) bool {
+	ceiling := newLoad(run, users, o, func(u *user, _, _ int) bool {
 		l := leases[u] // each user is one client's alone: no two writes of one Lease race
 		if err := l.succeed(time.Now()); err != nil {
 			return false
@@ -662,7 +690,9 @@ func (b *bench) leaseCeiling(ctx context.Context, run, ns string, users []*user,
 		}
 		l.Lease = updated
 		return true
-	}), nil
+	})
+	ceiling.own = "PUT leases"
+	return ceiling, nil
 }
 
 // ceilingLease is a user's Lease in a Lease ceiling, and the verification state it holds when state-shaped.
@@ -715,40 +745,152 @@ func (l *ceilingLease) succeed(now time.Time) error {
 	return nil
 }
 
-// measure drives one run, verification or ceiling alike: the clients split the users between them (each
-// client owns a disjoint set, so no two requests in flight are for one user) and call do for each request.
-// The run starts once the control plane is idle, and its result carries the CPU per decision and etcd's
-// fsync latency; with -profiles, CPU profiles are taken meanwhile.
-func (b *bench) measure(run string, users []*user, o offered, do func(u *user, w, i int) bool) runResult {
-	c := o.clients
-	mine := make([][]*user, c)
+// A load is one run's work: its clients, each with users of its own (so no two requests in flight are for
+// one user), and the request do makes for a user (i counts the worker's requests). It is measured in one go
+// (measure) or slice by slice, by turns with other loads (interleave); each slice adds to its result.
+type load struct {
+	run   string
+	offer offered
+	mine  [][]*user
+	sent  []int
+	do    func(u *user, w, i int) bool
+	// own, when set, is the API request each of the load's requests is (as the API server counts them), for
+	// a ceiling: interleaved, the rest of the requests counted is the verifiers'.
+	own string
+	// done, when set, completes the result once every slice has run.
+	done func(res *runResult)
+	res  runResult
+}
+
+// newLoad splits users over o's clients.
+func newLoad(run string, users []*user, o offered, do func(u *user, w, i int) bool) *load {
+	mine := make([][]*user, o.clients)
 	for i, u := range users {
-		mine[i%c] = append(mine[i%c], u)
+		mine[i%o.clients] = append(mine[i%o.clients], u)
 	}
+	return &load{run: run, offer: o, mine: mine, sent: make([]int, o.clients), do: do}
+}
+
+// measure runs l in one go, once the control plane is idle, for the configured duration; its result
+// carries the CPU per decision and etcd's fsync latency, and with -profiles CPU profiles are taken meanwhile.
+func (b *bench) measure(l *load) (runResult, error) {
 	b.settle()
-	cpu, fsyncs := b.cpuMeter(), b.fsyncs()
-	profiled := b.profile(run, b.c.duration)
-	res := b.drive(o, func(w, i int) bool { return do(mine[w][i%len(mine[w])], w, i) })
-	res.cpu, res.fsync = cpu.since(res.decisions), fsyncs()
-	profiled()
-	fmt.Printf("    %s: %.0f /s, %s; %s; CPU per decision %v\n", run, res.rate, res.summary(), res.fsync, res.cpu)
-	return res
-}
-
-// medianRun returns the run of median rate; of an even number of runs, the faster of the middle two (it must
-// be one of the runs).
-func medianRun(runs []runResult) runResult {
-	sorted := slices.SortedFunc(slices.Values(runs), func(a, b runResult) int { return cmp.Compare(a.rate, b.rate) })
-	return sorted[len(sorted)/2]
-}
-
-// median returns the median of xs: the middle value, or the mean of the middle two of an even number.
-func median(xs []float64) float64 {
-	sorted, mid := slices.Sorted(slices.Values(xs)), len(xs)/2
-	if len(xs)%2 == 0 {
-		return (sorted[mid-1] + sorted[mid]) / 2
+	before, err := b.requests()
+	if err != nil {
+		return runResult{}, err
 	}
-	return sorted[mid]
+	fsyncs := b.fsyncs()
+	profiled := b.profile(l.run, b.c.duration)
+	b.slice(l, b.c.duration)
+	l.res.fsync = fsyncs()
+	profiled()
+	after, err := b.requests()
+	l.res.requests = diff(after, before)
+	return l.finish(), err
+}
+
+// turns is how many slices each load of an interleaved run takes: half a second each, by default.
+const turns = 16
+
+// interleave runs the loads by turns, once the control plane is idle, each for a turns-th of the configured
+// duration at a time, so that the machine's drift falls on each alike: between runs a few seconds apart,
+// the control plane's speed moved by up to 70% here. A slice may also pay for what the one before it left
+// behind (the API server's garbage, its connections' state), so the turns follow a balanced Latin square
+// (williams): each load comes in each place of a turn, and after each other load, equally often. It
+// returns the API requests made meanwhile but for the ceilings' own (load.own): the verifiers'. With
+// -profiles, one CPU profile spans the whole (named name).
+func (b *bench) interleave(name string, loads ...*load) (map[string]float64, error) {
+	b.settle()
+	before, err := b.requests()
+	if err != nil {
+		return nil, err
+	}
+	profiled := b.profile(name, time.Duration(len(loads))*b.c.duration)
+	square := williams(len(loads))
+	for t := range turns {
+		for _, i := range square[t%len(square)] {
+			b.slice(loads[i], b.c.duration/turns)
+		}
+	}
+	profiled()
+	after, err := b.requests()
+	if err != nil {
+		return nil, err
+	}
+	rest := diff(after, before)
+	for _, l := range loads {
+		if l.own != "" {
+			rest[l.own] -= float64(l.res.decisions)
+		}
+		l.finish()
+	}
+	return rest, nil
+}
+
+// williams returns a balanced Latin square of order n (Williams, 1949): n orders of 0..n-1 in which each
+// comes in each place once and, for even n, right after each other once. For odd n it returns the square
+// and its mirror image, 2n orders, which balance that way together.
+func williams(n int) [][]int {
+	first := make([]int, n)
+	for i := range n { // 0, 1, n-1, 2, n-2, ...
+		switch {
+		case i == 0:
+			first[i] = 0
+		case i%2 == 1:
+			first[i] = (i + 1) / 2
+		default:
+			first[i] = n - i/2
+		}
+	}
+	var square [][]int
+	for r := range n {
+		row := make([]int, n)
+		for i, v := range first {
+			row[i] = (v + r) % n
+		}
+		square = append(square, row)
+	}
+	if n%2 == 1 {
+		for r := range n {
+			mirror := slices.Clone(square[r])
+			slices.Reverse(mirror)
+			square = append(square, mirror)
+		}
+	}
+	return square
+}
+
+// slice runs l for d and adds what it measured to l's result.
+func (b *bench) slice(l *load, d time.Duration) {
+	cpu := b.cpuMeter()
+	res := b.drive(l.offer, d, func(w, _ int) bool {
+		i := l.sent[w] // worker w's alone
+		l.sent[w]++
+		return l.do(l.mine[w][i%len(l.mine[w])], w, i)
+	})
+	res.cpu = cpu.since(res.decisions)
+	l.res = l.res.plus(res)
+}
+
+// finish completes l's result and prints it.
+func (l *load) finish() runResult {
+	if l.done != nil {
+		l.done(&l.res)
+	}
+	r := l.res
+	fmt.Printf("    %s: %.0f /s, %s; %s; CPU per decision %v\n", l.run, r.rate, r.summary(), r.fsync, r.cpu)
+	return r
+}
+
+// pool is the runs taken as one: their answers over their windows, all their latencies, all their CPU.
+// Pooled, a round in which the machine was slow counts for what it measured, no more: a ratio of pooled
+// rates weighs every slice of every round alike.
+func pool(runs []runResult) runResult {
+	var all runResult
+	for _, r := range runs {
+		all = all.plus(r)
+	}
+	return all
 }
 
 // ratioList reads "0.93, 0.92, 0.95".
