@@ -65,6 +65,8 @@ type bench struct {
 	pprof map[string]string
 	// asCluster is true while the processes are pinned as in a cluster (see standForACluster).
 	asCluster bool
+	// compacted is the etcd revision compact last compacted to.
+	compacted string
 }
 
 // newBench connects to the control plane without a client-side rate limit and finds the API server's and

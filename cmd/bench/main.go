@@ -30,11 +30,13 @@ type config struct {
 	rounds                  int
 }
 
-// apiServerConcurrency sizes the API server's concurrency limit (its seats, which API Priority and Fairness
+// apiServerFlags size the API server's concurrency limit (its seats, which API Priority and Fairness
 // shares out) to the one core its CPU-bound writes get during the APF run (see apfIsolation): 90 seats, not
 // the default 600 that a large control plane is sized for. Every other run's clients are exempt from APF
-// (system:masters), so the limit changes nothing else.
-var apiServerConcurrency = map[string]string{"max-requests-inflight": "60", "max-mutating-requests-inflight": "30"}
+// (system:masters), so the limit changes nothing else. They also turn off the API server's compaction of
+// etcd every five minutes: the benchmark compacts between runs instead (see compact).
+var apiServerFlags = map[string]string{"max-requests-inflight": "60", "max-mutating-requests-inflight": "30",
+	"etcd-compaction-interval": "0"}
 
 // main reads the flags and runs the benchmark.
 func main() {
@@ -98,7 +100,7 @@ func run(c config) error {
 		}
 	}
 	fmt.Println("Starting etcd (fsync on) and kube-apiserver ...")
-	env, err := controlplane.Start(controlplane.Options{Fsync: true, APIServerFlags: apiServerConcurrency,
+	env, err := controlplane.Start(controlplane.Options{Fsync: true, APIServerFlags: apiServerFlags,
 		// The 100,000-enrollment runs hold two bursts' objects, over etcd's default quota of 2 GiB.
 		EtcdFlags: map[string]string{"quota-backend-bytes": strconv.Itoa(8 << 30)}})
 	if err != nil {
