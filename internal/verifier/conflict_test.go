@@ -43,16 +43,7 @@ func TestAConflictIsFollowedByOneDecisionOnTheStateThatWon(t *testing.T) {
 	}
 
 	// Another replica records a failure.
-	theirs := &coordinationv1.Lease{}
-	if err := api.Get(ctx, client.ObjectKey{Namespace: e.Namespace, Name: stateName(e)}, theirs); err != nil {
-		t.Fatal(err)
-	}
-	if err := render.SetState(theirs, v1alpha1.VerificationState{Key: e.Status.SecretUID, FailedAttempts: 1}); err != nil {
-		t.Fatal(err)
-	}
-	if err := api.Update(ctx, theirs); err != nil {
-		t.Fatal(err)
-	}
+	writeStateAsAnother(ctx, t, api, e, v1alpha1.VerificationState{Key: e.Status.SecretUID, FailedAttempts: 1})
 	*gets, *updates = 0, 0
 	if d := wrong(); d.RemainingAttempts != 1 {
 		t.Fatalf("remaining %d: want the failure counted on top of the other replica's", d.RemainingAttempts)
@@ -87,17 +78,9 @@ func TestAUserNoLongerContendedIsDecidedFromMemoryAgain(t *testing.T) {
 			t.Fatalf("%d reads and %d writes, want %d and %d", *gets, *updates, reads, writes)
 		}
 	}
-	wrong(1, 0)                       // the first decision reads, and creates the Lease
-	theirs := &coordinationv1.Lease{} // another replica lets alice in: her failures start again from zero
-	if err := api.Get(ctx, client.ObjectKey{Namespace: e.Namespace, Name: stateName(e)}, theirs); err != nil {
-		t.Fatal(err)
-	}
-	if err := render.SetState(theirs, v1alpha1.VerificationState{Key: e.Status.SecretUID}); err != nil {
-		t.Fatal(err)
-	}
-	if err := api.Update(ctx, theirs); err != nil {
-		t.Fatal(err)
-	}
+	wrong(1, 0) // the first decision reads, and creates the Lease
+	// Another replica lets alice in: her failures start again from zero.
+	writeStateAsAnother(ctx, t, api, e, v1alpha1.VerificationState{Key: e.Status.SecretUID})
 	wrong(1, 2) // the refused write, the read, the write that lands
 	wrong(1, 1) // contended: it reads first, and the read shows its own write
 	wrong(0, 1) // nobody else wrote since: memory again
@@ -117,16 +100,7 @@ func TestALockIsReadBeforeItRefuses(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	l := &coordinationv1.Lease{}
-	if err := api.Get(ctx, client.ObjectKey{Namespace: e.Namespace, Name: stateName(e)}, l); err != nil {
-		t.Fatal(err)
-	}
-	if err := render.SetState(l, v1alpha1.VerificationState{Key: e.Status.SecretUID}); err != nil { // the unlock
-		t.Fatal(err)
-	}
-	if err := api.Update(ctx, l); err != nil {
-		t.Fatal(err)
-	}
+	writeStateAsAnother(ctx, t, api, e, v1alpha1.VerificationState{Key: e.Status.SecretUID}) // the unlock
 	if d, err := v.Verify(ctx, "alice", "000000"); err != nil || d.Result != Rejected || d.RemainingAttempts != 2 {
 		t.Fatalf("after the unlock: %+v, %v; want a wrong code counted from zero", d, err)
 	}
@@ -168,16 +142,7 @@ func TestReadYourStateWritesOverALaggingRead(t *testing.T) {
 		}
 	}
 	lagging = nil // the watch cache moves on
-	current := &coordinationv1.Lease{}
-	if err := api.Get(ctx, client.ObjectKey{Namespace: e.Namespace, Name: stateName(e)}, current); err != nil {
-		t.Fatal(err)
-	}
-	if err := render.SetState(current, v1alpha1.VerificationState{Key: e.Status.SecretUID}); err != nil {
-		t.Fatal(err)
-	}
-	if err := api.Update(ctx, current); err != nil {
-		t.Fatal(err)
-	}
+	writeStateAsAnother(ctx, t, api, e, v1alpha1.VerificationState{Key: e.Status.SecretUID})
 	if read, err := v.readState(ctx, e, watchCache); err != nil || read.state.FailedAttempts != 0 {
 		t.Fatalf("once reads moved on, the replica still reads its own write: %+v, %v", read.state, err)
 	}
@@ -292,4 +257,20 @@ func fakeAPI(scheme *runtime.Scheme) *fake.ClientBuilder {
 		b = b.WithIndex(&v1alpha1.UserEnrollment{}, field, func(o client.Object) []string { return []string{value(o.(*v1alpha1.UserEnrollment))} })
 	}
 	return b
+}
+
+// writeStateAsAnother records st in e's state Lease through api, as another replica (or an unlock by the
+// manager) would, behind the back of the replica under test.
+func writeStateAsAnother(ctx context.Context, t *testing.T, api client.Client, e *v1alpha1.UserEnrollment, st v1alpha1.VerificationState) {
+	t.Helper()
+	l := &coordinationv1.Lease{}
+	if err := api.Get(ctx, client.ObjectKey{Namespace: e.Namespace, Name: stateName(e)}, l); err != nil {
+		t.Fatal(err)
+	}
+	if err := render.SetState(l, st); err != nil {
+		t.Fatal(err)
+	}
+	if err := api.Update(ctx, l); err != nil {
+		t.Fatal(err)
+	}
 }
