@@ -348,7 +348,11 @@ func (b *bench) halfLoad(ctx context.Context, t *table, ns string, users []*user
 	}
 	t.add(fmt.Sprintf("Latency at half the maximum (%.0f /s offered, 1 verifier)", half), "p99 "+ms(moderate.pct(.99)),
 		fmt.Sprintf("p50 %v; bar: p99 <= 25ms; %s", ms(moderate.pct(.50)), moderate.fsync))
-	ceilHalf, err := b.leaseCeiling(ctx, "lease-ceiling-half", ns, users, minimalLease, b.at(half))
+	ceiling, err := b.leaseCeilingLoad(ctx, "lease-ceiling-half", ns, users, minimalLease, b.at(half))
+	if err != nil {
+		return runResult{}, err
+	}
+	ceilHalf, err := b.measure(ceiling)
 	if err != nil {
 		return runResult{}, err
 	}
@@ -657,15 +661,6 @@ const (
 	// writes, as the old path's ceiling is the raw write of the enrollment's status.
 	stateShaped
 )
-
-// leaseCeiling measures a Lease ceiling's load (leaseCeilingLoad) alone.
-func (b *bench) leaseCeiling(ctx context.Context, run, ns string, users []*user, shape leaseShape, o offered) (runResult, error) {
-	l, err := b.leaseCeilingLoad(ctx, run, ns, users, shape, o)
-	if err != nil {
-		return runResult{}, err
-	}
-	return b.measure(l)
-}
 
 // leaseCeilingLoad: the users, split over o's clients as load splits them, each user's decision written to
 // a Lease of its own (created once, on first use), shaped as shape says, with the resourceVersion it read,
