@@ -10,8 +10,9 @@ import (
 	"github.com/kube2fa/kube2fa/api/v1alpha1"
 )
 
-// SetEnrolled derives the Enrolled condition from the status facts: the key and its confirmation.
-func SetEnrolled(st *v1alpha1.UserEnrollmentStatus, generation int64) {
+// SetEnrolled derives the Enrolled condition from the status facts: the key and its confirmation. It reports
+// whether the condition changed.
+func SetEnrolled(st *v1alpha1.UserEnrollmentStatus, generation int64) (changed bool) {
 	enrolled := metav1.Condition{Type: v1alpha1.ConditionEnrolled, ObservedGeneration: generation}
 	switch {
 	case st.ConfirmedAt != nil:
@@ -24,12 +25,13 @@ func SetEnrolled(st *v1alpha1.UserEnrollmentStatus, generation int64) {
 		enrolled.Status, enrolled.Reason = metav1.ConditionFalse, v1alpha1.ReasonNoKey
 		enrolled.Message = "No key has been provisioned"
 	}
-	meta.SetStatusCondition(&st.Conditions, enrolled)
+	return meta.SetStatusCondition(&st.Conditions, enrolled)
 }
 
 // SetLocked derives the Locked condition from the verification state at now (nil: none recorded, not
-// locked). The condition is the state's view for people and tools; the state Lease is the source.
-func SetLocked(st *v1alpha1.UserEnrollmentStatus, state *v1alpha1.VerificationState, generation int64, now time.Time) {
+// locked). The condition is the state's view for people and tools; the state Lease is the source. It
+// reports whether the condition changed.
+func SetLocked(st *v1alpha1.UserEnrollmentStatus, state *v1alpha1.VerificationState, generation int64, now time.Time) (changed bool) {
 	locked := metav1.Condition{Type: v1alpha1.ConditionLocked, ObservedGeneration: generation}
 	switch {
 	case state == nil || state.Key != st.SecretUID || !IsLocked(state, now):
@@ -46,7 +48,19 @@ func SetLocked(st *v1alpha1.UserEnrollmentStatus, state *v1alpha1.VerificationSt
 		locked.Message = fmt.Sprintf("Locked after %d wrong codes until %s", state.FailedAttempts,
 			state.LockedUntil.UTC().Format(time.RFC3339))
 	}
-	meta.SetStatusCondition(&st.Conditions, locked)
+	return meta.SetStatusCondition(&st.Conditions, locked)
+}
+
+// Project derives what status shows of the verification state (the Enrolled and Locked conditions, the
+// recovery codes left) at now, recording first, with confirm, that the state's key was confirmed at now. It
+// reports whether status changed: whether the view needs a write.
+func Project(status *v1alpha1.UserEnrollmentStatus, state *v1alpha1.VerificationState, confirm bool, generation int64, now time.Time) (changed bool) {
+	if confirm {
+		changed = Confirm(status, now)
+	}
+	changed = SetEnrolled(status, generation) || changed
+	changed = SetLocked(status, state, generation, now) || changed
+	return SetRecoveryCodesRemaining(status, state) || changed
 }
 
 // Count summarises enrollments by the conditions clients see, for a policy's status.

@@ -306,3 +306,46 @@ func TestTemporaryLockoutsAreBounded(t *testing.T) {
 		now = now.Add(time.Second)
 	}
 }
+
+// Project's answer is what the verifier writes the view on: it must say changed exactly when the status
+// differs afterwards, or a lock would not show (a false "unchanged") or every decision would cost a second
+// write (a false "changed").
+func TestProjectReportsExactlyTheChanges(t *testing.T) {
+	now := metav1.NewTime(t0)
+	until := metav1.NewTime(t0.Add(time.Minute))
+	fresh := &v1alpha1.VerificationState{Key: "u"}
+	locked := &v1alpha1.VerificationState{Key: "u", FailedAttempts: 3, LockedAt: &now, LockedUntil: &until}
+	withCodes := &v1alpha1.VerificationState{Key: "u", RecoveryGeneration: 1, RecoveryCodes: 10}
+	oneUsed := &v1alpha1.VerificationState{Key: "u", RecoveryGeneration: 1, RecoveryCodes: 10, RecoveryCodesUsed: []int32{4}}
+	status := v1alpha1.UserEnrollmentStatus{SecretUID: "u"}
+	steps := []struct {
+		name    string
+		state   *v1alpha1.VerificationState
+		confirm bool
+		at      time.Time
+		changed bool
+	}{
+		{"first view", fresh, false, t0, true},
+		{"the same view again", fresh, false, t0.Add(time.Second), false},
+		{"locked", locked, false, t0, true},
+		{"still locked, later", locked, false, t0.Add(30 * time.Second), false},
+		{"the lock's end", locked, false, until.Time, true},
+		{"confirmed", fresh, true, t0, true},
+		{"confirmed again", fresh, true, t0.Add(time.Second), false},
+		{"recovery codes issued", withCodes, false, t0, true},
+		{"the same codes", withCodes, false, t0, false},
+		{"a recovery code used", oneUsed, false, t0, true},
+		{"state of a replaced key", &v1alpha1.VerificationState{Key: "old"}, false, t0, true},
+		{"no state at all", nil, false, t0, false},
+	}
+	for _, s := range steps {
+		before := *status.DeepCopy()
+		changed := Project(&status, s.state, s.confirm, 2, s.at)
+		if differs := !equality.Semantic.DeepEqual(before, status); changed != differs || changed != s.changed {
+			t.Fatalf("%s: Project says changed=%v, the status differs: %v; want %v", s.name, changed, differs, s.changed)
+		}
+	}
+	if status.ConfirmedAt == nil || !status.ConfirmedAt.Equal(&now) {
+		t.Errorf("confirmation recorded at %v, want %v (the first one)", status.ConfirmedAt, now)
+	}
+}

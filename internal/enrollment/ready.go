@@ -125,11 +125,14 @@ func BindKey(st *v1alpha1.UserEnrollmentStatus, name, uid string) (replaced bool
 	return replaced
 }
 
-// Confirm records that a first valid code confirmed st at now. A confirmed enrollment stays confirmed.
-func Confirm(st *v1alpha1.UserEnrollmentStatus, now time.Time) {
-	if st.ConfirmedAt == nil {
-		st.ConfirmedAt = stamp(now)
+// Confirm records that a first valid code confirmed st at now. A confirmed enrollment stays confirmed. It
+// reports whether st changed.
+func Confirm(st *v1alpha1.UserEnrollmentStatus, now time.Time) (changed bool) {
+	if st.ConfirmedAt != nil {
+		return false
 	}
+	st.ConfirmedAt = stamp(now)
+	return true
 }
 
 // Expiry is when e, a self-enrollment never confirmed, expires under policy p: its creation plus the

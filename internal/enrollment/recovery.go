@@ -1,6 +1,8 @@
 package enrollment
 
 import (
+	"k8s.io/utils/ptr"
+
 	"github.com/kube2fa/kube2fa/api/v1alpha1"
 )
 
@@ -38,11 +40,13 @@ func RecoveryCodesLeft(st *v1alpha1.VerificationState) *int32 {
 }
 
 // SetRecoveryCodesRemaining shows on the enrollment's status how many recovery codes its state leaves the
-// user (none when the state is another key's).
-func SetRecoveryCodesRemaining(status *v1alpha1.UserEnrollmentStatus, st *v1alpha1.VerificationState) {
-	if st == nil || st.Key != status.SecretUID {
-		status.RecoveryCodesRemaining = nil
-		return
+// user (none when the state is another key's). It reports whether status changed.
+func SetRecoveryCodesRemaining(status *v1alpha1.UserEnrollmentStatus, st *v1alpha1.VerificationState) (changed bool) {
+	var left *int32
+	if st != nil && st.Key == status.SecretUID {
+		left = RecoveryCodesLeft(st)
 	}
-	status.RecoveryCodesRemaining = RecoveryCodesLeft(st)
+	changed = !ptr.Equal(left, status.RecoveryCodesRemaining)
+	status.RecoveryCodesRemaining = left
+	return changed
 }

@@ -3,10 +3,10 @@ package verifier
 import (
 	"context"
 	"errors"
+	"maps"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/lru"
@@ -173,12 +173,13 @@ func (v *Verifier) writeState(ctx context.Context, e *v1alpha1.UserEnrollment, r
 		}
 		written, err = v.Leases.Create(ctx, l, metav1.CreateOptions{})
 	} else {
-		l := read.lease.DeepCopy()
-		if rerr := render.SetState(l, st); rerr != nil {
+		l := *read.lease // shared with what the replica remembers: only the annotations change, in a map of its own
+		l.Annotations = maps.Clone(read.lease.Annotations)
+		if rerr := render.SetState(&l, st); rerr != nil {
 			return unavailable("%v", rerr)
 		}
 		base = read.lease.ResourceVersion
-		written, err = v.Leases.Update(ctx, l, metav1.UpdateOptions{})
+		written, err = v.Leases.Update(ctx, &l, metav1.UpdateOptions{})
 	}
 	name := render.StateLeaseName(v.Policy, e.Spec.User)
 	switch {
@@ -234,19 +235,15 @@ func (v *Verifier) project(ctx context.Context, e *v1alpha1.UserEnrollment, st v
 	d := v.directory()
 	for range maxRetries(v.MaxRetries) {
 		mark := d.reading()
-		updated := e.DeepCopy()
-		if confirm {
-			if updated.Status.SecretUID != st.Key {
-				return unavailable("the enrollment's key was replaced meanwhile; retry")
-			}
-			enrollment.Confirm(&updated.Status, now)
+		if confirm && e.Status.SecretUID != st.Key {
+			return unavailable("the enrollment's key was replaced meanwhile; retry")
 		}
-		enrollment.SetEnrolled(&updated.Status, updated.Generation)
-		enrollment.SetLocked(&updated.Status, &st, updated.Generation, now)
-		enrollment.SetRecoveryCodesRemaining(&updated.Status, &st)
-		if equality.Semantic.DeepEqual(e.Status, updated.Status) {
+		status := e.Status.DeepCopy() // e is shared: what the replica remembers
+		if !enrollment.Project(status, &st, confirm, e.Generation, now) {
 			return nil
 		}
+		updated := e.DeepCopy()
+		updated.Status = *status
 		err := v.Client.Status().Update(ctx, updated)
 		if err == nil {
 			d.settle(e.Spec.User, mark, lean(updated))
