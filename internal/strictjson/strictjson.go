@@ -13,6 +13,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"sync"
 	"unicode/utf8"
 )
 
@@ -66,7 +67,7 @@ func exact(dec *json.Decoder, t reflect.Type, path string) error {
 	if tok != json.Delim('{') {
 		return fmt.Errorf("%s is not a JSON object", where(path))
 	}
-	fields := jsonFields(t)
+	fields := fieldsOf(t)
 	seen := map[string]bool{}
 	for dec.More() {
 		tok, err := dec.Token()
@@ -90,6 +91,18 @@ func exact(dec *json.Decoder, t reflect.Type, path string) error {
 		return invalid(err)
 	}
 	return nil
+}
+
+// fieldCache caches jsonFields by type: a verifier reads every request body into the same few structs.
+var fieldCache sync.Map // reflect.Type -> map[string]reflect.Type, never changed once stored
+
+// fieldsOf is jsonFields(t), computed once per type.
+func fieldsOf(t reflect.Type) map[string]reflect.Type {
+	if f, ok := fieldCache.Load(t); ok {
+		return f.(map[string]reflect.Type)
+	}
+	f, _ := fieldCache.LoadOrStore(t, jsonFields(t))
+	return f.(map[string]reflect.Type)
 }
 
 // jsonFields returns the json names of struct t's fields with their types, embedded structs' fields inlined
