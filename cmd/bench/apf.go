@@ -69,7 +69,7 @@ func (b *bench) apfIsolation(ctx context.Context, t *table) error {
 	}
 	addr := devcluster.FreeAddr()
 	v, err := b.cluster.StartAs("verifier-flood", b.c.verifier, kubeconfig, "--policy=webapp", "--namespace="+flood,
-		"--listen="+addr, "--kube-api-qps=100000", "--kube-api-burst=100000")
+		"--listen="+addr, "--kube-api-qps=-1")
 	if err != nil {
 		return err
 	}

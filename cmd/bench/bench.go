@@ -381,7 +381,7 @@ func (b *bench) startManager(ctx context.Context) error {
 	probe, pprof := devcluster.FreeAddr(), devcluster.FreeAddr()
 	m, err := b.cluster.Start(procManager, b.c.manager, "--metrics-bind-address=0",
 		"--health-probe-bind-address="+probe, "--pprof-bind-address="+pprof,
-		fmt.Sprintf("--max-concurrent-reconciles=%d", b.c.reconcilers), "--kube-api-qps=100000", "--kube-api-burst=100000")
+		fmt.Sprintf("--max-concurrent-reconciles=%d", b.c.reconcilers), "--kube-api-qps=-1")
 	if err != nil {
 		return err
 	}

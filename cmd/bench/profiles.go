@@ -12,7 +12,9 @@ import (
 )
 
 // profile captures CPU profiles of the API server and of every kube2fa process serving pprof, for the
-// given time, into the -profiles directory as <run>.<process>.pprof; it does nothing without -profiles.
+// given time, into the -profiles directory as <run>.<process>.pprof, and the kube2fa processes' allocations
+// over the same time as <run>.<process>.allocs.pprof (what their garbage collection costs comes from); it
+// does nothing without -profiles.
 // The returned function waits for the profiles to be written.
 func (b *bench) profile(run string, d time.Duration) (wait func()) {
 	if b.c.profiles == "" {
@@ -20,14 +22,14 @@ func (b *bench) profile(run string, d time.Duration) (wait func()) {
 	}
 	seconds := fmt.Sprint(max(int(d.Seconds()), 1))
 	var wg sync.WaitGroup
-	save := func(process string, fetch func() ([]byte, error)) {
+	save := func(file string, fetch func() ([]byte, error)) {
 		wg.Go(func() {
 			raw, err := fetch()
 			if err == nil {
-				err = os.WriteFile(filepath.Join(b.c.profiles, run+"."+process+".pprof"), raw, 0o644)
+				err = os.WriteFile(filepath.Join(b.c.profiles, run+"."+file+".pprof"), raw, 0o644)
 			}
 			if err != nil {
-				fmt.Printf("    profiling %s during %s: %v\n", process, run, err)
+				fmt.Printf("    profiling %s during %s: %v\n", file, run, err)
 			}
 		})
 	}
@@ -36,6 +38,7 @@ func (b *bench) profile(run string, d time.Duration) (wait func()) {
 	})
 	for process, addr := range b.pprof {
 		save(process, func() ([]byte, error) { return fetch("http://" + addr + "/debug/pprof/profile?seconds=" + seconds) })
+		save(process+".allocs", func() ([]byte, error) { return fetch("http://" + addr + "/debug/pprof/allocs?seconds=" + seconds) })
 	}
 	return wg.Wait
 }

@@ -430,7 +430,7 @@ func (b *bench) stopVerifier(v runningVerifier) error {
 // waits until it is ready.
 func (b *bench) startVerifier(ctx context.Context, ns, name string) (runningVerifier, error) {
 	addr, pprof := devcluster.FreeAddr(), devcluster.FreeAddr()
-	p, err := b.cluster.StartVerifier(name, b.c.verifier, "webapp", ns, addr, "--kube-api-qps=100000", "--kube-api-burst=100000",
+	p, err := b.cluster.StartVerifier(name, b.c.verifier, "webapp", ns, addr, "--kube-api-qps=-1",
 		"--pprof-listen="+pprof)
 	if err != nil {
 		return runningVerifier{}, err

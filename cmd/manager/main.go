@@ -59,7 +59,7 @@ func (o *options) bind(fs *flag.FlagSet) {
 	fs.BoolVar(&o.leaderElect, "leader-elect", false, "Elect a leader so that only one of several manager replicas reconciles.")
 	fs.BoolVar(&o.enableHTTP2, "enable-http2", false, "Serve metrics over HTTP/2 too (off: HTTP/2 rapid-reset and stream-cancellation CVEs).")
 	fs.IntVar(&o.concurrency, "max-concurrent-reconciles", 4, "Reconciles each controller runs in parallel.")
-	fs.Float64Var(&o.qps, "kube-api-qps", 50, "Client-side limit of API requests per second; raise it for thousands of enrollments.")
+	fs.Float64Var(&o.qps, "kube-api-qps", 50, "Client-side limit of API requests per second; raise it for thousands of enrollments; negative: none.")
 	fs.IntVar(&o.burst, "kube-api-burst", 100, "Client-side burst of API requests above --kube-api-qps.")
 	fs.StringVar(&o.watchNamespace, "watch-namespace", "", "Only reconcile objects in this namespace (default: all namespaces).")
 	fs.StringVar(&o.provenanceSecret, "provenance-secret", "", "NAMESPACE/NAME of the Secret holding the key with which the manager signs the OTP Secrets it creates, created when missing (default: kube2fa-provenance in $POD_NAMESPACE, else in default).")

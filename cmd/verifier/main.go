@@ -50,7 +50,7 @@ func (o *options) bind(fs *flag.FlagSet) {
 	fs.StringVar(&o.metricsListen, "metrics-listen", "", "Extra address serving only /healthz, /readyz and /metrics (e.g. :9090 for kubelet probes); empty: none.")
 	fs.StringVar(&o.pprofListen, "pprof-listen", "", "Address serving /debug/pprof for profiling; empty disables it.")
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "Path of a kubeconfig (default: $KUBECONFIG, ~/.kube/config, or in-cluster).")
-	fs.Float64Var(&o.qps, "kube-api-qps", 100, "Client-side limit of API requests per second (each state-changing decision is one).")
+	fs.Float64Var(&o.qps, "kube-api-qps", 100, "Client-side limit of API requests per second (each state-changing decision is one); negative: none, API Priority and Fairness alone bounds the verifier.")
 	fs.IntVar(&o.burst, "kube-api-burst", 200, "Client-side burst above --kube-api-qps.")
 	fs.BoolVar(&o.authenticateCallers, "authenticate-callers", false, "Serve only callers with a ServiceAccount token for audience kube2fa whom RBAC allows to create twofactorpolicies/verify of the policy (for a verifier reached over the network; off for a sidecar on loopback).")
 	fs.Float64Var(&o.selfEnrollRate, "self-enrollment-rate", verifier.DefaultSelfEnrollmentRate, "New self-enrollments per second this replica creates at most (429 beyond); 0 for no bound.")
