@@ -4,6 +4,7 @@ import (
 	"maps"
 	"math"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -267,4 +268,31 @@ func millis(ms ...int) []time.Duration {
 		ds[i] = time.Duration(m) * time.Millisecond
 	}
 	return ds
+}
+
+// A refused request (a ceiling's write refused with a conflict, a verifier's unexpected answer) is cheap: a
+// rate that counted it would read higher the more requests fail. drive counts expected answers only.
+func TestDriveCountsOnlyExpectedAnswers(t *testing.T) {
+	b := &bench{}
+	var refusals, accepted atomic.Int64
+	refused := b.drive(offered{clients: 2}, 50*time.Millisecond, func(_, _ int) bool {
+		refusals.Add(1)
+		time.Sleep(time.Millisecond)
+		return false
+	})
+	if refused.rate != 0 || refused.answered != 0 || refused.errors != int(refusals.Load()) || refused.errors == 0 {
+		t.Errorf("every request refused: rate %v, %d answered, %d errors of %d requests; want rate 0, 0 answered, all errors",
+			refused.rate, refused.answered, refused.errors, refusals.Load())
+	}
+	half := b.drive(offered{clients: 2}, 50*time.Millisecond, func(_, i int) bool {
+		time.Sleep(time.Millisecond)
+		if i%2 == 0 {
+			accepted.Add(1)
+			return true
+		}
+		return false
+	})
+	if half.answered == 0 || int64(half.answered) > accepted.Load() || half.rate != float64(half.answered)/0.05 {
+		t.Errorf("every other request refused: %d answered, %d accepted, rate %v", half.answered, accepted.Load(), half.rate)
+	}
 }
