@@ -11,8 +11,8 @@ import (
 )
 
 // A state Lease is the enrollment's (so garbage-collected with it) without asking to block its deletion,
-// which would need a permission the verifier that creates it does not hold; it carries no managedFields;
-// and its state reads back exactly, for its enrollment only.
+// which would need a permission the verifier that creates it does not hold; it carries no managedFields and
+// no labels (each decision pays for every byte); and its state reads back exactly, for its enrollment only.
 func TestAStateLeaseRoundTripsForItsEnrollmentOnly(t *testing.T) {
 	e := &v1alpha1.UserEnrollment{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "alice", UID: "e1"},
 		Spec: v1alpha1.UserEnrollmentSpec{PolicyRef: v1alpha1.PolicyReference{Name: "webapp"}, User: "alice"}}
@@ -26,7 +26,8 @@ func TestAStateLeaseRoundTripsForItsEnrollmentOnly(t *testing.T) {
 	if owner == nil || owner.UID != e.UID || owner.BlockOwnerDeletion != nil {
 		t.Fatalf("owner reference: %+v", l.OwnerReferences)
 	}
-	if l.Name != StateLeaseName("webapp", "alice") || l.Namespace != "shop" || len(l.ManagedFields) != 1 || l.ManagedFields[0].Manager != "" {
+	if l.Name != StateLeaseName("webapp", "alice") || l.Namespace != "shop" || len(l.ManagedFields) != 1 || l.ManagedFields[0].Manager != "" ||
+		len(l.Labels) != 0 {
 		t.Fatalf("lease metadata: %+v", l.ObjectMeta)
 	}
 	got, err := RecordedState(l, e)
