@@ -50,7 +50,7 @@ func main() {
 	flag.StringVar(&c.verifier, "verifier", filepath.Join(root, "bin", "verifier"), "Verifier binary.")
 	flag.StringVar(&c.out, "out", filepath.Join(root, "bench", "results", "latest.md"), "Where the table is written too.")
 	flag.StringVar(&c.profiles, "profiles", "", "Directory to write CPU profiles of the API server, the manager and the verifiers to, taken during each verification run.")
-	flag.IntVar(&c.rounds, "rounds", 4, "Rounds in which the verification ceilings and one verifier take turns, after one warm-up round; their medians are reported. Even, so that the Lease ceilings and the verifier each come first in as many rounds.")
+	flag.IntVar(&c.rounds, "rounds", 4, "Rounds in which the verification ceilings and one verifier take turns, after one warm-up round, pooled. Even, so that the Lease ceilings and the verifier each come first in as many rounds.")
 	flag.BoolVar(&c.burstOnly, "burst-only", false, "Measure only the reconcile burst, the manager's memory and a verifier where the burst left N enrollments, not the verification runs.")
 	flag.BoolVar(&c.scaleOnly, "scale-only", false, "Measure only a verifier where the manager's burst left N enrollments (the burst without its ceiling): its start, first decisions, a storm over 2,000 and its memory.")
 	flag.BoolVar(&c.verifyOnly, "verification-only", false, "Measure only the verification runs (after the reconcile burst that sets them up), not the verifier at scale nor API Priority and Fairness.")

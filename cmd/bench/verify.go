@@ -157,19 +157,19 @@ func (b *bench) verification(ctx context.Context, t *table) error {
 		return err
 	}
 	reportReplicas(t, pool(rs.closed), moderate, tens)
-	reportUnanswered(t, slices.Concat(rs.saturated, rs.closed, twos, tens, []runResult{moderate}, rs.old, rs.minimal, rs.shaped))
+	reportUnanswered(t, slices.Concat(rs.saturated, rs.closed, twos, tens, []runResult{moderate}, rs.old, rs.minimal, rs.shaped, rs.busy))
 	return b.stopVerifier(a)
 }
 
 // roundResults are the results of the rounds in which the ceilings and one verifier take turns, the warm-up
 // round left out: each round's runs, and each round's ratios.
 type roundResults struct {
-	// old is the old path's ceiling, closed-loop; minimal and shaped the Lease ceilings (minimalLease,
-	// stateShaped), saturated the verifier, saturating; closed the verifier, closed-loop.
-	old, minimal, shaped, saturated, closed []runResult
-	// leaseRatios: saturated to minimal (goal 1's bar); shapedRatios: saturated to shaped; oldRatios: closed
-	// to old, like with like.
-	leaseRatios, shapedRatios, oldRatios []float64
+	// old is the old path's ceiling, closed-loop; minimal, shaped and busy the Lease ceilings (minimalLease,
+	// stateShaped, busyMinimal), saturated the verifier, saturating; closed the verifier, closed-loop.
+	old, minimal, shaped, busy, saturated, closed []runResult
+	// leaseRatios: saturated to minimal (goal 1's bar); shapedRatios: saturated to shaped; busyRatios:
+	// saturated to busy; oldRatios: closed to old, like with like.
+	leaseRatios, shapedRatios, busyRatios, oldRatios []float64
 	// writes is the verifier's API writes per decision in the worst round, conflicts those refused.
 	writes, conflicts float64
 }
@@ -207,15 +207,20 @@ func (b *bench) alternatingRounds(ctx context.Context, ns string, users []*user)
 		if err != nil {
 			return a, rs, err
 		}
+		busy, err := b.leaseCeilingLoad(ctx, fmt.Sprintf("busy-ceiling-r%d", r), ns, users, busyMinimal, b.saturating())
+		if err != nil {
+			return a, rs, err
+		}
 		url := func(*user, int, int) string { return a.url }
 		saturated := b.verifierLoad(fmt.Sprintf("verify-1-r%d", r), users, url, 0, b.saturating())
 		closed := b.verifierLoad(fmt.Sprintf("verify-1-c%d-r%d", b.c.clients, r), users, url, 0, b.closedLoop())
-		verifiers, err := b.interleave(fmt.Sprintf("round-r%d", r), minimal, shaped, saturated, closed)
+		verifiers, err := b.interleave(fmt.Sprintf("round-r%d", r), minimal, shaped, busy, saturated, closed)
 		if err != nil {
 			return a, rs, err
 		}
 		if r > 0 {
 			rs.old, rs.minimal, rs.shaped = append(rs.old, old), append(rs.minimal, minimal.res), append(rs.shaped, shaped.res)
+			rs.busy, rs.busyRatios = append(rs.busy, busy.res), append(rs.busyRatios, saturated.res.rate/busy.res.rate)
 			rs.saturated, rs.closed = append(rs.saturated, saturated.res), append(rs.closed, closed.res)
 			rs.leaseRatios = append(rs.leaseRatios, saturated.res.rate/minimal.res.rate)
 			rs.shapedRatios = append(rs.shapedRatios, saturated.res.rate/shaped.res.rate)
@@ -238,11 +243,17 @@ func (rs roundResults) report(t *table, saturating, closedLoop offered) {
 		fmt.Sprintf("%.0f /s", minimal.rate), minimal.summary()+"; CPU per write: "+minimal.cpu.String())
 	t.add("Verification ratio to the Lease ceiling", fmt.Sprintf("%.2f", one.rate/minimal.rate),
 		fmt.Sprintf("bar: >= 0.9; over %d rounds, each: %s", len(rs.leaseRatios), ratioList(rs.leaseRatios)))
-	t.add("Ceiling: the same update of a Lease holding what a state Lease holds (owner, labels, state)",
+	t.add("Ceiling: the same update of a Lease holding what a state Lease holds (owner, state)",
 		fmt.Sprintf("%.0f /s", shaped.rate), fmt.Sprintf("%s; %.2f of the minimal Lease's: what the state Lease's content costs; CPU per write: %s",
 			shaped.summary(), shaped.rate/minimal.rate, shaped.cpu))
 	t.add("Verification ratio to the state-shaped ceiling", fmt.Sprintf("%.2f", one.rate/shaped.rate),
 		fmt.Sprintf("what the verifier's path costs over the raw write of what it writes; rounds: %s", ratioList(rs.shapedRatios)))
+	busy := pool(rs.busy)
+	t.add(fmt.Sprintf("Ceiling: the minimal Lease's update, each after %v of its client's CPU beside the load", clientWork),
+		fmt.Sprintf("%.0f /s", busy.rate), fmt.Sprintf("%s; %.2f of the minimal Lease's: what CPU spent on the worker core costs a closed loop here, as a decision spends %.2f ms in the verifier",
+			busy.summary(), busy.rate/minimal.rate, one.cpu.of(procVerifierA)))
+	t.add("Verification ratio to the busy ceiling", fmt.Sprintf("%.2f", one.rate/busy.rate),
+		fmt.Sprintf("what the verifier's path costs but for its CPU; rounds: %s", ratioList(rs.busyRatios)))
 	t.add(fmt.Sprintf("Verification, 1 verifier, %d clients, valid codes", closedLoop.clients), fmt.Sprintf("%.0f /s", closed.rate),
 		fmt.Sprintf("%s; %.2f of its rate with %d: each client waits out the verifier's hop too, so fewer writes are in flight",
 			closed.summary(), closed.rate/one.rate, saturating.clients))
@@ -658,11 +669,19 @@ const (
 	// minimalLease: two annotations, no owner and no labels: the cheapest durable, guarded write of per-user
 	// state the API server offers, the bar a state model built on it must come near (goal 1 of #13).
 	minimalLease leaseShape = iota
-	// stateShaped: what a state Lease holds (render.StateLease: its enrollment as controller, its labels,
-	// the state annotation), under a name as long as a state Lease's: the raw write of what a decision
-	// writes, as the old path's ceiling is the raw write of the enrollment's status.
+	// stateShaped: what a state Lease holds (render.StateLease: its enrollment as controller and the state
+	// annotation), under a name as long as a state Lease's: the raw write of what a decision writes, as the
+	// old path's ceiling is the raw write of the enrollment's status.
 	stateShaped
+	// busyMinimal: the minimal Lease, each write made after clientWork of its client's CPU on the worker
+	// core, about what a decision costs the verifier there: what that CPU alone costs a closed loop on this
+	// machine, whatever it is spent on.
+	busyMinimal
 )
+
+// clientWork is the CPU a busyMinimal ceiling's client spends before each write: about a decision's CPU in
+// the verifier (0.3-0.45 ms in the runs of 2026-11-30).
+const clientWork = 300 * time.Microsecond
 
 // leaseCeilingLoad: the users, split over o's clients as load splits them, each user's decision written to
 // a Lease of its own (created once, on first use), shaped as shape says, with the resourceVersion it read,
@@ -677,6 +696,10 @@ func (b *bench) leaseCeilingLoad(ctx context.Context, run, ns string, users []*u
 		leases[u] = l
 	}
 	ceiling := newLoad(run, users, o, func(u *user, _, _ int) bool {
+		if shape == busyMinimal {
+			for start := time.Now(); time.Since(start) < clientWork; { //nolint:revive // busy on purpose: CPU, not a wait
+			}
+		}
 		l := leases[u] // each user is one client's alone: no two writes of one Lease race
 		if err := l.succeed(time.Now()); err != nil {
 			return false
@@ -701,6 +724,9 @@ type ceilingLease struct {
 // ceilingLease reads, or creates, user u's Lease of the given shape in ns.
 func (b *bench) ceilingLease(ctx context.Context, ns string, u *user, shape leaseShape) (*ceilingLease, error) {
 	want := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "state-" + u.name, ManagedFields: render.Untracked()}}
+	if shape == busyMinimal {
+		want.Name = "busy-" + u.name // its own: another load's writes would make this one's versions stale
+	}
 	e := &v1alpha1.UserEnrollment{}
 	if shape == stateShaped {
 		if err := b.client.Get(ctx, client.ObjectKey{Namespace: ns, Name: u.name}, e); err != nil {
@@ -720,7 +746,7 @@ func (b *bench) ceilingLease(ctx context.Context, ns string, u *user, shape leas
 	if err != nil {
 		return nil, err
 	}
-	if shape == minimalLease {
+	if shape != stateShaped {
 		return &ceilingLease{Lease: l}, nil
 	}
 	st, err := render.ParseState(l, e)
@@ -786,7 +812,8 @@ func (b *bench) measure(l *load) (runResult, error) {
 	return l.finish(), err
 }
 
-// turns is how many slices each load of an interleaved run takes: half a second each, by default.
+// turns is about how many slices each load of an interleaved run takes, the configured duration split
+// between them: at least this many, in whole Latin squares (16 for four loads, 20 for five).
 const turns = 16
 
 // interleave runs the loads by turns, once the control plane is idle, each for a turns-th of the configured
@@ -804,9 +831,10 @@ func (b *bench) interleave(name string, loads ...*load) (map[string]float64, err
 	}
 	profiled := b.profile(name, time.Duration(len(loads))*b.c.duration)
 	square := williams(len(loads))
-	for t := range turns {
+	n := (turns + len(square) - 1) / len(square) * len(square) // whole squares: every order as often
+	for t := range n {
 		for _, i := range square[t%len(square)] {
-			b.slice(loads[i], b.c.duration/turns)
+			b.slice(loads[i], b.c.duration/time.Duration(n))
 		}
 	}
 	profiled()
