@@ -685,7 +685,7 @@ const clientWork = 300 * time.Microsecond
 
 // leaseCeilingLoad: the users, split over o's clients as load splits them, each user's decision written to
 // a Lease of its own (created once, on first use), shaped as shape says, with the resourceVersion it read,
-// as protobuf, and without managedFields (as a state Lease is written: see render.SetState).
+// as protobuf, resetting its managedFields (as a state Lease is written: see render.SetState).
 func (b *bench) leaseCeilingLoad(ctx context.Context, run, ns string, users []*user, shape leaseShape, o offered) (*load, error) {
 	leases := make(map[*user]*ceilingLease, len(users))
 	for _, u := range users {

@@ -30,9 +30,9 @@ func StateLease(e *v1alpha1.UserEnrollment, state v1alpha1.VerificationState) (*
 	return l, SetState(l, state)
 }
 
-// SetState records state in l. It also asks the API server to keep no managedFields on l: the state Lease
-// is written only by kube2fa, field by field ownership tells nobody anything, and tracking it was the largest
-// part of the API server's cost of a decision (an object without managedFields is not tracked on update).
+// SetState records state in l. It also asks the API server to reset l's managedFields: the state Lease is
+// written only by kube2fa, field by field ownership tells nobody anything, and tracking it was the largest
+// part of the API server's cost of a decision. A write that resets them leaves only its own entry.
 func SetState(l *coordinationv1.Lease, state v1alpha1.VerificationState) error {
 	raw, err := json.Marshal(state)
 	if err != nil {
