@@ -695,16 +695,16 @@ func (b *bench) leaseCeilingLoad(ctx context.Context, run, ns string, users []*u
 		}
 		leases[u] = l
 	}
+	api := b.proto.CoordinationV1().Leases(ns)
 	ceiling := newLoad(run, users, o, func(u *user, _, _ int) bool {
 		if shape == busyMinimal {
-			for start := time.Now(); time.Since(start) < clientWork; { //nolint:revive // busy on purpose: CPU, not a wait
-			}
+			spin(clientWork)
 		}
 		l := leases[u] // each user is one client's alone: no two writes of one Lease race
 		if err := l.succeed(time.Now()); err != nil {
 			return false
 		}
-		updated, err := b.proto.CoordinationV1().Leases(ns).Update(ctx, l.Lease, metav1.UpdateOptions{})
+		updated, err := api.Update(ctx, l.Lease, metav1.UpdateOptions{})
 		if err != nil {
 			return false
 		}
@@ -713,6 +713,12 @@ func (b *bench) leaseCeilingLoad(ctx context.Context, run, ns string, users []*u
 	})
 	ceiling.own = "PUT leases"
 	return ceiling, nil
+}
+
+// spin keeps the calling goroutine's CPU busy for d: work, not a wait, as a decision's is in the verifier.
+func spin(d time.Duration) {
+	for start := time.Now(); time.Since(start) < d; {
+	}
 }
 
 // ceilingLease is a user's Lease in a Lease ceiling, and the verification state it holds when state-shaped.
