@@ -11,8 +11,9 @@ import (
 )
 
 // A state Lease is the enrollment's (so garbage-collected with it) without asking to block its deletion,
-// which would need a permission the verifier that creates it does not hold; it carries no managedFields and
-// no labels (each decision pays for every byte); and its state reads back exactly, for its enrollment only.
+// which would need a permission the verifier that creates it does not hold; it asks the API server to reset
+// its managedFields, and carries no labels (each decision pays for every byte); and its state reads back
+// exactly, for its enrollment only.
 func TestAStateLeaseRoundTripsForItsEnrollmentOnly(t *testing.T) {
 	e := &v1alpha1.UserEnrollment{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "alice", UID: "e1"},
 		Spec: v1alpha1.UserEnrollmentSpec{PolicyRef: v1alpha1.PolicyReference{Name: "webapp"}, User: "alice"}}
