@@ -28,6 +28,9 @@ type config struct {
 	burstOnly, apfOnly      bool
 	scaleOnly, verifyOnly   bool
 	rounds                  int
+	// forward, with forwardNamespace and forwardKubeconfig, is where this process serves as the hop
+	// ceiling's forwarder (see hop.go) instead of benchmarking: the benchmark starts its own.
+	forward, forwardNamespace, forwardKubeconfig string
 }
 
 // apiServerFlags size the API server's concurrency limit (its seats, which API Priority and Fairness
@@ -55,7 +58,17 @@ func main() {
 	flag.BoolVar(&c.scaleOnly, "scale-only", false, "Measure only a verifier where the manager's burst left N enrollments (the burst without its ceiling): its start, first decisions, a storm over 2,000 and its memory.")
 	flag.BoolVar(&c.verifyOnly, "verification-only", false, "Measure only the verification runs (after the reconcile burst that sets them up), not the verifier at scale nor API Priority and Fairness.")
 	flag.BoolVar(&c.apfOnly, "apf-only", false, "Measure only what API Priority and Fairness buys another tenant during a flood of wrong codes.")
+	flag.StringVar(&c.forward, "forward-listen", "", "Internal: serve as the hop ceiling's forwarder on this address, which the benchmark starts itself.")
+	flag.StringVar(&c.forwardNamespace, "forward-namespace", "", "Internal: the forwarder's namespace.")
+	flag.StringVar(&c.forwardKubeconfig, "forward-kubeconfig", "", "Internal: the forwarder's kubeconfig.")
 	flag.Parse()
+	if c.forward != "" {
+		if err := forward(c.forwardKubeconfig, c.forwardNamespace, c.forward); err != nil {
+			fmt.Fprintln(os.Stderr, "bench: forwarder:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if c.rounds < 1 {
 		fmt.Fprintln(os.Stderr, "bench: -rounds must be at least 1")
 		os.Exit(2)

@@ -20,7 +20,6 @@ import (
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -138,8 +137,12 @@ func (b *bench) verification(ctx context.Context, t *table) error {
 		return err
 	}
 	defer b.standAlone()
-	a, rs, err := b.alternatingRounds(ctx, ns, users)
+	hop, err := b.startHop(ctx, ns)
 	if err != nil {
+		return err
+	}
+	a, rs, err := b.alternatingRounds(ctx, ns, users, hop.url)
+	if err = errors.Join(err, b.stopHop(hop)); err != nil {
 		return err
 	}
 	rs.report(t, b.saturating(), b.closedLoop())
@@ -157,7 +160,7 @@ func (b *bench) verification(ctx context.Context, t *table) error {
 		return err
 	}
 	reportReplicas(t, pool(rs.closed), moderate, tens)
-	reportUnanswered(t, slices.Concat(rs.saturated, rs.closed, twos, tens, []runResult{moderate}, rs.old, rs.minimal, rs.shaped, rs.busy))
+	reportUnanswered(t, slices.Concat(rs.saturated, rs.closed, twos, tens, []runResult{moderate}, rs.old, rs.minimal, rs.shaped, rs.busy, rs.hop))
 	return b.stopVerifier(a)
 }
 
@@ -165,24 +168,29 @@ func (b *bench) verification(ctx context.Context, t *table) error {
 // round left out: each round's runs, and each round's ratios.
 type roundResults struct {
 	// old is the old path's ceiling, closed-loop; minimal, shaped and busy the Lease ceilings (minimalLease,
-	// stateShaped, busyMinimal), saturated the verifier, saturating; closed the verifier, closed-loop.
-	old, minimal, shaped, busy, saturated, closed []runResult
+	// stateShaped, busyMinimal), hop the hop ceiling (hop.go), saturated the verifier, saturating; closed
+	// the verifier, closed-loop.
+	old, minimal, shaped, busy, hop, saturated, closed []runResult
 	// leaseRatios: saturated to minimal (goal 1's bar); shapedRatios: saturated to shaped; busyRatios:
-	// saturated to busy; oldRatios: closed to old, like with like.
-	leaseRatios, shapedRatios, busyRatios, oldRatios []float64
+	// saturated to busy; hopRatios: saturated to hop; oldRatios: closed to old, like with like.
+	leaseRatios, shapedRatios, busyRatios, hopRatios, oldRatios []float64
 	// writes is the verifier's API writes per decision in the worst round, conflicts those refused.
 	writes, conflicts float64
 }
 
 // alternatingRounds runs the ceilings and one verifier, verifier-a, round after round. The old path's
 // ceiling runs while no verifier does (its writes would reach a verifier's watch of enrollments). The Lease
-// ceilings, whose writes reach nobody, and the verifier with either load then take turns second by second
-// (interleave), so that neither the machine's drift nor coming first after the verifier's start and
-// warm-up falls on one more than another. Each writes on the very same users. Round 0 warms up and is not counted: in three runs of four without
-// it, the first verifier run was the slowest, 6-20% below the later ones. verifier-a is left running.
-func (b *bench) alternatingRounds(ctx context.Context, ns string, users []*user) (runningVerifier, roundResults, error) {
+// ceilings, whose writes reach nobody, the hop ceiling (through the forwarder at hopURL) and the verifier
+// with either load then take turns second by second (interleave), so that neither the machine's drift nor
+// coming first after the verifier's start and warm-up falls on one more than another. Each writes on the
+// very same users. Round 0 warms up and is not counted: in three runs of four without it, the first
+// verifier run was the slowest, 6-20% below the later ones. verifier-a is left running.
+func (b *bench) alternatingRounds(ctx context.Context, ns string, users []*user, hopURL string) (runningVerifier, roundResults, error) {
 	var a runningVerifier
 	var rs roundResults
+	if err := b.warmHop(users, hopURL); err != nil {
+		return a, rs, err
+	}
 	for r := 0; r <= b.c.rounds; r++ {
 		if r > 0 {
 			if err := b.stopVerifier(a); err != nil {
@@ -211,16 +219,18 @@ func (b *bench) alternatingRounds(ctx context.Context, ns string, users []*user)
 		if err != nil {
 			return a, rs, err
 		}
+		hop := b.hopLoad(fmt.Sprintf("hop-ceiling-r%d", r), users, hopURL, b.saturating())
 		url := func(*user, int, int) string { return a.url }
 		saturated := b.verifierLoad(fmt.Sprintf("verify-1-r%d", r), users, url, 0, b.saturating())
 		closed := b.verifierLoad(fmt.Sprintf("verify-1-c%d-r%d", b.c.clients, r), users, url, 0, b.closedLoop())
-		verifiers, err := b.interleave(fmt.Sprintf("round-r%d", r), minimal, shaped, busy, saturated, closed)
+		verifiers, err := b.interleave(fmt.Sprintf("round-r%d", r), minimal, shaped, busy, hop, saturated, closed)
 		if err != nil {
 			return a, rs, err
 		}
 		if r > 0 {
 			rs.old, rs.minimal, rs.shaped = append(rs.old, old), append(rs.minimal, minimal.res), append(rs.shaped, shaped.res)
 			rs.busy, rs.busyRatios = append(rs.busy, busy.res), append(rs.busyRatios, saturated.res.rate/busy.res.rate)
+			rs.hop, rs.hopRatios = append(rs.hop, hop.res), append(rs.hopRatios, saturated.res.rate/hop.res.rate)
 			rs.saturated, rs.closed = append(rs.saturated, saturated.res), append(rs.closed, closed.res)
 			rs.leaseRatios = append(rs.leaseRatios, saturated.res.rate/minimal.res.rate)
 			rs.shapedRatios = append(rs.shapedRatios, saturated.res.rate/shaped.res.rate)
@@ -254,6 +264,12 @@ func (rs roundResults) report(t *table, saturating, closedLoop offered) {
 			busy.summary(), busy.rate/minimal.rate, one.cpu.of(procVerifierA)))
 	t.add("Verification ratio to the busy ceiling", fmt.Sprintf("%.2f", one.rate/busy.rate),
 		fmt.Sprintf("what the verifier's path costs but for its CPU; rounds: %s", ratioList(rs.busyRatios)))
+	hop := pool(rs.hop)
+	t.add(fmt.Sprintf("Ceiling: the minimal Lease's update behind an HTTP hop to a process that decides nothing, %d clients", saturating.clients),
+		fmt.Sprintf("%.0f /s", hop.rate), fmt.Sprintf("%s; %.2f of the minimal Lease's: the floor of any verifier beside the application here (same request, same libraries, the one write); CPU per write: %s",
+			hop.summary(), hop.rate/minimal.rate, hop.cpu))
+	t.add("Verification ratio to the hop ceiling", fmt.Sprintf("%.2f", one.rate/hop.rate),
+		fmt.Sprintf("what deciding costs over the hop and the write; rounds: %s", ratioList(rs.hopRatios)))
 	t.add(fmt.Sprintf("Verification, 1 verifier, %d clients, valid codes", closedLoop.clients), fmt.Sprintf("%.0f /s", closed.rate),
 		fmt.Sprintf("%s; %.2f of its rate with %d: each client waits out the verifier's hop too, so fewer writes are in flight",
 			closed.summary(), closed.rate/one.rate, saturating.clients))
@@ -541,15 +557,12 @@ func (b *bench) loadVia(ctx context.Context, run string, users []*user, url func
 // verifierLoad is the load of clients asking the verifier at url(user, worker, request) to check each
 // user's next code, a fraction wrong of them wrong. Its result has the API writes per decision.
 func (b *bench) verifierLoad(run string, users []*user, url func(u *user, w, i int) string, wrong float64, o offered) *load {
-	tr := &http.Transport{MaxIdleConnsPerHost: o.clients * 2}
-	hc := &http.Client{Transport: tr, Timeout: 10 * time.Second}
-	unexpected := &answers{}
-	l := newLoad(run, users, o, func(u *user, w, i int) bool {
+	l := httpLoad(run, users, o, func(hc *http.Client, u *user, w, i int, unexpected *answers) bool {
 		return verifyOnce(hc, url(u, w, i), u, wrong > 0 && i%int(1/wrong) == 0, unexpected)
 	})
+	closeAndPrint := l.done
 	l.done = func(res *runResult) {
-		tr.CloseIdleConnections()
-		unexpected.print()
+		closeAndPrint(res)
 		if res.requests != nil { // measured alone; interleaved, the API server's counters mix the loads' requests
 			res.writes, res.conflicts = decisionWritesIn(res.requests, res.decisions)
 		}
@@ -557,15 +570,41 @@ func (b *bench) verifierLoad(run string, users []*user, url func(u *user, w, i i
 	return l
 }
 
+// httpLoad is a load whose requests are HTTP requests, made by do with hc, whose connections are kept alive
+// for all of o's clients; do notes the answers it did not expect, which the load prints once it has run.
+func httpLoad(run string, users []*user, o offered, do func(hc *http.Client, u *user, w, i int, unexpected *answers) bool) *load {
+	tr := &http.Transport{MaxIdleConnsPerHost: o.clients * 2}
+	hc := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	unexpected := &answers{}
+	l := newLoad(run, users, o, func(u *user, w, i int) bool { return do(hc, u, w, i, unexpected) })
+	l.done = func(*runResult) {
+		tr.CloseIdleConnections()
+		unexpected.print()
+	}
+	return l
+}
+
 // verifyOnce asks the verifier at url to check the user's next code, or a wrong code when bad, and reports
 // whether it answered as expected (accepted, or rejected when bad); it notes any other answer.
 func verifyOnce(hc *http.Client, url string, u *user, bad bool, unexpected *answers) bool {
-	code := u.code()
+	code, want := u.code(), http.StatusOK
 	if bad {
-		code = "00000000"[:len(code)]
+		code, want = "00000000"[:len(code)], http.StatusUnauthorized
 	}
+	if !post(hc, url+"/v1/verify", u, code, want, unexpected) {
+		return false
+	}
+	if !bad {
+		u.accepted()
+	}
+	return true
+}
+
+// post posts user u's code to url and reports whether the answer's status is want; it notes any other
+// answer.
+func post(hc *http.Client, url string, u *user, code string, want int, unexpected *answers) bool {
 	body := fmt.Sprintf(`{"user":%q,"code":%q}`, u.name, code)
-	r, err := hc.Post(url+"/v1/verify", "application/json", bytes.NewBufferString(body))
+	r, err := hc.Post(url, "application/json", bytes.NewBufferString(body))
 	if err != nil {
 		unexpected.note(err.Error())
 		return false
@@ -573,11 +612,7 @@ func verifyOnce(hc *http.Client, url string, u *user, bad bool, unexpected *answ
 	answer, _ := io.ReadAll(io.LimitReader(r.Body, 200))
 	_, _ = io.Copy(io.Discard, r.Body) // drained, so the connection is reused
 	_ = r.Body.Close()
-	switch {
-	case r.StatusCode == 200 && !bad:
-		u.accepted()
-		return true
-	case r.StatusCode == 401 && bad:
+	if r.StatusCode == want {
 		return true
 	}
 	unexpected.note(fmt.Sprintf("%d %s", r.StatusCode, bytes.TrimSpace(answer)))
@@ -729,7 +764,7 @@ type ceilingLease struct {
 
 // ceilingLease reads, or creates, user u's Lease of the given shape in ns.
 func (b *bench) ceilingLease(ctx context.Context, ns string, u *user, shape leaseShape) (*ceilingLease, error) {
-	want := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "state-" + u.name, ManagedFields: render.Untracked()}}
+	want := minimalLeaseNamed("state-" + u.name)
 	if shape == busyMinimal {
 		want.Name = "busy-" + u.name // its own: another load's writes would make this one's versions stale
 	}
@@ -744,11 +779,7 @@ func (b *bench) ceilingLease(ctx context.Context, ns string, u *user, shape leas
 		}
 		want.Name = render.StateLeaseName(e.Spec.PolicyRef.Name+"-ceiling", e.Spec.User) // not the verifier's
 	}
-	leases := b.proto.CoordinationV1().Leases(ns)
-	l, err := leases.Get(ctx, want.Name, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		l, err = leases.Create(ctx, want, metav1.CreateOptions{})
-	}
+	l, err := leaseOf(ctx, b.proto.CoordinationV1().Leases(ns), want)
 	if err != nil {
 		return nil, err
 	}
@@ -757,6 +788,11 @@ func (b *bench) ceilingLease(ctx context.Context, ns string, u *user, shape leas
 	}
 	st, err := render.ParseState(l, e)
 	return &ceilingLease{Lease: l, state: st}, err
+}
+
+// minimalLeaseNamed is a minimal ceiling's Lease, named name, before its first write.
+func minimalLeaseNamed(name string) *coordinationv1.Lease {
+	return &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: name, ManagedFields: render.Untracked()}}
 }
 
 // succeed records in l what an accepted decision records: the next counter (so that every write changes the
@@ -943,7 +979,7 @@ func (b *bench) cpuMeter() *cpuMeter {
 	for i := 2; i <= replicas; i++ {
 		order = append(order, fmt.Sprintf("verifier-%d", i))
 	}
-	return newCPUMeter(b.procs, append(order, procBench)...)
+	return newCPUMeter(b.procs, append(order, procHop, procBench)...)
 }
 
 // microBenchmarks runs the code check next to a bare HMAC of the same algorithm, in this process.
