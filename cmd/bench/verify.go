@@ -236,6 +236,8 @@ func (b *bench) alternatingRounds(ctx context.Context, ns string, users []*user,
 			rs.shapedRatios = append(rs.shapedRatios, saturated.res.rate/shaped.res.rate)
 			rs.oldRatios = append(rs.oldRatios, closed.res.rate/old.rate)
 			writes, conflicts := decisionWritesIn(verifiers, saturated.res.decisions+closed.res.decisions)
+			fmt.Printf("    round-r%d: %d decisions; the verifier's writes: %s\n", r, saturated.res.decisions+closed.res.decisions,
+				writesList(verifiers))
 			rs.writes, rs.conflicts = max(rs.writes, writes), rs.conflicts+conflicts // the worst round: each must write once
 		}
 	}
@@ -669,6 +671,20 @@ func decisionWritesIn(d map[string]float64, n int) (writes, conflicts float64) {
 		conflicts += d["conflict "+w]
 	}
 	return writes, conflicts
+}
+
+// writesList reads "PUT leases 11021, PUT userenrollments/status 3": the decision writes among the API
+// requests d, and those refused with a conflict.
+func writesList(d map[string]float64) string {
+	var parts []string
+	for _, w := range decisionWrites {
+		for _, k := range []string{w, "conflict " + w} {
+			if d[k] != 0 {
+				parts = append(parts, fmt.Sprintf("%s %.0f", k, d[k]))
+			}
+		}
+	}
+	return strings.Join(parts, ", ")
 }
 
 // statusCeiling: the same clients, split over the users as load splits them, each decision written as a
