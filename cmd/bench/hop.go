@@ -17,19 +17,22 @@ import (
 	"k8s.io/client-go/kubernetes"
 	coordinationclient "k8s.io/client-go/kubernetes/typed/coordination/v1"
 	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/kube2fa/kube2fa/internal/devcluster"
+	"github.com/kube2fa/kube2fa/internal/scheme"
 )
 
 // procHop is the hop ceiling's forwarder.
 const procHop = "hop"
 
-// The hop ceiling is the minimal Lease's update behind an HTTP hop: the load posts each request to a
+// The hop ceiling is a state-shaped Lease's update behind an HTTP hop: the load posts each request to a
 // forwarder, a process of its own beside it (this benchmark's binary, started with -forward-listen), which
-// parses the request as the verifier would, makes the one guarded write of the user's minimal Lease that
-// the minimal ceiling makes, and answers. It decides nothing. It is the least that a process beside the
-// application, recording each decision through the API server, does per decision with the libraries the
-// verifier uses (net/http, client-go): the floor of a verifier's rate on this machine, whatever it decides.
+// parses the request as the verifier would, makes the one guarded write that the state-shaped ceiling
+// makes of the user's Lease (its enrollment as controller, the state annotation), and answers. It decides
+// nothing. It is the least that a process beside the application, recording each decision in the Lease a
+// decision writes, does per decision with the libraries the verifier uses (net/http, client-go): the floor
+// of a verifier's rate on this machine, whatever it decides.
 
 // forward serves the hop ceiling's forwarder on listen for the Leases in namespace ns, until it fails.
 func forward(kubeconfig, ns, listen string) error {
@@ -38,12 +41,16 @@ func forward(kubeconfig, ns, listen string) error {
 		return err
 	}
 	cfg.QPS, cfg.Burst = -1, 0 // as the verifier runs here (--kube-api-qps=-1)
+	enrollments, err := client.New(cfg, client.Options{Scheme: scheme.Scheme})
+	if err != nil {
+		return err
+	}
 	cfg.ContentType, cfg.AcceptContentTypes = runtime.ContentTypeProtobuf, runtime.ContentTypeProtobuf
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return err
 	}
-	f := &forwarder{leases: cs.CoordinationV1().Leases(ns), held: map[string]*ceilingLease{}}
+	f := &forwarder{ns: ns, enrollments: enrollments, leases: cs.CoordinationV1().Leases(ns), held: map[string]*ceilingLease{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
 	mux.HandleFunc("POST /v1/verify", f.verify)
@@ -51,14 +58,17 @@ func forward(kubeconfig, ns, listen string) error {
 	return srv.ListenAndServe()
 }
 
-// forwarder holds what it last wrote of each user's Lease, as the minimal ceiling's clients do.
+// forwarder holds what it last wrote of each user's Lease in namespace ns, as the state-shaped ceiling's
+// clients do; it reads a user's enrollment once, for the Lease's owner.
 type forwarder struct {
-	leases coordinationclient.LeaseInterface
-	mu     sync.Mutex
-	held   map[string]*ceilingLease
+	ns          string
+	enrollments client.Reader
+	leases      coordinationclient.LeaseInterface
+	mu          sync.Mutex
+	held        map[string]*ceilingLease
 }
 
-// verify records a decision for the request's user, as the minimal ceiling does, and answers as the
+// verify records a decision for the request's user, as the state-shaped ceiling does, and answers as the
 // verifier answers an accepted code. The load sends no two requests for one user at once.
 func (f *forwarder) verify(w http.ResponseWriter, r *http.Request) {
 	var req struct {
@@ -73,12 +83,11 @@ func (f *forwarder) verify(w http.ResponseWriter, r *http.Request) {
 	l := f.held[req.User]
 	f.mu.Unlock()
 	if l == nil {
-		lease, err := leaseOf(r.Context(), f.leases, minimalLeaseNamed("hop-"+req.User))
-		if err != nil {
+		var err error
+		if l, err = ceilingLeaseOf(r.Context(), f.enrollments, f.leases, f.ns, req.User, stateShaped, procHop); err != nil {
 			http.Error(w, fmt.Sprintf(`{"error":%q}`, err), http.StatusServiceUnavailable)
 			return
 		}
-		l = &ceilingLease{Lease: lease}
 		f.mu.Lock()
 		f.held[req.User] = l
 		f.mu.Unlock()

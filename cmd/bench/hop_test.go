@@ -12,6 +12,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	coordinationclient "k8s.io/client-go/kubernetes/typed/coordination/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+
+	"github.com/kube2fa/kube2fa/api/v1alpha1"
+	"github.com/kube2fa/kube2fa/internal/render"
+	"github.com/kube2fa/kube2fa/internal/scheme"
 )
 
 // leaseStore is the part of a Lease client the forwarder uses, over a map, counting the writes.
@@ -41,10 +46,15 @@ func (s *leaseStore) Update(_ context.Context, l *coordinationv1.Lease, _ metav1
 }
 
 // TestForwarderWritesOnceForEachRequest: the hop ceiling counts a forwarder's answers as writes, so each
-// answer must stand for exactly one update of the user's Lease that changes it, and a bad request for none.
+// answer must stand for exactly one update that changes the user's state-shaped Lease (controlled by the
+// user's enrollment, as a state Lease is), and a bad request for none.
 func TestForwarderWritesOnceForEachRequest(t *testing.T) {
+	e := &v1alpha1.UserEnrollment{ObjectMeta: metav1.ObjectMeta{Namespace: "storm", Name: "alice", UID: "e-1"},
+		Spec:   v1alpha1.UserEnrollmentSpec{User: "alice", PolicyRef: v1alpha1.PolicyReference{Name: "webapp"}},
+		Status: v1alpha1.UserEnrollmentStatus{SecretUID: "key-1"}}
 	store := &leaseStore{leases: map[string]*coordinationv1.Lease{}}
-	f := &forwarder{leases: store, held: map[string]*ceilingLease{}}
+	f := &forwarder{ns: "storm", leases: store, held: map[string]*ceilingLease{},
+		enrollments: fake.NewClientBuilder().WithScheme(scheme.Scheme).WithObjects(e).Build()}
 	post := func(body string) *httptest.ResponseRecorder {
 		w := httptest.NewRecorder()
 		f.verify(w, httptest.NewRequest(http.MethodPost, "/v1/verify", strings.NewReader(body)))
@@ -54,7 +64,8 @@ func TestForwarderWritesOnceForEachRequest(t *testing.T) {
 	if w := post(`{"code":"123456"}`); w.Code != http.StatusBadRequest || store.creates+store.updates != 0 {
 		t.Fatalf("a request without a user: %d, %d writes; want 400 and none", w.Code, store.creates+store.updates)
 	}
-	var counters []string
+	name := render.StateLeaseName("webapp-hop", "alice")
+	var states []string
 	for i := range 3 {
 		w := post(`{"user":"alice","code":"123456"}`)
 		if w.Code != http.StatusOK || w.Body.String() != `{"result":"accepted"}` {
@@ -63,9 +74,13 @@ func TestForwarderWritesOnceForEachRequest(t *testing.T) {
 		if store.creates != 1 || store.updates != i+1 {
 			t.Fatalf("after request %d: %d creates, %d updates; want 1 and %d", i, store.creates, store.updates, i+1)
 		}
-		counters = append(counters, store.leases["hop-alice"].Annotations["twofactor.kube2fa.io/hotp-counter"])
+		l := store.leases[name]
+		if l == nil || !metav1.IsControlledBy(l, e) {
+			t.Fatalf("after request %d: Lease %s is %v; want it controlled by the enrollment, as a state Lease is", i, name, l)
+		}
+		states = append(states, l.Annotations[v1alpha1.AnnotationState])
 	}
-	if counters[0] == counters[1] || counters[1] == counters[2] {
-		t.Errorf("counters %v: each write must change the Lease, or the API server skips it", counters)
+	if states[0] == states[1] || states[1] == states[2] {
+		t.Errorf("states %v: each write must change the Lease, or the API server skips it", states)
 	}
 }
