@@ -10,8 +10,6 @@ import (
 	"sync"
 	"time"
 
-	coordinationv1 "k8s.io/api/coordination/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
@@ -146,33 +144,25 @@ func (b *bench) stopHop(h runningHop) error {
 // url, as verifierLoad posts it to a verifier. Its writes are its own (PUT leases), not the verifier's.
 func (b *bench) hopLoad(run string, users []*user, url string, o offered) *load {
 	l := httpLoad(run, users, o, func(hc *http.Client, u *user, _, _ int, unexpected *answers) bool {
-		return post(hc, url+"/v1/verify", u, u.code(), http.StatusOK, unexpected)
+		return hopOnce(hc, url, u, unexpected)
 	})
 	l.own = "PUT leases"
 	return l
 }
 
+// hopOnce posts user u's next code to the forwarder at url, as verifyOnce posts it to a verifier, and
+// reports whether it was written; it notes any other answer.
+func hopOnce(hc *http.Client, url string, u *user, unexpected *answers) bool {
+	return post(hc, url+"/v1/verify", u, u.code(), http.StatusOK, unexpected)
+}
+
 // warmHop has the forwarder write every user's Lease once, unmeasured, creating the Leases: as warm does
 // for a verifier, and as the other ceilings create theirs before they are measured.
 func (b *bench) warmHop(users []*user, url string) error {
-	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: b.c.clients}, Timeout: 10 * time.Second}
-	defer hc.CloseIdleConnections()
-	var unexpected answers
-	_, err := parallel(len(users), b.c.clients, func(i int) error {
-		if u := users[i]; !post(hc, url+"/v1/verify", u, u.code(), http.StatusOK, &unexpected) {
+	return b.warmWith(users, func(hc *http.Client, u *user, unexpected *answers) error {
+		if !hopOnce(hc, url, u, unexpected) {
 			return fmt.Errorf("warming the hop ceiling's forwarder up: an unexpected answer for %s", u.name)
 		}
 		return nil
 	})
-	unexpected.print()
-	return err
-}
-
-// leaseOf reads the Lease named as want in leases, or creates it as want.
-func leaseOf(ctx context.Context, leases coordinationclient.LeaseInterface, want *coordinationv1.Lease) (*coordinationv1.Lease, error) {
-	l, err := leases.Get(ctx, want.Name, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		return leases.Create(ctx, want, metav1.CreateOptions{})
-	}
-	return l, err
 }

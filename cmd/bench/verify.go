@@ -20,6 +20,7 @@ import (
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -627,15 +628,21 @@ func post(hc *http.Client, url string, u *user, code string, want int, unexpecte
 // decision for a user reads the user's enrollment, key and state Lease, as the ceilings read or create their
 // objects before they are measured. What a first decision costs has rows of its own (verifierAtScale).
 func (b *bench) warm(users []*user, url func(u *user) string) error {
-	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: b.c.clients}, Timeout: 10 * time.Second}
-	defer hc.CloseIdleConnections()
-	var unexpected answers
-	_, err := parallel(len(users), b.c.clients, func(i int) error {
-		if u := users[i]; !verifyOnce(hc, url(u), u, false, &unexpected) {
+	return b.warmWith(users, func(hc *http.Client, u *user, unexpected *answers) error {
+		if !verifyOnce(hc, url(u), u, false, unexpected) {
 			return fmt.Errorf("warming %s up: an unexpected answer for %s", url(u), u.name)
 		}
 		return nil
 	})
+}
+
+// warmWith makes one request for every user with once, unmeasured, with the clients' parallelism, and prints
+// the answers once did not expect.
+func (b *bench) warmWith(users []*user, once func(hc *http.Client, u *user, unexpected *answers) error) error {
+	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: b.c.clients}, Timeout: 10 * time.Second}
+	defer hc.CloseIdleConnections()
+	var unexpected answers
+	_, err := parallel(len(users), b.c.clients, func(i int) error { return once(hc, users[i], &unexpected) })
 	unexpected.print()
 	return err
 }
@@ -792,7 +799,7 @@ func (b *bench) ceilingLease(ctx context.Context, ns string, u *user, shape leas
 // (read with enrollments), named as the state Lease of a policy named for the load.
 func ceilingLeaseOf(ctx context.Context, enrollments client.Reader, leases coordinationclient.LeaseInterface, ns, user string,
 	shape leaseShape, load string) (*ceilingLease, error) {
-	want := minimalLeaseNamed(load + "-" + user)
+	want := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: load + "-" + user, ManagedFields: render.Untracked()}}
 	e := &v1alpha1.UserEnrollment{}
 	if shape == stateShaped {
 		if err := enrollments.Get(ctx, client.ObjectKey{Namespace: ns, Name: user}, e); err != nil {
@@ -804,7 +811,10 @@ func ceilingLeaseOf(ctx context.Context, enrollments client.Reader, leases coord
 		}
 		want.Name = render.StateLeaseName(e.Spec.PolicyRef.Name+"-"+load, e.Spec.User) // not the verifier's
 	}
-	l, err := leaseOf(ctx, leases, want)
+	l, err := leases.Get(ctx, want.Name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		l, err = leases.Create(ctx, want, metav1.CreateOptions{})
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -813,11 +823,6 @@ func ceilingLeaseOf(ctx context.Context, enrollments client.Reader, leases coord
 	}
 	st, err := render.ParseState(l, e)
 	return &ceilingLease{Lease: l, state: st}, err
-}
-
-// minimalLeaseNamed is a minimal ceiling's Lease, named name, before its first write.
-func minimalLeaseNamed(name string) *coordinationv1.Lease {
-	return &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: name, ManagedFields: render.Untracked()}}
 }
 
 // succeed records in l what an accepted decision records: the next counter (so that every write changes the
