@@ -629,6 +629,8 @@ func TestOverTheNetworkOnlyAllowedCallersAreServed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	clk := clocktesting.NewFakeClock(time.Now())
+	verifier.RememberCallersBy(callers, clk)
 	reg := prometheus.NewRegistry()
 	h := &verifier.Handler{V: running.Verifier, Metrics: verifier.NewMetrics(reg), Log: logr.Discard(), Ready: running.Ready,
 		Gatherer: reg, Callers: callers}
@@ -643,10 +645,10 @@ func TestOverTheNetworkOnlyAllowedCallersAreServed(t *testing.T) {
 		}
 		return tr.Status.Token
 	}
-	verify := func(bearer, code string) response {
-		req, _ := http.NewRequest("POST", srv.URL+"/v1/verify", strings.NewReader(fmt.Sprintf(`{"user":"alice","code":%q}`, code)))
-		if bearer != "" {
-			req.Header.Set("Authorization", "Bearer "+bearer)
+	verifyAt := func(url, authorization, code string) response {
+		req, _ := http.NewRequest("POST", url+"/v1/verify", strings.NewReader(fmt.Sprintf(`{"user":"alice","code":%q}`, code)))
+		if authorization != "" {
+			req.Header.Set("Authorization", authorization)
 		}
 		res, err := http.DefaultClient.Do(req)
 		if err != nil {
@@ -657,25 +659,59 @@ func TestOverTheNetworkOnlyAllowedCallersAreServed(t *testing.T) {
 		_ = json.NewDecoder(res.Body).Decode(&out.Body)
 		return out
 	}
+	verify := func(authorization, code string) response { return verifyAt(srv.URL, authorization, code) }
 
+	app := token("app", verifier.CallerAudience)
 	for name, tt := range map[string]struct {
-		bearer string
-		status int
+		authorization string
+		status        int
 	}{
 		"no token":                        {"", 401},
-		"a forged token":                  {"not-a-token", 401},
-		"a token for the API server":      {token("app"), 401},
-		"a caller without the permission": {token("stranger", verifier.CallerAudience), 403},
+		"a forged token":                  {"Bearer not-a-token", 401},
+		"a token for the API server":      {"Bearer " + token("app"), 401},
+		"the right token, another scheme": {"Basic " + app, 401},
+		"a caller without the permission": {"Bearer " + token("stranger", verifier.CallerAudience), 403},
 	} {
-		if res := verify(tt.bearer, "000000"); res.Status != tt.status || res.result() != "" {
+		if res := verify(tt.authorization, "000000"); res.Status != tt.status || res.result() != "" {
 			t.Errorf("%s: %d %v, want %d before any code is read", name, res.Status, res.Body, tt.status)
 		}
 	}
 	if st := state(t, ns, "alice"); st.FailedAttempts != 0 {
 		t.Fatalf("refused callers' wrong codes were counted: %d failures", st.FailedAttempts)
 	}
-	if res := verify(token("app", verifier.CallerAudience), totp(t, p, k, time.Now().Add(30*time.Second))); res.Status != 200 || res.result() != "accepted" {
+	if res := verify("Bearer "+app, totp(t, p, k, time.Now().Add(30*time.Second))); res.Status != 200 || res.result() != "accepted" {
 		t.Fatalf("the allowed caller's right code: %d %v", res.Status, res.Body)
+	}
+	if res := verify("bearer "+app, "000000"); res.Status != 401 || res.result() != "rejected" { // RFC 6750: any case
+		t.Fatalf("the allowed caller's wrong code, scheme in lower case: %d %v", res.Status, res.Body)
+	}
+
+	// A verifier that cannot review its callers (its identity may not create TokenReviews) fails closed.
+	blind, err := verifier.NewCallers(verifierUser(t, env, ns, "blind"), ns, "webapp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blindSrv := httptest.NewServer((&verifier.Handler{V: running.Verifier, Metrics: verifier.NewMetrics(prometheus.NewRegistry()),
+		Log: logr.Discard(), Ready: running.Ready, Gatherer: reg, Callers: blind}).Routes())
+	t.Cleanup(blindSrv.Close)
+	if res := verifyAt(blindSrv.URL, "Bearer "+app, "000000"); res.Status != 503 || res.result() != "" {
+		t.Errorf("callers that cannot be reviewed: %d %v, want 503 before any code is read", res.Status, res.Body)
+	}
+
+	// A verdict is remembered for a while, not for ever: a revoked permission refuses the caller once it has
+	// passed.
+	if err := env.Client.Delete(ctx, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "verify-webapp"}}); err != nil {
+		t.Fatal(err)
+	}
+	if res := verify("Bearer "+app, "000000"); res.Status != 401 || res.result() != "rejected" {
+		t.Fatalf("within its verdict's lifetime, the caller is still served: %d %v", res.Status, res.Body)
+	}
+	testenv.Eventually(t, "the revoked caller to be refused", func() bool {
+		clk.Step(verifier.CallerVerdictLifetime + time.Second)
+		return verify("Bearer "+app, "000000").Status == 403
+	})
+	if st := state(t, ns, "alice"); st.FailedAttempts != 2 {
+		t.Errorf("failures counted: %d, want the allowed caller's 2", st.FailedAttempts)
 	}
 	if res := call(t, "GET", srv.URL+"/readyz", ""); res.Status != 200 {
 		t.Errorf("the readiness probe needs no token: %d", res.Status)
