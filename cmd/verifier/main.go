@@ -25,7 +25,6 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
-	"github.com/kube2fa/kube2fa/internal/memory"
 	"github.com/kube2fa/kube2fa/internal/scheme"
 	"github.com/kube2fa/kube2fa/internal/verifier"
 )
@@ -66,7 +65,6 @@ func (o *options) bind(fs *flag.FlagSet) {
 }
 
 func main() {
-	memory.SetGCPercent() // a sidecar's memory is its pod's
 	var o options
 	o.bind(flag.CommandLine)
 	flag.Parse()

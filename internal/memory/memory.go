@@ -8,10 +8,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 )
 
-// GCPercent is the GOGC of kube2fa's processes unless the environment sets one. What the manager and a
-// verifier hold is about a kilobyte per enrollment or remembered user, and the Go default lets the heap grow
-// to twice what is live before it collects: that headroom would be most of their memory. Half of it costs
-// a little more CPU in the collector (README, Performance).
+// GCPercent is the manager's GOGC unless the environment sets one. What it holds is about a kilobyte per
+// enrollment, and the Go default lets the heap grow to twice what is live before it collects: at 100,000
+// enrollments that headroom would be most of its memory. Half of it costs a little more CPU in the collector
+// (README, Performance). A verifier, whose heap does not grow with its policy, collects at the Go default.
 const GCPercent = 50
 
 // SetGCPercent sets GCPercent, unless the environment sets GOGC.
